@@ -1,0 +1,88 @@
+"""Write a small but real run directory (the layout the trainer produces) for codegen/bench tests.
+
+Layout (see README "Run directory"):
+    RUN/config.json, RUN/report.json,
+    RUN/devices/devNN/{model_int8.tflite, device.json, test_split.npz}
+The model is a real INT8 TFLite model of the fleet architecture, trained for a few steps on a
+separable toy problem, so decisions are meaningful; no trainer code is involved.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _toy_data(n: int, input_shape, n_classes: int, seed: int):
+    rng = np.random.default_rng(seed)
+    t, c = input_shape
+    y = rng.integers(0, n_classes, size=n)
+    base = np.sin(np.linspace(0, 2 * np.pi, t))[:, None] * np.ones((1, c))
+    x = rng.normal(0, 0.15, size=(n, t, c)) + base[None] * ((y[:, None, None] + 1) / n_classes)
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def make_run_dir(root: Path, device: int = 3, input_shape=(40, 6), n_classes: int = 6,
+                 n_test: int = 24, seed: int = 0, class_names=None, filters=(16, 16, 16)) -> Path:
+    import keras
+    import tensorflow as tf
+
+    from fedtiny.trainer.model import ModelSpec, build_model
+    from fedtiny.trainer.threshold import decide, dequantize
+    from fedtiny.trainer.tflm import arena_bytes, run_int8
+
+    keras.utils.set_random_seed(seed)
+    spec = ModelSpec(tuple(input_shape), n_classes, tuple(filters))
+    model = build_model(spec, seed)
+    x, y = _toy_data(256, input_shape, n_classes, seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0, shuffle=False)
+
+    def rep():
+        for i in range(64):
+            yield [x[i:i + 1]]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    tfl = conv.convert()
+
+    from tflite_micro.python.tflite_micro import runtime
+    interp = runtime.Interpreter.from_bytes(tfl)
+    iq = interp.get_input_details(0)["quantization_parameters"]
+    oq = interp.get_output_details(0)["quantization_parameters"]
+    in_s, in_z = float(iq["scales"][0]), int(iq["zero_points"][0])
+    out_s, out_z = float(oq["scales"][0]), int(oq["zero_points"][0])
+
+    xt, yt = _toy_data(n_test, input_shape, n_classes, seed + 1)
+    xq = np.clip(np.round(xt / in_s) + in_z, -128, 127).astype(np.int8)
+    threshold = 0.5
+    q = run_int8(tfl, xq)
+    pred = decide(dequantize(q, out_s, out_z), threshold)
+    names = list(class_names or (["normal"] + [f"fault{i}" for i in range(1, n_classes)]))
+
+    run = Path(root)
+    ddir = run / "devices" / f"dev{device:02d}"
+    ddir.mkdir(parents=True, exist_ok=True)
+    (ddir / "model_int8.tflite").write_bytes(tfl)
+    np.savez(ddir / "test_split.npz", x=xt, y=yt, x_int8=xq, pred_int8=pred)
+    arena = arena_bytes(tfl)
+    info = {
+        "device": device, "threshold": threshold, "class_names": names,
+        "input_shape": list(input_shape), "channel_scale": [1.0] * input_shape[1],
+        "input_scale": in_s, "input_zero_point": in_z,
+        "output_scale": out_s, "output_zero_point": out_z,
+        "float_acc": None, "int8_acc": float(np.mean(pred == yt)),
+        "model_bytes": len(tfl), "arena_bytes": arena,
+        "model_sha256": hashlib.sha256(tfl).hexdigest(),
+    }
+    (ddir / "device.json").write_text(json.dumps(info, indent=2))
+    (run / "config.json").write_text(json.dumps({"dataset": "toy", "devices": device + 1, "seed": seed,
+                                                 "method": "fixture"}, indent=2))
+    (run / "report.json").write_text(json.dumps({"class_names": names, "devices": [info]}, indent=2))
+    return run

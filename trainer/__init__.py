@@ -1,0 +1,1 @@
+"""Host trainer: the four Fed-Meta-Align phases and the FedAvg/FedProx baselines."""

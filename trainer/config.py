@@ -1,0 +1,87 @@
+"""Run configuration: every knob of a training run, stored as ``config.json`` in the run directory."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .data.fleet import DataError
+
+METHODS = ("fedmetaalign", "fedavg", "fedprox", "local", "centralized")
+FEDERATED = ("fedmetaalign", "fedavg", "fedprox")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "electrical"
+    devices: int = 10
+    alpha: float = 0.5                 # Dirichlet label-skew concentration
+    samples_per_device: int = 400      # built-in generators only
+    public_samples: int = 1200         # built-in generators only
+    method: str = "fedmetaalign"
+    personalize: bool = True           # Phase 3 (federated methods)
+    rounds: int = 10
+    seed: int = 0
+    skip_phase1: bool = False          # ablation (Fed-Meta-Align only)
+    floor: float = 0.1                 # similarity floor c
+    server_lr: float = 1.0             # server step alpha
+    perf: str = "accuracy"             # p_k: accuracy | loss_improvement
+    mu: float = 0.01                   # FedProx proximal weight
+    tour: str = "fixed"                # Phase-1 order: fixed | random
+    tours: int = 1
+    test_fraction: float = 0.2
+    splits: tuple = (0.2, 0.5, 0.3)    # Phase 1 / 2 / 3 shares of the non-test windows
+    phase2_val_fraction: float = 0.2   # of Phase 2's share, for p_k and per-round accuracy
+    phase3_val_fraction: float = 0.4   # of Phase 3's share, for the threshold
+    phase0_epochs: int = 15
+    phase1_epochs: int = 2
+    local_epochs: int = 2
+    phase3_epochs: int = 15
+    reference_epochs: int = 30         # local-only and centralized references
+    lr: float = 2e-3
+    head_lr: float = 2e-3
+    batch_size: int = 32
+    threshold_metric: str = "balanced_accuracy"
+    default_threshold: float = 0.5     # used when Phase 3 does not run
+    min_device_samples: int = 20
+    rep_samples: int = 100             # representative windows for INT8 calibration
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
+        self.validate()
+
+    def validate(self) -> None:
+        from .threshold import METRICS
+
+        def bad(msg: str) -> None:
+            raise DataError(msg)
+
+        if self.method not in METHODS:
+            bad(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.devices < 1:
+            bad("--devices must be at least 1")
+        if self.rounds < 0 or self.tours < 0:
+            bad("--rounds and --tours must be >= 0")
+        if len(self.splits) != 3 or any(s < 0 for s in self.splits) or abs(sum(self.splits) - 1) > 1e-6:
+            bad(f"--splits needs three fractions >= 0 that sum to 1, got {list(self.splits)}")
+        if not 0 < self.test_fraction < 1:
+            bad("--test-fraction must lie between 0 and 1")
+        if self.perf not in ("accuracy", "loss_improvement"):
+            bad(f"unknown --perf {self.perf!r}; choose accuracy or loss_improvement")
+        if self.tour not in ("fixed", "random"):
+            bad(f"unknown --tour {self.tour!r}; choose fixed or random")
+        if self.threshold_metric not in METRICS:
+            bad(f"unknown threshold metric {self.threshold_metric!r}; choose one of {', '.join(METRICS)}")
+        if self.mu < 0 or self.floor < 0:
+            bad("--mu and --floor must be >= 0")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["splits"] = list(self.splits)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise DataError(f"config has unknown keys: {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,71 @@
+"""The fleet's model: a small 1D CNN split into a feature extractor and a decision head.
+
+    input (T, C) -> [feature extractor: Conv1D x3 (ReLU) -> GlobalAveragePooling1D]  = "features"
+                 -> [decision head: Dense(16, ReLU) -> Dense(K, softmax)]
+
+``SPLIT_LAYER`` names the last extractor layer; Phase 3 freezes every layer up to and including it
+and fine-tunes only the head. Weights are exchanged as the list ``model.get_weights()`` (NumPy
+arrays, extractor first); ``n_extractor_arrays`` tells how many of them belong to the extractor.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+SPLIT_LAYER = "features"
+HEAD_PREFIX = "head_"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture as data, so a worker process can rebuild the same model from weights."""
+
+    input_shape: tuple[int, int]
+    n_classes: int
+    filters: tuple[int, ...] = (16, 16, 16)
+    head_units: int = 16
+
+    def conv_plan(self) -> list[tuple[int, int, int]]:
+        """(filters, kernel, stride) per conv layer: long vibration windows get wide, strided kernels."""
+        t = self.input_shape[0]
+        f1, f2, f3 = self.filters
+        if t >= 256:
+            return [(f1, 16, 4), (f2, 8, 4), (f3, 5, 2)]
+        return [(f1, 5, 1), (f2, 5, 2), (f3, 3, 2)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["filters"] = list(self.filters)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(tuple(d["input_shape"]), int(d["n_classes"]), tuple(d["filters"]), int(d["head_units"]))
+
+
+def build_model(spec: ModelSpec, seed: int):
+    """Build the Keras model with seeded Glorot-uniform initialisers (same seed -> same weights)."""
+    import keras
+
+    init = lambda i: keras.initializers.GlorotUniform(seed=seed * 1000 + i)  # noqa: E731
+    inp = keras.Input(shape=spec.input_shape, name="window")
+    x = inp
+    for i, (f, k, s) in enumerate(spec.conv_plan()):
+        x = keras.layers.Conv1D(f, k, strides=s, activation="relu", kernel_initializer=init(i),
+                                name=f"fx_conv{i + 1}")(x)
+    x = keras.layers.GlobalAveragePooling1D(name=SPLIT_LAYER)(x)
+    x = keras.layers.Dense(spec.head_units, activation="relu", kernel_initializer=init(10),
+                           name=f"{HEAD_PREFIX}dense")(x)
+    out = keras.layers.Dense(spec.n_classes, activation="softmax", kernel_initializer=init(11),
+                             name=f"{HEAD_PREFIX}out")(x)
+    return keras.Model(inp, out, name="fedtiny_cnn")
+
+
+def n_extractor_arrays(model) -> int:
+    """How many leading arrays of ``model.get_weights()`` belong to the feature extractor."""
+    n = 0
+    for layer in model.layers:
+        if layer.name.startswith(HEAD_PREFIX):
+            break
+        n += len(layer.get_weights())
+    return n

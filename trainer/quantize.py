@@ -1,0 +1,98 @@
+"""Full-integer INT8 conversion (int8 input and output), isolated in a worker process.
+
+``TFLiteConverter.convert()`` grows the converting process's memory on every call in TF 2.21
+(measured here: about 7 MB RSS per call for the fleet model), so a run converts its devices in one
+spawned worker process that ends with the run. The worker rebuilds the model from its
+``ModelSpec`` and weights, so the bytes equal those of an in-process conversion.
+The representative set is the device's own training windows (model units).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from .model import ModelSpec
+
+
+def convert_int8(spec_dict: dict, weights: list[np.ndarray], rep_x: np.ndarray) -> bytes:
+    """Convert the model (spec + weights) to a full-integer INT8 flatbuffer; runs anywhere."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    import tensorflow as tf
+
+    from .model import build_model
+
+    tf.get_logger().setLevel("ERROR")
+    model = build_model(ModelSpec.from_dict(spec_dict), seed=0)
+    model.set_weights(weights)
+    rep = np.asarray(rep_x, dtype=np.float32)
+
+    def representative():
+        for i in range(len(rep)):
+            yield [rep[i:i + 1]]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bytes(conv.convert())
+
+
+def _silence_worker() -> None:
+    """Worker initializer: silence the converter's prints (fd 1) and TF's C++ logging (fd 2) so the
+    parent's progress bars stay readable; failures still reach the parent as exceptions."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+
+
+class Converter:
+    """One spawned worker for a run's conversions: ``with Converter() as c: c.convert(...)``."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "Converter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray) -> bytes:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                                             initializer=_silence_worker)
+        return self._pool.submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
+                                 np.asarray(rep_x)).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def quant_params(model_bytes: bytes) -> dict:
+    """Input/output scale and zero point of an INT8 model (read through tflite-micro)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(bytes(model_bytes))
+    iq = interp.get_input_details(0)["quantization_parameters"]
+    oq = interp.get_output_details(0)["quantization_parameters"]
+    return {"input_scale": float(iq["scales"][0]), "input_zero_point": int(iq["zero_points"][0]),
+            "output_scale": float(oq["scales"][0]), "output_zero_point": int(oq["zero_points"][0])}
+
+
+def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """q = clip(round(x / scale) + zero_point, -128, 127) as int8, rounding half away from zero
+    (TFLite's rounding)."""
+    v = np.asarray(x, dtype=np.float64) / scale
+    return np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point, -128, 127).astype(np.int8)
