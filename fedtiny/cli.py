@@ -1,4 +1,4 @@
-"""The ``fedtiny`` command line: train, build, flash, bench, emulate, demo.
+"""The ``fedtiny`` command line: train, build, flash, bench, emulate, compare, ablate, report, demo.
 
 Subcommands load lazily so that ``fedtiny --help`` answers without importing TensorFlow.
 """
@@ -14,6 +14,9 @@ LAZY = {
     "flash": ("fedtiny.codegen.cli", "flash"),
     "bench": ("fedtiny.bench.cli", "bench"),
     "emulate": ("fedtiny.bench.cli", "emulate"),
+    "compare": ("fedtiny.experiments_cli", "compare"),
+    "ablate": ("fedtiny.experiments_cli", "ablate"),
+    "report": ("fedtiny.experiments_cli", "report"),
     "demo": ("fedtiny.demo", "demo"),
 }
 SHORT_HELP = {
@@ -22,6 +25,9 @@ SHORT_HELP = {
     "flash": "Upload a device's firmware project with PlatformIO.",
     "bench": "Benchmark one board, several, or an emulated one over serial.",
     "emulate": "Serve a device's model over a pseudo-terminal (protocol v1).",
+    "compare": "Fed-Meta-Align vs baselines over seeds: table, JSON and plots.",
+    "ablate": "Fed-Meta-Align ablations (Phase 1, floor c, splits): table, JSON and plots.",
+    "report": "Write a self-contained HTML report of one run.",
     "demo": "Train, build, emulate and bench on the built-in data, end to end.",
 }
 

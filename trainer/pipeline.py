@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,9 @@ class Run:
             (self.state / old).unlink(missing_ok=True)
 
     # --- execution -------------------------------------------------------------------------
-    def execute(self) -> dict:
+    def execute(self, until: str | None = None) -> dict | None:
+        """Run the remaining steps; with ``until`` stop after that step (no report; continue later
+        with resume). Returns the report dict, or None when stopped early."""
         cfg = self.cfg
         self.rep.note("preparing data")
         self.data = prepare(cfg)
@@ -157,6 +160,10 @@ class Run:
                    else self.engine.init_weights)
         self.global_weights = [np.array(w) for w in weights]
         todo = [s for s in steps_for(cfg) if s not in self.progress["done"]]
+        if until is not None:
+            if until not in steps_for(cfg):
+                raise RunError(f"this run has no step {until!r}")
+            todo = [s for s in todo if steps_for(cfg).index(s) <= steps_for(cfg).index(until)]
         groups = _group_steps(todo)
         with Converter() as self.converter:
             for label, steps in groups:
@@ -166,7 +173,11 @@ class Run:
                     changed = self._run_step(step)
                     self._checkpoint(step, self.global_weights if changed else None, time.perf_counter() - t0)
                     self.rep.advance()
+                    if os.environ.get("FEDTINY_CRASH_AFTER") == step:   # tests: die like a kill -9
+                        os._exit(137)
                 self.rep.finish()
+        if until is not None:
+            return None
         report = self._report()
         atomic_write_json(self.out / "report.json", report)
         return report
@@ -369,6 +380,17 @@ def _group_steps(steps: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter | None = None) -> dict:
-    """Run (or resume) one training run into ``out``; returns the report dict."""
-    return Run(cfg, out, resume, reporter).execute()
+def train(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter | None = None,
+          until: str | None = None) -> dict | None:
+    """Run (or resume) one training run into ``out``; returns the report dict (None with ``until``)."""
+    return Run(cfg, out, resume, reporter).execute(until)
+
+
+def load_or_train(cfg: TrainConfig, out: Path, reporter: Reporter | None = None) -> dict:
+    """The finished run's report when ``out`` already holds this config and a report; otherwise
+    train (resuming whatever part was done). Used by compare/ablate/demo so no work is redone."""
+    out = Path(out)
+    if (out / "report.json").exists() and (out / "config.json").exists():
+        if json.loads((out / "config.json").read_text()) == cfg.to_dict():
+            return json.loads((out / "report.json").read_text())
+    return train(cfg, out, resume=(out / "config.json").exists(), reporter=reporter)

@@ -1,13 +1,14 @@
 """Full-integer INT8 conversion (int8 input and output), isolated in a worker process.
 
 ``TFLiteConverter.convert()`` grows the converting process's memory on every call in TF 2.21
-(measured here: about 7 MB RSS per call for the fleet model), so a run converts its devices in one
-spawned worker process that ends with the run. The worker rebuilds the model from its
+(measured here: about 7 MB RSS per call for the fleet model), so conversions run in a spawned
+worker process that is replaced after a fixed number of calls. The worker rebuilds the model from its
 ``ModelSpec`` and weights, so the bytes equal those of an in-process conversion.
 The representative set is the device's own training windows (model units).
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -56,28 +57,36 @@ def _silence_worker() -> None:
 
 
 class Converter:
-    """One spawned worker for a run's conversions: ``with Converter() as c: c.convert(...)``."""
+    """Conversions run in a spawned worker process shared by every run of this process and replaced
+    after ``MAX_TASKS`` conversions, which bounds the converter's memory growth (about 7 MB a call)
+    to a few hundred MB. ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the worker."""
 
-    def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+    MAX_TASKS = 40
+    _pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> "Converter":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        pass
+
+    @classmethod
+    def _executor(cls) -> ProcessPoolExecutor:
+        if cls._pool is None:
+            cls._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                                            initializer=_silence_worker, max_tasks_per_child=cls.MAX_TASKS)
+            atexit.register(cls.shutdown)
+        return cls._pool
 
     def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray) -> bytes:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                             initializer=_silence_worker)
-        return self._pool.submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
-                                 np.asarray(rep_x)).result()
+        return self._executor().submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
+                                       np.asarray(rep_x)).result()
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    @classmethod
+    def shutdown(cls) -> None:
+        if cls._pool is not None:
+            cls._pool.shutdown(wait=True, cancel_futures=True)
+            cls._pool = None
 
 
 def quant_params(model_bytes: bytes) -> dict:

@@ -1,0 +1,28 @@
+"""Shared fixtures: small but real training runs, made once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SMALL = dict(devices=3, samples_per_device=160, public_samples=300, rounds=2, phase0_epochs=5,
+             phase3_epochs=5, reference_epochs=5)
+
+
+def small_config(**over):
+    from fedtiny.trainer.config import TrainConfig
+
+    return TrainConfig(**{**SMALL, **over})
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """A finished small Fed-Meta-Align run on the built-in electrical data."""
+    from fedtiny.trainer.pipeline import train
+
+    out = tmp_path_factory.mktemp("runs") / "small"
+    train(small_config(), out)
+    return out
