@@ -58,13 +58,15 @@ class Prepared:
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
-    """Load or generate the fleet, scale inputs to model units, validate and split every device."""
+    """Load or generate the fleet, scale inputs to model units x_m = clip(x / channel_scale, -1, 1),
+    validate and split every device."""
     fleet = load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed,
                        samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples)
     scale = np.asarray(fleet.channel_scale, dtype=np.float32)
 
     def to_model(p: Pool) -> Pool:
-        return Pool(p.x / scale, p.y, p.groups, p.condition)
+        # the front end's full scale: values beyond +-1 saturate, as an ADC does
+        return Pool(np.clip(p.x / scale, -1.0, 1.0), p.y, p.groups, p.condition)
 
     fleet.public = to_model(fleet.public)
     fleet.devices = [to_model(p) for p in fleet.devices]
