@@ -47,13 +47,25 @@ def convert_int8(spec_dict: dict, weights: list[np.ndarray], rep_x: np.ndarray) 
         return bytes(conv.convert())
 
 
-def _silence_worker() -> None:
+def _worker_init(parent_pid: int) -> None:
     """Worker initializer: silence the converter's prints (fd 1) and TF's C++ logging (fd 2) so the
-    parent's progress bars stay readable; failures still reach the parent as exceptions."""
+    parent's progress bars stay readable (failures still reach the parent as exceptions), and exit
+    as soon as the parent is gone: a run killed with -9 must not leave an orphan worker (it would
+    also hold the parent's inherited stdout/stderr pipes open)."""
+    import threading
+    import time
+
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class Converter:
@@ -74,7 +86,8 @@ class Converter:
     def _executor(cls) -> ProcessPoolExecutor:
         if cls._pool is None:
             cls._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                            initializer=_silence_worker, max_tasks_per_child=cls.MAX_TASKS)
+                                            initializer=_worker_init, initargs=(os.getpid(),),
+                                            max_tasks_per_child=cls.MAX_TASKS)
             atexit.register(cls.shutdown)
         return cls._pool
 
