@@ -1,0 +1,182 @@
+"""``fedtiny bench`` and ``fedtiny emulate`` (click commands, registered lazily by fedtiny.cli).
+
+Exit codes of ``bench``: 0 every decision matches the run's INT8 decisions (or no run to compare
+with); 1 the bench finished but some decisions differ (see the results files); 2 error (bad port,
+silent device, other protocol version, model hash differs, ...): one ``error: ...`` line on
+stderr, and no results file of the failed board.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fedtiny.firmware.protocol import DEFAULT_BAUD
+
+from .rundata import BenchError
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2)
+
+
+def _resolve_run(run: str | None, no_run: bool) -> Path | None:
+    from .rundata import default_run
+
+    if no_run:
+        return None
+    if run is not None:
+        return Path(run)
+    return default_run()
+
+
+def _fmt_acc(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _table(items, ports):
+    from rich.table import Table
+
+    from .host import BenchResult
+
+    t = Table(title="fedtiny bench (latency in µs, measured by the clock in the 'clock' column; "
+                    "clock=host means the emulator's host time, not a board)")
+    for col in ("port", "board", "dev", "clock", "n", "accuracy", "run INT8", "mismatch",
+                "p50 µs", "p95 µs", "max µs", "stream acc", "dropped", "status"):
+        t.add_column(col, justify="right" if col not in ("port", "board", "clock", "status") else "left")
+    for it, port in zip(items, ports):
+        if isinstance(it, BenchResult):
+            lat = it.latency_us
+            mism = len(it.decision_mismatches) + (len(it.stream["decision_mismatches"]) if it.stream else 0)
+            t.add_row(it.port, it.board, str(it.device_id), it.clock, str(it.n), _fmt_acc(it.accuracy),
+                      _fmt_acc(it.expected_accuracy), str(mism) if it.run_dir else "-",
+                      str(lat["p50"]), str(lat["p95"]),
+                      str(lat["max"]), _fmt_acc(it.stream["accuracy"]) if it.stream else "-",
+                      str(it.link.get("dropped_lines", 0)),
+                      "[green]ok[/]" if it.ok else "[red]MISMATCH[/]")
+        else:
+            t.add_row(port, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "[red]error[/]")
+    return t
+
+
+@click.command("bench")
+@click.option("--port", "port", metavar="PORT", help="Serial port of one board (e.g. /dev/ttyACM0, COM3, or an emulator's pty).")
+@click.option("--ports", "ports", metavar="A,B,C", help="Comma-separated ports of several boards.")
+@click.option("--all", "all_", is_flag=True, help="Every attached board found by USB VID:PID.")
+@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: newest runs/* with report.json).")
+@click.option("--no-run", is_flag=True, help="Bench without a run: no hash check, no expected decisions.")
+@click.option("--device", type=int, default=None, help="Device of the run (default: the id in the board's banner).")
+@click.option("--stream", type=int, default=0, show_default=True,
+              help="Also send N windows of the run's test split with 'infer' (those the firmware does not carry first).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Results directory (default: RUN/bench/, or results/bench without a run).")
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="Seconds of silence before a wait fails (handshake, run, infer).")
+@click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True)
+@click.option("--passes", type=int, default=3, show_default=True,
+              help="Max 'run' passes to collect samples lost on a noisy link.")
+@click.option("--reconnect-wait", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for a board that dropped off USB (reset, re-enumeration).")
+@click.option("--reset", is_flag=True, help="Restart each board first (waits for USB re-enumeration).")
+def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, passes, reconnect_wait, reset):
+    """Benchmark one board, several, or an emulated one over serial (protocol v1).
+
+    Checks the board's model hash against the run, evaluates its embedded test windows, compares
+    every decision with the run's INT8 decisions, and writes JSON + CSV results."""
+    from rich.console import Console
+
+    from .host import BenchResult, bench_device, bench_ports, write_results
+    from .ports import find_boards
+
+    try:
+        chosen = [x for x in (port, ports, all_) if x]
+        if len(chosen) != 1:
+            raise BenchError("give exactly one of --port PORT, --ports A,B,C or --all")
+        if port:
+            port_list = [port]
+        elif ports:
+            port_list = [p.strip() for p in ports.split(",") if p.strip()]
+            if not port_list:
+                raise BenchError("--ports is empty")
+        else:
+            port_list = find_boards()
+        if stream < 0 or timeout <= 0 or passes < 1:
+            raise BenchError("--stream must be >= 0, --timeout > 0 and --passes >= 1")
+        run_dir = _resolve_run(run, no_run)
+        if stream and run_dir is None:
+            raise BenchError("--stream needs a run (--run DIR)")
+        if run_dir is not None and device is not None:
+            from .rundata import load_run_device
+            load_run_device(run_dir, device)       # fail on a bad run before touching ports
+        out_dir = Path(out) if out else (run_dir / "bench" if run_dir else Path("results") / "bench")
+        kw = dict(baud=baud, passes=passes, reconnect_wait=reconnect_wait, reset=reset)
+        err = Console(stderr=True)
+        if len(port_list) == 1:
+            with err.status(f"benchmarking {port_list[0]} ...") as status:
+                def progress(stage, done, total):
+                    status.update(f"benchmarking {port_list[0]}: {stage} {done}/{total}")
+                items = [bench_device(port_list[0], run_dir, device, stream, timeout, progress=progress, **kw)]
+        else:
+            with err.status(f"benchmarking {len(port_list)} boards ..."):
+                items = bench_ports(port_list, run_dir, device, stream, timeout, **kw)
+        good = [it for it in items if isinstance(it, BenchResult)]
+        paths = write_results(items, out_dir, port_list) if (good or len(items) > 1) else []
+    except BenchError as e:
+        _fail(str(e))
+        return
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    out.print(_table(items, port_list))
+    for it in good:
+        for w in it.warnings:
+            click.echo(f"warning: {it.port}: {w}", err=True)
+    for p in paths:
+        click.echo(f"wrote {p}")
+    failed = [(p, it) for it, p in zip(items, port_list) if isinstance(it, BenchError)]
+    for p, e in failed:
+        click.echo(f"error: {e}", err=True)
+    if failed:
+        sys.exit(2)
+    if any(not it.ok for it in good):
+        click.echo("decisions differ from the run's INT8 decisions (see the results files)", err=True)
+        sys.exit(1)
+
+
+@click.command("emulate")
+@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: newest runs/* with report.json).")
+@click.option("--device", type=int, required=True, help="Device of the run to serve.")
+@click.option("--n-test", type=int, default=None, help="Serve only the first N test windows (as a capped firmware).")
+@click.option("--board", default="emulator", show_default=True, help="Board name in the banner.")
+@click.option("--link", "link", default=None, help="Also create this symlink to the pty (a stable path).")
+@click.option("--corrupt", type=float, default=0.0, show_default=True, help="Fraction of lines with one byte replaced.")
+@click.option("--drop", type=float, default=0.0, show_default=True, help="Fraction of bytes lost (newlines included).")
+@click.option("--stall", type=float, default=0.0, show_default=True, help="Stall once for SECONDS ...")
+@click.option("--stall-after", type=int, default=None, help="... after N lines.")
+@click.option("--disconnect-after", type=int, default=None, help="Close the pty for good after N lines.")
+@click.option("--reenumerate", type=float, default=None,
+              help="On 'reset', vanish for SECONDS and come back as a new pty (like a Nano 33 BLE on USB; use with --link).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault injection.")
+def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after, disconnect_after,
+            reenumerate, seed):
+    """Serve a device's model over a pseudo-terminal (protocol v1, latency clock=host).
+
+    Prints the pty path on the first line; bench it with `fedtiny bench --port PATH`."""
+    from .emulator import main_emulate
+    from .rundata import load_run_device
+
+    try:
+        if not (0 <= corrupt <= 1 and 0 <= drop <= 1) or stall < 0:
+            raise BenchError("--corrupt and --drop are fractions in [0, 1]; --stall >= 0")
+        if stall and stall_after is None:
+            stall_after = 0
+        run_dir = _resolve_run(run, False)
+        load_run_device(run_dir, device)
+        main_emulate(run_dir, device, link=link, echo=lambda s: click.echo(s, nl=True),
+                     corrupt=corrupt, drop=drop, stall=stall, stall_after=stall_after,
+                     disconnect_after=disconnect_after, seed=seed, n_test=n_test, board=board,
+                     reenumerate=reenumerate)
+    except BenchError as e:
+        _fail(str(e))

@@ -1,0 +1,296 @@
+"""A fedtiny board emulated on a pseudo-terminal: protocol v1 served by the TFLM interpreter.
+
+It runs exactly what the firmware embeds: the run's ``model_int8.tflite`` bytes under the
+tflite-micro interpreter (reference kernels) and the test split's ``x_int8`` / ``y`` (optionally
+only the first ``n_test`` windows, as a capped firmware), and decides with the trainer's threshold
+rule (``decide`` on ``dequantize``). Its latency is host time around ``invoke()``: its banner
+says ``clock=host`` and every bench output carries that label.
+
+    with Emulator("runs/NAME", 3, corrupt=0.1) as emu:
+        bench_device(emu.port_path, "runs/NAME", 3)
+
+Faults for testing the host (all off by default, reproducible with ``seed``):
+    corrupt=F         each line has one byte replaced with probability F (the newline is kept)
+    drop=F            each byte (newline included) is lost with probability F
+    stall=S, stall_after=N   once, after N lines, stop answering for S seconds
+    disconnect_after=N       after N lines the pty closes for good (the port disappears)
+    reenumerate=S     on 'reset' the port disappears for S seconds and comes back as a new pty,
+                      as a Nano 33 BLE re-enumerating on USB (use with link=PATH, a stable name)
+    protocol_version=V       announce another protocol version (a foreign banner)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import select
+import threading
+import time
+import tty
+from pathlib import Path
+
+import numpy as np
+
+from fedtiny.firmware import protocol as P
+
+from .rundata import BenchError, device_path
+
+
+class Emulator:
+    def __init__(self, run_dir, device: int, *, corrupt: float = 0.0, drop: float = 0.0,
+                 stall: float = 0.0, stall_after: int | None = None,
+                 disconnect_after: int | None = None, seed: int = 0, n_test: int | None = None,
+                 board: str = "emulator", protocol_version: int = P.PROTOCOL_VERSION,
+                 link: str | None = None, reenumerate: float | None = None):
+        from fedtiny.trainer.threshold import decide, dequantize  # the trainer's rule, as is
+        from tflite_micro.python.tflite_micro import runtime
+
+        ddir = device_path(Path(run_dir), device)
+        try:
+            info = json.loads((ddir / "device.json").read_text())
+            self.model = (ddir / "model_int8.tflite").read_bytes()
+            with np.load(ddir / "test_split.npz") as z:
+                x = np.asarray(z["x_int8"], dtype=np.int8)
+                y = np.asarray(z["y"], dtype=np.int64)
+        except (OSError, KeyError, ValueError) as e:
+            raise BenchError(f"cannot emulate device {device} of {run_dir}: {e}") from None
+        if n_test is not None:
+            x, y = x[:n_test], y[:n_test]
+        self.x, self.y = x, y
+        self.device = int(device)
+        self.threshold = float(info["threshold"])
+        self.out_scale = float(info["output_scale"])
+        self.out_zp = int(info["output_zero_point"])
+        self.arena_bytes = int(info.get("arena_bytes") or 0)
+        self.n_classes = len(info["class_names"])
+        self.model_hash = hashlib.sha256(self.model).hexdigest()
+        self._decide = lambda q: int(decide(dequantize(q[None, :], self.out_scale, self.out_zp),
+                                            self.threshold)[0])
+        self.interp = runtime.Interpreter.from_bytes(self.model)
+        self.input_shape = tuple(int(s) for s in self.interp.get_input_details(0)["shape"])
+        self.input_size = int(np.prod(self.input_shape))
+        if len(x) and int(np.prod(x.shape[1:])) != self.input_size:
+            raise BenchError(f"test split windows {x.shape[1:]} do not fit the model input {self.input_shape}")
+        self.board = board
+        self.protocol_version = protocol_version
+        self.corrupt, self.drop = float(corrupt), float(drop)
+        self.stall, self.stall_after = float(stall), stall_after
+        self.disconnect_after = disconnect_after
+        self.rng = random.Random(seed)
+        self.link = link
+        self.reenumerate = reenumerate
+        self.enumerations = 0                   # ptys opened (1 + re-enumerations)
+        self.lines_sent = 0
+        self.log: list[tuple[str, bool]] = []   # (line as formatted, reached the pty unaltered)
+        self.commands: list[str] = []
+        self._stalled = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.master = self.slave = None
+        self.port_path: str | None = None
+        self.disconnected = False
+
+    # ------------------------------------------------------------ lifecycle
+    def _open_pty(self) -> None:
+        self.master, self.slave = os.openpty()
+        self.enumerations += 1
+        tty.setraw(self.slave)          # no echo, no line discipline: bytes as a UART gives them
+        os.set_blocking(self.master, False)
+        self.port_path = os.ttyname(self.slave)
+        if self.link:
+            self._unlink()
+            os.symlink(self.port_path, self.link)
+
+    def _unlink(self) -> None:
+        try:
+            if self.link and os.path.islink(self.link):
+                os.unlink(self.link)
+        except OSError:
+            pass
+
+    def start(self) -> "Emulator":
+        self._open_pty()
+        self._thread = threading.Thread(target=self._serve, name="fedtiny-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._close()
+        self._unlink()
+
+    def _close(self) -> None:
+        for name in ("master", "slave"):
+            fd = getattr(self, name)
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, name, None)
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def wait(self) -> None:
+        """Block until stopped (Ctrl-C in ``fedtiny emulate``) or disconnected."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=0.5)
+
+    # ------------------------------------------------------------ output with faults
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self._stop.is_set() and self.master is not None:
+            try:
+                n = os.write(self.master, view)
+                view = view[n:]
+            except BlockingIOError:
+                select.select([], [self.master], [], 0.1)
+            except OSError:
+                return
+
+    def emit(self, line: str) -> None:
+        if self.disconnected or self._stop.is_set():
+            return
+        if self.stall and self.stall_after is not None and not self._stalled \
+                and self.lines_sent >= self.stall_after:
+            self._stalled = True
+            self._stop.wait(self.stall)
+        data = bytearray(line.encode("ascii"))
+        if self.corrupt and self.rng.random() < self.corrupt and len(data) > 1:
+            pos = self.rng.randrange(len(data) - 1)            # never the newline
+            choices = [b for b in range(1, 256) if b not in (data[pos], 0x0A)]
+            data[pos] = self.rng.choice(choices)
+        if self.drop:
+            data = bytearray(b for b in data if self.rng.random() >= self.drop)
+        self.log.append((line, bytes(data) == line.encode("ascii")))
+        self._write(bytes(data))
+        self.lines_sent += 1
+        if self.disconnect_after is not None and self.lines_sent >= self.disconnect_after:
+            self.disconnected = True
+            self._close()              # the port vanishes, as an unplugged board
+
+    # ------------------------------------------------------------ device behaviour
+    def banner(self) -> str:
+        return P.format_message("banner", version=self.protocol_version, board=self.board,
+                                device_id=self.device, model_hash=self.model_hash,
+                                arena_bytes=self.arena_bytes, threshold=self.threshold,
+                                n_test=len(self.y), n_classes=self.n_classes, clock="host")
+
+    def invoke(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        self.interp.set_input(np.asarray(x, np.int8).reshape(self.input_shape), 0)
+        t = time.perf_counter_ns()
+        self.interp.invoke()
+        micros = (time.perf_counter_ns() - t + 500) // 1000
+        q = np.array(self.interp.get_output(0)).reshape(-1).astype(np.int8)
+        return q, int(micros)
+
+    def handle(self, line: bytes) -> None:
+        cmd = P.parse_command(line)
+        self.commands.append(cmd.type)
+        if cmd.type == P.CMD_NONE:
+            return
+        if cmd.type == P.CMD_INFO:
+            self.emit(self.banner())
+        elif cmd.type == P.CMD_RUN:
+            preds, micros = [], []
+            for i in range(len(self.y)):
+                if self._stop.is_set() or self.disconnected:
+                    return
+                q, us = self.invoke(self.x[i])
+                pred = self._decide(q)
+                preds.append(pred)
+                micros.append(us)
+                self.emit(P.format_sample(i, pred, int(self.y[i]), us))
+            c = P.confusion(preds, [int(v) for v in self.y])
+            self.emit(P.format_summary(c["n"], c["correct"], c["tp"], c["fp"], c["tn"], c["fn"],
+                                       *P.latency_summary(micros)))
+        elif cmd.type == P.CMD_INFER:
+            if len(cmd.payload) != self.input_size:
+                self.emit(P.format_error("bad_len", f"expected {self.input_size} bytes, got {len(cmd.payload)}"))
+            else:
+                q, us = self.invoke(np.frombuffer(cmd.payload, dtype=np.int8))
+                self.emit(P.format_infer(self._decide(q), q, us))
+        elif cmd.type == P.CMD_RESET:
+            self.emit(P.format_ready())
+            self._stop.wait(0.05)
+            if self.reenumerate is not None:           # USB device gone, then a new one
+                self._unlink()
+                self._close()
+                self._stop.wait(self.reenumerate)
+                if self._stop.is_set():
+                    return
+                self._open_pty()
+            else:
+                self._stop.wait(0.2)                   # "reboot"
+            self.emit(self.banner())
+        else:
+            self.emit(P.format_error(cmd.error or "bad_cmd", line.strip()[:40].decode("ascii", "replace")))
+        self.emit(P.format_ready())
+
+    def _serve(self) -> None:
+        self.emit(self.banner())       # boot: banner, ready
+        self.emit(P.format_ready())
+        buf = bytearray()
+        overflow = False
+        while not self._stop.is_set() and not self.disconnected and self.master is not None:
+            try:
+                r, _, _ = select.select([self.master], [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            if not r:
+                continue
+            try:
+                data = os.read(self.master, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                time.sleep(0.05)       # no reader on the slave side right now
+                continue
+            for b in data:
+                if b == 0x0A:
+                    if overflow:
+                        self.emit(P.format_error("too_long", f"command over {P.CMD_MAX_LINE - 1} chars"))
+                        self.emit(P.format_ready())
+                    else:
+                        self.handle(bytes(buf))
+                    buf.clear()
+                    overflow = False
+                elif len(buf) < P.CMD_MAX_LINE - 1:
+                    buf.append(b)
+                else:
+                    overflow = True
+                if self.disconnected or self._stop.is_set():
+                    return
+
+
+def main_emulate(run_dir, device: int, link: str | None = None, echo=print, **faults) -> None:
+    """Serve until Ctrl-C (``fedtiny emulate``)."""
+    import signal
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    emu = Emulator(run_dir, device, link=link, **faults)
+    signal.signal(signal.SIGTERM, _terminate)   # stop cleanly (symlink removed) on kill as on Ctrl-C
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _terminate)  # started in the background by a script
+    emu.start()
+    try:
+        echo(emu.port_path)
+        where = f" (also {link})" if link else ""
+        echo(f"emulating device {device} of {run_dir} on {emu.port_path}{where}: protocol "
+             f"v{P.PROTOCOL_VERSION}, {len(emu.y)} test windows, latency clock=host; Ctrl-C to stop")
+        emu.wait()
+        if emu.disconnected:
+            echo(f"disconnected after {emu.lines_sent} lines (--disconnect-after)")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()

@@ -1,0 +1,94 @@
+"""What the bench and the emulator read from a run directory (and nothing more).
+
+    RUN/report.json                                  marks a finished run
+    RUN/devices/devNN/model_int8.tflite              the model bytes the firmware embeds
+    RUN/devices/devNN/test_split.npz                 x_int8, y (what the firmware embeds), pred_int8
+    RUN/devices/devNN/device.json                    threshold, quantization, model_sha256, ...
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class BenchError(Exception):
+    """A bench failure the user can act on; the CLI prints ``error: <message>`` and exits 2."""
+
+
+@dataclass
+class RunDevice:
+    run_dir: Path
+    device: int
+    path: Path
+    info: dict
+    model_bytes: bytes
+    x_int8: np.ndarray      # (n, T, C) int8
+    y: np.ndarray           # (n,) int64
+    pred_int8: np.ndarray   # (n,) int64, the host's INT8 decisions (tflite-micro)
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.info["model_sha256"]).lower()
+
+    @property
+    def threshold(self) -> float:
+        return float(self.info["threshold"])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.info["class_names"])
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.x_int8.shape[1:]))
+
+
+def device_path(run_dir: Path, device: int) -> Path:
+    return Path(run_dir) / "devices" / f"dev{int(device):02d}"
+
+
+def default_run(root: Path | str = "runs") -> Path:
+    """Newest folder under ``root`` that has a report.json (a finished run)."""
+    root = Path(root)
+    runs = [p for p in root.glob("*") if (p / "report.json").is_file()] if root.is_dir() else []
+    if not runs:
+        raise BenchError(f"no finished run under {root}/ (no */report.json); pass --run DIR, or --no-run")
+    return max(runs, key=lambda p: ((p / "report.json").stat().st_mtime, p.name))
+
+
+def run_devices(run_dir: Path) -> list[int]:
+    out = []
+    for p in sorted((Path(run_dir) / "devices").glob("dev[0-9][0-9]")):
+        if (p / "device.json").is_file():
+            out.append(int(p.name[3:]))
+    return out
+
+
+def load_run_device(run_dir: Path | str, device: int) -> RunDevice:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BenchError(f"run directory {run_dir} does not exist")
+    path = device_path(run_dir, device)
+    if not (path / "device.json").is_file():
+        have = ", ".join(str(d) for d in run_devices(run_dir)) or "none"
+        raise BenchError(f"run {run_dir} has no device {device} (devices: {have})")
+    try:
+        info = json.loads((path / "device.json").read_text())
+        model = (path / "model_int8.tflite").read_bytes()
+        with np.load(path / "test_split.npz") as z:
+            x_int8 = np.asarray(z["x_int8"], dtype=np.int8)
+            y = np.asarray(z["y"], dtype=np.int64)
+            pred = np.asarray(z["pred_int8"], dtype=np.int64)
+    except (OSError, KeyError, ValueError) as e:
+        raise BenchError(f"cannot read device {device} of run {run_dir}: {e}") from None
+    sha = hashlib.sha256(model).hexdigest()
+    if str(info.get("model_sha256", "")).lower() != sha:
+        raise BenchError(f"run {run_dir} device {device}: model_int8.tflite does not match "
+                         f"device.json model_sha256 (run directory is inconsistent)")
+    if not (len(x_int8) == len(y) == len(pred)):
+        raise BenchError(f"run {run_dir} device {device}: test split arrays differ in length")
+    return RunDevice(run_dir, int(device), path, info, model, x_int8, y, pred)
