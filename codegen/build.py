@@ -1,0 +1,216 @@
+"""``build_project``: one device of a run -> a self-contained PlatformIO firmware project.
+
+Reads RUN/devices/devNN/ (model_int8.tflite, device.json, test_split.npz) through
+``fedtiny.bench.rundata.load_run_device`` (which checks the model hash), parses the model with
+TFLite's own flatbuffer schema, sizes the arena with tflite-micro on the host plus a margin, checks
+the fit against the board budget, and renders into RUN/firmware/devNN-<board>/ (or ``out_dir``):
+
+    platformio.ini                  the board's env (from boards/<board>.json)
+    fedtiny_build.json              what was built and the fit numbers (no timestamps)
+    include/fedtiny_protocol.h      fedtiny.firmware.protocol.render_c_header()
+    include/fedtiny_config.h        device, board, threshold, q0_fault_max, scales, arena, hash
+    include/model_data.h  src/model_data.cpp    the model as an aligned const byte array
+    include/test_data.h   src/test_data.cpp     the first N test windows (int8) and labels
+    src/main.cpp                    the sketch
+
+The folder is written atomically (rendered beside it, then swapped in). Compiling is attempted
+only if PlatformIO and the board's platform are installed; otherwise ``compile_hint`` is the exact
+command to run where they are.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from fedtiny.firmware import protocol as P
+
+from . import fit as fitmod
+from . import pio as piomod
+from .boards import Board, load_board, platformio_ini
+from .errors import CodegenError
+from .ops import resolver_calls
+from .render import c_float, c_string, config_header, model_files, render_sketch, sketch_context, test_files
+from .tflite_model import ModelFacts, read_model
+
+BUILD_MANIFEST = "fedtiny_build.json"
+
+
+@dataclass
+class BuildResult:
+    project_dir: Path
+    board: str
+    device: int
+    model_bytes: int
+    arena_bytes: int        # the arena the sketch allocates
+    test_samples: int
+    flash_used: int
+    flash_budget: int
+    ram_used: int
+    ram_budget: int
+    compiled: bool
+    compile_hint: str       # the exact command to compile when not compiled here
+
+
+def default_out_dir(run_dir: Path, device: int, board: Board) -> Path:
+    return Path(run_dir) / "firmware" / f"dev{int(device):02d}-{board.name}"
+
+
+def _load(run_dir: Path, device: int):
+    from fedtiny.bench.rundata import BenchError, load_run_device
+
+    try:
+        return load_run_device(run_dir, device)
+    except BenchError as e:
+        raise CodegenError(str(e)) from None
+
+
+def _check_model(facts: ModelFacts, info: dict, x_int8: np.ndarray) -> None:
+    if facts.input.dtype != "int8" or facts.output.dtype != "int8":
+        raise CodegenError(f"model input/output must be int8 (found {facts.input.dtype}/{facts.output.dtype}); "
+                           f"the trainer converts with int8 input and output")
+    window = int(np.prod(x_int8.shape[1:])) if x_int8.ndim > 1 else 0
+    if facts.input.size != window:
+        raise CodegenError(f"model input has {facts.input.size} values but test windows have {window}")
+    k = len(info["class_names"])
+    if facts.output.size != k:
+        raise CodegenError(f"model output has {facts.output.size} values but device.json names {k} classes")
+    for key, got in (("input_scale", facts.input.scale), ("output_scale", facts.output.scale)):
+        if not np.isclose(float(info[key]), got, rtol=1e-6, atol=0):
+            raise CodegenError(f"device.json {key}={info[key]} differs from the model's {got}")
+    for key, got in (("input_zero_point", facts.input.zero_point), ("output_zero_point", facts.output.zero_point)):
+        if int(info[key]) != got:
+            raise CodegenError(f"device.json {key}={info[key]} differs from the model's {got}")
+
+
+def config_values(board: Board, device: int, info: dict, facts: ModelFacts, sha256: str,
+                  host_arena: int, arena: int) -> dict:
+    """The config header's values, already as C literals."""
+    shape = facts.input.shape[1:] if len(facts.input.shape) == 3 else facts.input.shape[-2:]
+    t, c = (int(shape[0]), int(shape[1])) if len(shape) == 2 else (facts.input.size, 1)
+    threshold = float(info["threshold"])
+    return dict(
+        protocol_version=P.PROTOCOL_VERSION, board=board.name, device=int(device), model_sha256=sha256,
+        threshold=c_float(threshold),
+        q0_fault_max=P.fault_q0_max(threshold, facts.output.scale, facts.output.zero_point),
+        input_t=t, input_c=c, input_bytes=facts.input.size,
+        input_scale=c_float(facts.input.scale), input_zero_point=facts.input.zero_point,
+        output_scale=c_float(facts.output.scale), output_zero_point=facts.output.zero_point,
+        n_classes=len(info["class_names"]), class_names=[c_string(n) for n in info["class_names"]],
+        host_arena=host_arena, arena_bytes=arena, arena_margin_text=fitmod.ARENA_MARGIN_TEXT,
+        arena_on_heap=1 if board.data["arena_on_heap"] else 0, baud=int(board.data["serial_baud"]),
+        serial_wait_ms=int(board.data["serial_wait_ms"]))
+
+
+def _write_atomically(out_dir: Path, files: Mapping[str, str]) -> None:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / BUILD_MANIFEST).is_file() and any(out_dir.iterdir()):
+        raise CodegenError(f"{out_dir} exists and is not a fedtiny firmware project; refusing to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    old = None
+    try:
+        for rel, text in sorted(files.items()):
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        os.chmod(tmp, 0o755)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            old.rmdir()
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not out_dir.exists():
+            old.rename(out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
+                  test_samples: int | None = None, compile: bool = True, *,
+                  runner: piomod.Runner | None = None, op_table: Mapping[str, str] | None = None,
+                  host_arena: int | None = None) -> BuildResult:
+    """Generate (and, where PlatformIO can, compile) device ``device``'s firmware project.
+
+    ``board``: a built-in board name or a board JSON path. ``test_samples``: cap on embedded test
+    windows (default: all that fit). ``runner``: how ``pio`` is invoked (tests inject one).
+    ``op_table``: the op -> resolver-method table (default ``ops.OP_TABLE``). ``host_arena``:
+    skip measuring the arena with tflite-micro (tests). Raises CodegenError on any user error.
+    """
+    brd = load_board(board)
+    run_dir = Path(run_dir)
+    rd = _load(run_dir, device)
+    model = rd.model_bytes
+    sha256 = hashlib.sha256(model).hexdigest()
+    facts = read_model(model)
+    calls = resolver_calls(facts.ops, op_table)
+    _check_model(facts, rd.info, rd.x_int8)
+    if host_arena is None:
+        from fedtiny.trainer.tflm import arena_bytes
+
+        try:
+            host_arena = int(arena_bytes(model))
+        except Exception as e:  # noqa: BLE001 - tflite-micro failing on the model is a user-facing fact
+            raise CodegenError(f"tflite-micro could not run the model to size its arena: {e}") from None
+    arena = fitmod.arena_with_margin(host_arena)
+    window = facts.input.size
+    fit = fitmod.plan_fit(brd, device, len(model), window, len(rd.y), test_samples, arena)
+    n = fit.n_test
+
+    files: dict[str, str] = {}
+    files["platformio.ini"] = platformio_ini(
+        [brd], f"fedtiny firmware of device {int(device)} for {brd.name} (GENERATED by fedtiny build).")
+    files["include/fedtiny_protocol.h"] = P.render_c_header()
+    files["include/fedtiny_config.h"] = config_header(
+        **config_values(brd, device, rd.info, facts, sha256, host_arena, arena))
+    files.update(model_files(model, int(device), sha256))
+    files.update(test_files(rd.x_int8[:n], rd.y[:n], int(device), window))
+    files["src/main.cpp"] = render_sketch(sketch_context(brd, calls))
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, device, brd)
+    manifest = {
+        "board": brd.name, "env": brd.env, "device": int(device), "model_sha256": sha256,
+        "model_bytes": len(model), "ops": list(facts.ops), "input_shape": list(facts.input.shape),
+        "host_arena_bytes": host_arena, "arena_bytes": arena, "arena_margin": fitmod.ARENA_MARGIN_TEXT,
+        "test_samples": n, "flash_used": fit.flash_used, "flash_budget": fit.flash_budget,
+        "ram_used": fit.ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,
+        "serial_baud": int(brd.data["serial_baud"]), "usb_ids": list(brd.data["usb_ids"]),
+        "native_usb": bool(brd.data["native_usb"]),
+    }
+    files[BUILD_MANIFEST] = json.dumps(manifest, indent=2) + "\n"
+    _write_atomically(out, files)
+
+    compiled, hint = compile_project(out, brd, compile, runner)
+    return BuildResult(out, brd.name, int(device), len(model), arena, n, fit.flash_used,
+                       fit.flash_budget, fit.ram_used, fit.ram_budget, compiled, hint)
+
+
+def compile_project(project: Path, board: Board, compile: bool = True,
+                    runner: piomod.Runner | None = None) -> tuple[bool, str]:
+    """``(compiled, hint)``. Runs ``pio run -d PROJECT -e ENV`` through ``runner`` only when the
+    pio executable and the board's platform are installed; never touches the network otherwise."""
+    pio = piomod.find_pio()
+    argv = piomod.compile_argv(pio or "pio", project, board.env)
+    cmd = piomod.shell_join(argv)
+    if pio is None:
+        return False, (f"not compiled: PlatformIO is not installed (no pio/platformio executable); "
+                       f"install it (pip install platformio) and run: {cmd}")
+    platform, note = piomod.installed_platform(board)
+    if platform is None:
+        return False, (f"not compiled: {note}; compiling needs PlatformIO's platform packages, "
+                       f"which PlatformIO downloads on first use (network needed); run: {cmd}")
+    if not compile:
+        return False, f"not compiled (compile disabled); run: {cmd}"
+    rc = (runner or piomod.run_command)(argv)
+    if rc != 0:
+        raise CodegenError(f"PlatformIO build failed (exit {rc}): {cmd}")
+    return True, cmd

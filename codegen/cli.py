@@ -1,0 +1,128 @@
+"""``fedtiny build`` and ``fedtiny flash``: firmware project generation and upload."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fedtiny.errors import friendly
+
+from . import pio as piomod
+from .boards import load_board
+from .errors import CodegenError
+
+
+def _run_dir(run: str | None) -> Path:
+    if run is not None:
+        return Path(run)
+    from fedtiny.bench.rundata import BenchError, default_run
+
+    try:
+        return default_run()
+    except BenchError as e:
+        raise CodegenError(str(e).replace(", or --no-run", "")) from None
+
+
+def _margin(used: int, budget: int) -> str:
+    return f"{used:,} of {budget:,} bytes used, margin {budget - used:,} bytes ({100.0 * (budget - used) / budget:.1f}%)"
+
+
+@click.command("build")
+@click.option("--device", "-d", type=int, required=True, help="Device id whose model to build (RUN/devices/devNN).")
+@click.option("--board", "-b", default="nano33ble", show_default=True,
+              help="Board name (esp32dev, nano33ble) or path to a board .json file.")
+@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: newest runs/* with a report.json).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Project folder to write (default: RUN/firmware/devNN-BOARD/); replaced atomically.")
+@click.option("--test-samples", type=int, default=None,
+              help="Embed at most this many test windows (default: all that fit the flash budget).")
+@click.option("--compile/--no-compile", "do_compile", default=True, show_default=True,
+              help="Compile with PlatformIO when it and the board's platform are installed.")
+@friendly
+def build(device, board, run, out, test_samples, do_compile):
+    """Generate the TFLM PlatformIO firmware project of one device of a run."""
+    from .build import build_project
+
+    r = build_project(_run_dir(run), device, board, out, test_samples, do_compile, runner=RUNNER)
+    click.echo(f"wrote {r.project_dir}")
+    click.echo(f"  board        {r.board} ({load_board(board).describe()})")
+    click.echo(f"  device       {r.device}")
+    click.echo(f"  model        {r.model_bytes:,} bytes")
+    click.echo(f"  arena        {r.arena_bytes:,} bytes")
+    click.echo(f"  test windows {r.test_samples}")
+    click.echo(f"  flash        {_margin(r.flash_used, r.flash_budget)}")
+    click.echo(f"  RAM          {_margin(r.ram_used, r.ram_budget)}")
+    click.echo(f"  compiled     yes: {r.compile_hint}" if r.compiled else f"  {r.compile_hint}")
+
+
+def _usb_identity(port: str | None, usb_ids: list[str]):
+    """(vid, pid, serial) of the board to wait for after upload: the given port's, else the first
+    attached port whose VID:PID is one of the board's."""
+    import serial.tools.list_ports
+
+    wanted = {tuple(int(h, 16) for h in u.split(":")) for u in usb_ids}
+    for p in serial.tools.list_ports.comports():
+        if p.vid is None:
+            continue
+        if (port is not None and p.device == port) or (port is None and (p.vid, p.pid) in wanted):
+            return (p.vid, p.pid, p.serial_number), p.device
+    return None, port
+
+
+@click.command("flash")
+@click.option("--device", "-d", type=int, required=True, help="Device id whose firmware to upload.")
+@click.option("--board", "-b", default="nano33ble", show_default=True,
+              help="Board name (esp32dev, nano33ble) or path to a board .json file.")
+@click.option("--port", "-p", default=None, help="Serial port of the board (default: PlatformIO auto-detects).")
+@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: newest runs/* with a report.json).")
+@click.option("--project", type=click.Path(file_okay=False), default=None,
+              help="Firmware project folder (default: RUN/firmware/devNN-BOARD/ written by fedtiny build).")
+@click.option("--reconnect-wait", type=float, default=15.0, show_default=True,
+              help="Seconds to wait for a native-USB board (Nano 33 BLE) to re-enumerate after upload.")
+@friendly
+def flash(device, board, port, run, project, reconnect_wait):
+    """Upload a device's firmware project with PlatformIO (pio run -t upload)."""
+    from .build import BUILD_MANIFEST, default_out_dir
+
+    brd = load_board(board)
+    proj = Path(project) if project else default_out_dir(_run_dir(run), device, brd)
+    if not (proj / "platformio.ini").is_file() or not (proj / BUILD_MANIFEST).is_file():
+        raise CodegenError(f"no firmware project at {proj}; run: fedtiny build --device {device} --board {brd.name}")
+    built = json.loads((proj / BUILD_MANIFEST).read_text())
+    if built.get("board") != brd.name or int(built.get("device", -1)) != int(device):
+        raise CodegenError(f"{proj} was built for device {built.get('device')} on {built.get('board')}, "
+                           f"not device {device} on {brd.name}")
+    exe = piomod.find_pio()
+    if exe is None:
+        raise CodegenError("PlatformIO is not installed (no pio or platformio executable on PATH); "
+                           "install it with: pip install platformio")
+    platform, note = piomod.installed_platform(brd)
+    argv = piomod.upload_argv(exe, proj, brd.env, port)
+    if platform is None:
+        raise CodegenError(f"{note}; PlatformIO downloads it on first use (network needed): "
+                           f"{piomod.shell_join(argv)}")
+    if port is not None and port.startswith("/dev/") and not Path(port).exists():
+        import serial.tools.list_ports
+
+        have = ", ".join(p.device for p in serial.tools.list_ports.comports()) or "none"
+        raise CodegenError(f"port {port} does not exist (serial ports here: {have})")
+    identity, wait_port = _usb_identity(port, list(brd.data["usb_ids"])) if brd.data["native_usb"] else (None, port)
+    click.echo(f"uploading {proj} to {brd.name}: {piomod.shell_join(argv)}")
+    rc = RUNNER(argv)
+    if rc != 0:
+        raise CodegenError(f"PlatformIO upload failed (exit {rc}): {piomod.shell_join(argv)}")
+    if brd.data["native_usb"] and (identity is not None or wait_port is not None):
+        from fedtiny.bench.ports import wait_for_port
+
+        back = wait_for_port(wait_port or "", identity, reconnect_wait)
+        if back is None:
+            raise CodegenError(f"upload finished but the board did not come back on USB within {reconnect_wait:g} s")
+        click.echo(f"board is back on {back}")
+    click.echo(f"flashed device {device} to {brd.name}; bench it with: fedtiny bench --port "
+               f"{port or 'PORT'} --device {device}" + (f" --run {run}" if run else ""))
+
+
+RUNNER: piomod.Runner = piomod.run_command  # tests replace this to assert the upload argv
