@@ -5,8 +5,13 @@ Subcommands load lazily so that ``fedtiny --help`` answers without importing Ten
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
+
+# TensorFlow's C++ start-up chatter (oneDNN notes, absl preamble) would bury the progress bars and
+# the one-line errors; real failures still surface as Python exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 LAZY = {
     "train": ("fedtiny.train_cli", "train"),

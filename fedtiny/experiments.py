@@ -26,6 +26,7 @@ COMPARE_VARIANTS: dict[str, dict] = {
     "fedavg": {"method": "fedavg", "personalize": False},
     "fedprox": {"method": "fedprox", "personalize": False},
     "local": {"method": "local"},
+    "centralized": {"method": "centralized"},
 }
 
 ABLATE_VARIANTS: dict[str, dict] = {

@@ -61,7 +61,8 @@ def _run(kind: str, dataset, seeds, devices, rounds, samples_per_device, out: Pa
 @_common
 @friendly
 def compare(dataset, seeds, devices, rounds, samples_per_device, out):
-    """Fed-Meta-Align vs FedAvg / FedProx (personalized and not) vs local-only, on identical splits.
+    """Fed-Meta-Align vs FedAvg / FedProx (personalized and not) vs local-only and centralized
+    references, on identical splits.
 
     Writes OUT/table.md, OUT/results.json (every number with its run directory) and PNG plots.
     """

@@ -49,11 +49,12 @@ def capture_fd2(fn) -> str:
 
 
 def arena_bytes(model_bytes: bytes) -> int:
-    """Arena bytes the host (64-bit) TFLM allocator used after one invoke: an upper bound for a
-    32-bit board, whose pointers and structs are smaller."""
+    """Arena bytes the host (64-bit) TFLM allocator used after one invoke on a zero input of the
+    model's own input type (int8 for the deployed models): an upper bound for a 32-bit board,
+    whose pointers and structs are smaller."""
     interp = _interpreter(model_bytes)
-    shape = interp.get_input_details(0)["shape"]
-    interp.set_input(np.zeros(tuple(shape), np.int8), 0)
+    details = interp.get_input_details(0)
+    interp.set_input(np.zeros(tuple(details["shape"]), details["dtype"]), 0)
     interp.invoke()
     text = capture_fd2(interp.print_allocations)
     m = _ARENA_RE.search(text)
