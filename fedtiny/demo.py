@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -137,13 +138,14 @@ def demo(dataset, devices, rounds, seed, board, bench_device, stream, out):
     cfg = replace(TrainConfig(), dataset=dataset, devices=devices, rounds=rounds, seed=seed)
     out = out or Path("runs") / f"demo-{dataset}-s{seed}"
     result = run_demo(cfg, out, board, bench_device, stream, RichReporter())
-    con = Console()
+    con = Console() if sys.stdout.isatty() else Console(width=160)   # no truncated columns in logs
     con.print(summary_table(result))
     for line in bench_lines(result):
         con.print(line)
     b = result.builds[bench_device]
     con.print(f"run directory:       {out}  (config.json, metrics.jsonl, report.json, devices/devNN/)")
-    con.print(f"firmware projects:   {b.project_dir.parent}/devNN-{b.board}/  (compile: {b.compile_hint})")
+    con.print(f"firmware projects:   {b.project_dir.parent}/devNN-{b.board}/")
+    con.print(f"                     {b.compile_hint}")
     con.print("bench results:       " + ", ".join(str(p) for p in result.bench_files))
     con.print("next: fedtiny report " + str(out) + "   |   with a board: fedtiny flash --device N "
               f"--board {b.board} --run {out}, then fedtiny bench --port PORT --run {out}")

@@ -1,6 +1,7 @@
 """``fedtiny train``."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -33,7 +34,7 @@ def print_summary(report: dict, out: Path) -> None:
     s = report["summary"]
     t.add_row("mean", "", f"{100 * s['mean_float_acc']:.1f}%", f"{100 * s['mean_int8_acc']:.1f}%", "", "", "",
               style="bold")
-    Console().print(t)
+    (Console() if sys.stdout.isatty() else Console(width=160)).print(t)
 
 
 @click.command()

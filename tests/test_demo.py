@@ -29,6 +29,9 @@ def test_demo_pipeline_end_to_end(small_run, tmp_path):
     assert bench.clock == "host" and bench.n == b.test_samples
     assert bench.ok and not bench.decision_mismatches
     assert bench.accuracy == np.mean(pred == y)          # sample for sample, the run's INT8 result
+    info = json.loads((out / "devices" / "dev01" / "device.json").read_text())
+    assert b.test_samples == info["n_test"]              # the whole test split fits the board
+    assert bench.accuracy == info["int8_acc"]
     assert bench.stream is not None and bench.stream["n"] == 4
     assert all(p.stat().st_size > 0 for p in res.bench_files)
     text = "\n".join(bench_lines(res))
