@@ -29,7 +29,7 @@ class DemoResult:
 
 
 def run_demo(cfg, out: Path, board: str, bench_device_id: int, stream: int = 8,
-             reporter=None, console=None) -> DemoResult:
+             reporter=None) -> DemoResult:
     """Train (or reuse) ``cfg`` into ``out``, build every device for ``board``, bench
     ``bench_device_id`` through the emulator serving exactly what its firmware embeds."""
     from fedtiny.bench import bench_emulated
@@ -130,8 +130,11 @@ def demo(dataset, devices, rounds, seed, board, bench_device, stream, out):
     """
     from rich.console import Console
 
+    from fedtiny.codegen.boards import load_board
     from fedtiny.progress import RichReporter, console
     from fedtiny.trainer.config import TrainConfig
+
+    load_board(board)                      # an unknown board fails now, not after training
 
     if not 0 <= bench_device < devices:
         raise UserError(f"--bench-device {bench_device} is not one of the {devices} devices (0..{devices - 1})")

@@ -39,9 +39,12 @@ def test_demo_pipeline_end_to_end(small_run, tmp_path):
     assert summary_table(res).row_count == 3 + 1
 
 
-def test_demo_rejects_a_bench_device_outside_the_fleet():
+def test_demo_rejects_bad_options_before_training():
     from fedtiny.cli import main
 
-    res = CliRunner().invoke(main, ["demo", "--devices", "2", "--bench-device", "5"])
-    assert res.exit_code == 2
-    assert res.output.strip().startswith("error:") and "Traceback" not in res.output
+    for args, needle in ((["--devices", "2", "--bench-device", "5"], "bench-device"),
+                         (["--board", "no_such_board"], "unknown board")):
+        res = CliRunner().invoke(main, ["demo", *args])
+        assert res.exit_code == 2, res.output
+        assert res.output.strip().startswith("error:") and needle in res.output
+        assert "Traceback" not in res.output
