@@ -69,7 +69,7 @@ class _Counter:
 
 
 def summary_table(result: DemoResult):
-    """One rich table: a row per device, then the bench of the emulated device."""
+    """One rich table: a row per device (accuracies, threshold, bytes, fit margins), then the means."""
     from rich.table import Table
 
     builds = {b.device: b for b in result.builds}
@@ -135,7 +135,6 @@ def demo(dataset, devices, rounds, seed, board, bench_device, stream, out):
     from fedtiny.trainer.config import TrainConfig
 
     load_board(board)                      # an unknown board fails now, not after training
-
     if not 0 <= bench_device < devices:
         raise UserError(f"--bench-device {bench_device} is not one of the {devices} devices (0..{devices - 1})")
     cfg = replace(TrainConfig(), dataset=dataset, devices=devices, rounds=rounds, seed=seed)
