@@ -1,6 +1,6 @@
 """Built-in mechanical fleet: drive-end bearing vibration in the CWRU format (12 kHz, 1 channel, g).
 
-Physics (see /work/shared/DATA.md, "Bearing vibration"; McFadden & Smith 1984, Randall & Antoni 2011).
+Physics (the design notes' DATA.md, "Bearing vibration"; McFadden & Smith 1984, Randall & Antoni 2011).
 
 Defect frequencies for n rolling elements of diameter d on pitch diameter D, contact angle phi, shaft
 rate f_r = rpm / 60:
