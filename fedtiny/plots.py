@@ -38,11 +38,16 @@ def _save(fig, path: Path) -> Path:
 
 
 def round_accuracy_plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
+    """One line per distinct curve. Variants that share Phase 2 (with and without Phase 3) have
+    identical curves; they are drawn once, labelled with every name, instead of hiding each other."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    merged: dict[tuple, list[str]] = {}
     for name, pts in curves.items():
         if pts:
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=name)
+            merged.setdefault(tuple(pts), []).append(name)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for pts, names in merged.items():
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=" = ".join(names))
     ax.set_xlabel("Phase-2 round")
     ax.set_ylabel("global model accuracy on device validation (%)")
     ax.legend(fontsize=8)
@@ -62,7 +67,8 @@ def device_bars_plot(per_device: dict[str, dict[str, float]], path: Path) -> Pat
     ax.set_xlabel("device")
     ax.set_ylabel("INT8 test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=2)
+    # below the axes, so that no bar is hidden behind it
+    ax.legend(fontsize=7, ncol=min(len(names), 4), loc="upper center", bbox_to_anchor=(0.5, -0.14))
     return _save(fig, path)
 
 
