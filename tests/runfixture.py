@@ -4,7 +4,8 @@ Layout (see README "Run directory"):
     RUN/config.json, RUN/report.json,
     RUN/devices/devNN/{model_int8.tflite, device.json, test_split.npz}
 The model is a real INT8 TFLite model of the fleet architecture, trained for a few steps on a
-separable toy problem, so decisions are meaningful; no trainer code is involved.
+separable toy problem (so decisions are meaningful) and converted by the trainer's own INT8
+conversion; no trainer run is involved.
 """
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ def _toy_data(n: int, input_shape, n_classes: int, seed: int):
 def make_run_dir(root: Path, device: int = 3, input_shape=(40, 6), n_classes: int = 6,
                  n_test: int = 24, seed: int = 0, class_names=None, filters=(16, 16, 16)) -> Path:
     import keras
-    import tensorflow as tf
 
     from fedtiny.trainer.model import ModelSpec, build_model
+    from fedtiny.trainer.quantize import convert_int8, quant_params
     from fedtiny.trainer.threshold import decide, dequantize
     from fedtiny.trainer.tflm import arena_bytes, run_int8
 
@@ -39,25 +40,10 @@ def make_run_dir(root: Path, device: int = 3, input_shape=(40, 6), n_classes: in
     x, y = _toy_data(256, input_shape, n_classes, seed)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=3, batch_size=32, verbose=0, shuffle=False)
-
-    def rep():
-        for i in range(64):
-            yield [x[i:i + 1]]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    tfl = conv.convert()
-
-    from tflite_micro.python.tflite_micro import runtime
-    interp = runtime.Interpreter.from_bytes(tfl)
-    iq = interp.get_input_details(0)["quantization_parameters"]
-    oq = interp.get_output_details(0)["quantization_parameters"]
-    in_s, in_z = float(iq["scales"][0]), int(iq["zero_points"][0])
-    out_s, out_z = float(oq["scales"][0]), int(oq["zero_points"][0])
+    tfl = convert_int8(spec.to_dict(), model.get_weights(), x[:64])   # the trainer's own conversion
+    q = quant_params(tfl)
+    in_s, in_z = q["input_scale"], q["input_zero_point"]
+    out_s, out_z = q["output_scale"], q["output_zero_point"]
 
     xt, yt = _toy_data(n_test, input_shape, n_classes, seed + 1)
     xq = np.clip(np.round(xt / in_s) + in_z, -128, 127).astype(np.int8)
