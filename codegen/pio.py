@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,5 @@ def upload_argv(pio: str, project: Path, env: str, port: str | None = None) -> l
 
 
 def shell_join(argv: list[str]) -> str:
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in argv)
+    """The argv as one copy-pasteable shell command."""
+    return shlex.join(argv)
