@@ -98,7 +98,7 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
         if port:
             port_list = [port]
         elif ports:
-            port_list = [p.strip() for p in ports.split(",") if p.strip()]
+            port_list = list(dict.fromkeys(p.strip() for p in ports.split(",") if p.strip()))  # once each
             if not port_list:
                 raise BenchError("--ports is empty")
         else:
@@ -123,12 +123,14 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
             with err.status(f"benchmarking {len(port_list)} boards ..."):
                 items = bench_ports(port_list, run_dir, device, stream, timeout, **kw)
         good = [it for it in items if isinstance(it, BenchResult)]
-        paths = write_results(items, out_dir, port_list) if (good or len(items) > 1) else []
     except BenchError as e:
         _fail(str(e))
-        return
     out = Console() if sys.stdout.isatty() else Console(width=160)
     out.print(_table(items, port_list))
+    try:
+        paths = write_results(items, out_dir, port_list)
+    except OSError as e:
+        _fail(f"cannot write the results to {out_dir}: {e}")
     for it in good:
         for w in it.warnings:
             click.echo(f"warning: {it.port}: {w}", err=True)

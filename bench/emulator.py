@@ -20,21 +20,18 @@ Faults for testing the host (all off by default, reproducible with ``seed``):
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import select
 import threading
 import time
 import tty
-from pathlib import Path
 
 import numpy as np
 
 from fedtiny.firmware import protocol as P
 
-from .rundata import BenchError, device_path
+from .rundata import BenchError, load_run_device
 
 
 class Emulator:
@@ -46,25 +43,21 @@ class Emulator:
         from fedtiny.trainer.threshold import decide, dequantize  # the trainer's rule, as is
         from tflite_micro.python.tflite_micro import runtime
 
-        ddir = device_path(Path(run_dir), device)
-        try:
-            info = json.loads((ddir / "device.json").read_text())
-            self.model = (ddir / "model_int8.tflite").read_bytes()
-            with np.load(ddir / "test_split.npz") as z:
-                x = np.asarray(z["x_int8"], dtype=np.int8)
-                y = np.asarray(z["y"], dtype=np.int64)
-        except (OSError, KeyError, ValueError) as e:
-            raise BenchError(f"cannot emulate device {device} of {run_dir}: {e}") from None
+        rd = load_run_device(run_dir, device)     # checks the files and the model hash
+        info, self.model, x, y = rd.info, rd.model_bytes, rd.x_int8, rd.y
         if n_test is not None:
             x, y = x[:n_test], y[:n_test]
         self.x, self.y = x, y
         self.device = int(device)
-        self.threshold = float(info["threshold"])
-        self.out_scale = float(info["output_scale"])
-        self.out_zp = int(info["output_zero_point"])
+        try:
+            self.threshold = float(info["threshold"])
+            self.out_scale = float(info["output_scale"])
+            self.out_zp = int(info["output_zero_point"])
+            self.n_classes = len(info["class_names"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise BenchError(f"cannot emulate device {device} of {run_dir}: device.json lacks {e}") from None
         self.arena_bytes = int(info.get("arena_bytes") or 0)
-        self.n_classes = len(info["class_names"])
-        self.model_hash = hashlib.sha256(self.model).hexdigest()
+        self.model_hash = rd.model_sha256
         self._decide = lambda q: int(decide(dequantize(q[None, :], self.out_scale, self.out_zp),
                                             self.threshold)[0])
         self.interp = runtime.Interpreter.from_bytes(self.model)
@@ -110,7 +103,11 @@ class Emulator:
             pass
 
     def start(self) -> "Emulator":
-        self._open_pty()
+        try:
+            self._open_pty()
+        except OSError as e:                 # e.g. --link names a file that is not ours to replace
+            self._close()
+            raise BenchError(f"cannot serve a pseudo-terminal{f' at {self.link}' if self.link else ''}: {e}") from None
         self._thread = threading.Thread(target=self._serve, name="fedtiny-emulator", daemon=True)
         self._thread.start()
         return self

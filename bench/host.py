@@ -107,6 +107,9 @@ class _Session:
         self.banner: P.Banner | None = None
         self.lines = self.dropped = 0
         self.warnings: list[str] = []
+        # True when a command's trailing 'ready' did not arrive within READY_GRACE: it may still be
+        # on its way, and must not be taken for the answer to the next command
+        self.ready_owed = False
 
     # ------------------------------------------------------------ connection
     def open(self) -> None:
@@ -178,17 +181,31 @@ class _Session:
 
     # ------------------------------------------------------------ handshake / resync
     def _await_ready(self, idle: float) -> bool:
+        """Read up to the next 'ready' (True), or until ``idle`` seconds of silence or 4 x ``idle``
+        in all (False; the 'ready' is then owed, see ``_settle``)."""
+        deadline = time.monotonic() + 4 * idle
         while True:
-            msg = self.link.next_message(idle=idle)
+            msg = self.link.next_message(idle=idle, deadline=deadline)
             if msg is None:
+                self.ready_owed = True
                 return False
             if isinstance(msg, P.Ready):
+                self.ready_owed = False
                 return True
+
+    def _settle(self) -> None:
+        """Before a command: wait out a 'ready' still owed by the previous one (bounded by the
+        timeout), then drop whatever else is buffered, so that no late line of an earlier command
+        is read as this command's answer."""
+        if self.ready_owed:
+            self._await_ready(idle=self.timeout)
+            self.ready_owed = False
+        self.link.discard_input()
 
     def handshake(self) -> P.Banner:
         """``info`` until an intact banner arrives (bounded); checks the protocol version."""
         link = self.link
-        link.discard_input()
+        self._settle()
         silent = answered = 0
         while silent < self.retries and answered < 4 * self.retries:
             lines_before = link.lines
@@ -231,7 +248,7 @@ class _Session:
     def run_pass(self, n_test: int, samples: dict, conflicts: list, progress: Progress | None):
         """One ``run``; adds intact samples to ``samples``; returns (summary|None, ended_by)."""
         link = self.link
-        link.discard_input()
+        self._settle()
         link.send("run")
         summary = None
         seen = False
@@ -270,6 +287,7 @@ class _Session:
 
     # ------------------------------------------------------------ infer
     def infer(self, x: np.ndarray) -> P.InferResult:
+        self._settle()
         silent = answered = 0
         while silent < self.retries and answered < 4 * self.retries:
             self.link.send("infer", x)
@@ -300,7 +318,13 @@ class _Session:
             try:
                 return fn()
             except Disconnected as e:
-                self.reconnect(e)
+                why = e
+            while True:                       # the board may drop again while coming back
+                try:
+                    self.reconnect(why)
+                    break
+                except Disconnected as again:
+                    why = again
 
 
 # --------------------------------------------------------------------------- bench one board
@@ -309,6 +333,13 @@ def _stream_order(n_embedded: int, n_total: int, k: int) -> list[int]:
     """Windows the firmware does not carry first (n_embedded..), then the embedded ones."""
     order = list(range(n_embedded, n_total)) + list(range(0, min(n_embedded, n_total)))
     return order[:k]
+
+
+def _check_sendable(rd: RunDevice) -> None:
+    """Windows go to the device with 'infer'; refuse (clearly) windows larger than its payload."""
+    if rd.input_size > P.INFER_MAX_PAYLOAD:
+        raise BenchError(f"run {rd.run_dir} device {rd.device}: a window is {rd.input_size} bytes, more "
+                         f"than an 'infer' command carries ({P.INFER_MAX_PAYLOAD}); it cannot be sent")
 
 
 def bench_device(port: str, run_dir: str | Path | None = None, device: int | None = None,
@@ -326,6 +357,8 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
         rd = load_run_device(run_dir, device)      # bad run input fails before the port opens
     if stream and run_dir is None:
         raise BenchError("--stream needs a run (--run DIR): the windows come from its test split")
+    if stream and rd is not None:
+        _check_sendable(rd)
     s = _Session(port, baud, timeout, retries, reconnect_wait)
     s.open()
     try:
@@ -374,6 +407,7 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
         missing = sorted(set(range(n_test)) - set(samples))
         refetched = []
         if missing and rd is not None:
+            _check_sendable(rd)
             for i in missing:
                 r = s.with_reconnect(lambda i=i: s.infer(rd.x_int8[i]))
                 samples[i] = P.Sample(i, r.pred, int(rd.y[i]), r.micros)
@@ -395,6 +429,7 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
         # ---- stream: windows sent by the host
         stream_res = None
         if stream:
+            _check_sendable(rd)
             order = _stream_order(n_test, len(rd.y), int(stream))
             if len(order) < int(stream):
                 s.warnings.append(f"--stream {stream}: the test split has only {len(order)} windows")
@@ -413,7 +448,7 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
     res.stream = stream_res
     res.link = dict(lines=lines, dropped_lines=dropped, passes=n_passes, refetched_by_infer=refetched,
                     reconnects=s.reconnects, timeout_s=timeout)
-    res.warnings = s.warnings
+    res.warnings = s.warnings + res.warnings      # the session's, then _assemble's own
     res.elapsed_s = round(time.monotonic() - t0, 3)
     res.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return res
@@ -513,6 +548,8 @@ def bench_ports(ports: list[str], run_dir=None, device=None, stream: int = 0, ti
             return bench_device(p, run_dir, device, stream, timeout, **kw)
         except BenchError as e:
             return e
+        except Exception as e:  # noqa: BLE001 - one board's failure must not lose the others' results
+            return BenchError(f"{p}: {type(e).__name__}: {e}")
     with ThreadPoolExecutor(max_workers=max(1, len(ports))) as ex:
         return list(ex.map(one, ports))
 

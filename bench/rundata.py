@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtiny.trainer.rundir import device_dir
+
 
 class BenchError(Exception):
     """A bench failure the user can act on; the CLI prints ``error: <message>`` and exits 2."""
@@ -47,10 +49,6 @@ class RunDevice:
         return int(np.prod(self.x_int8.shape[1:]))
 
 
-def device_path(run_dir: Path, device: int) -> Path:
-    return Path(run_dir) / "devices" / f"dev{int(device):02d}"
-
-
 def default_run(root: Path | str = "runs") -> Path:
     """Newest folder under ``root`` that has a report.json (a finished run)."""
     root = Path(root)
@@ -72,7 +70,7 @@ def load_run_device(run_dir: Path | str, device: int) -> RunDevice:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BenchError(f"run directory {run_dir} does not exist")
-    path = device_path(run_dir, device)
+    path = device_dir(run_dir, int(device))
     if not (path / "device.json").is_file():
         have = ", ".join(str(d) for d in run_devices(run_dir)) or "none"
         raise BenchError(f"run {run_dir} has no device {device} (devices: {have})")

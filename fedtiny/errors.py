@@ -15,7 +15,7 @@ def _user_error_types() -> tuple[type, ...]:
     from fedtiny.trainer.data.fleet import DataError
 
     types: list[type] = [UserError, DataError]
-    for mod, name in (("fedtiny.codegen.errors", "CodegenError"), ("fedtiny.bench.errors", "BenchError")):
+    for mod, name in (("fedtiny.codegen.errors", "CodegenError"), ("fedtiny.bench.rundata", "BenchError")):
         try:
             m = __import__(mod, fromlist=[name])
             types.append(getattr(m, name))

@@ -243,3 +243,46 @@ def test_without_a_run_lost_samples_are_a_clear_error(run):
     y, pred = _split(run)
     assert [s["pred"] for s in res.samples] == pred.tolist() and res.expected_accuracy is None
     assert {s["source"] for s in res.samples} == {"run"}
+
+
+@pytest.mark.parametrize("stall_after", [9, 10, 11])
+def test_a_late_ready_never_shifts_answers_to_the_next_window(run, stall_after):
+    """A stall between an 'infer' answer and its 'ready' makes the ready late; the host must not take
+    it for the next command's (lost) answer, or every later window gets the previous one's scores."""
+    with Emulator(run, 3, n_test=4, stall=1.5, stall_after=stall_after) as emu:
+        res = bench_device(emu.port_path, run, 3, stream=6, timeout=3)
+    assert emu._stalled
+    assert res.ok and res.stream["max_score_lsb_diff"] == 0   # every window got its own answer
+
+
+def test_one_boards_unexpected_failure_keeps_the_others(run, monkeypatch):
+    from fedtiny.bench import host
+
+    real = host.bench_device
+
+    def flaky(port, *a, **k):
+        if port == "boom":
+            raise RuntimeError("driver exploded")
+        return real(port, *a, **k)
+
+    monkeypatch.setattr(host, "bench_device", flaky)
+    with Emulator(run, 3) as emu:
+        items = host.bench_ports([emu.port_path, "boom"], run, 3, timeout=3)
+    assert items[0].ok
+    assert isinstance(items[1], BenchError) and "driver exploded" in str(items[1])
+
+
+def test_bench_errors_are_user_errors_for_every_command():
+    from fedtiny.errors import _user_error_types
+
+    assert BenchError in _user_error_types()      # e.g. fedtiny demo's bench: one line, exit 2
+
+
+def test_unwritable_results_folder_is_a_clear_error(run, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with Emulator(run, 3) as emu:
+        r = _invoke(["--port", emu.port_path, "--run", str(run), "--device", "3",
+                     "--out", str(blocker / "out"), "--timeout", "3"])
+    assert r.exit_code == 2, r.output
+    assert "cannot write the results" in r.stderr and "Traceback" not in r.output + r.stderr

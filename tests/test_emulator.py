@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import time
 
@@ -104,3 +105,15 @@ def test_reset_waits_for_usb_reenumeration(run, tmp_path):
     assert emu.enumerations == 2 and emu.commands.count("reset") == 1   # the port went and came back
     assert res.ok and res.n == 24
     assert res.link["reconnects"] == 0 and res.port == link
+
+
+def test_a_link_that_cannot_be_made_is_a_clear_error_and_leaks_nothing(run, tmp_path):
+    from fedtiny.bench import BenchError
+
+    taken = tmp_path / "port"
+    taken.write_text("a regular file, not ours to replace")
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(BenchError, match="cannot serve a pseudo-terminal"):
+        Emulator(run, 3, link=str(taken)).start()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert taken.read_text().startswith("a regular file")

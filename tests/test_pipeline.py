@@ -45,8 +45,6 @@ def test_run_directory_layout(small_run):
 
 
 def test_int8_weights_stay_under_20_kb(small_run):
-    from fedtiny.trainer.data import load_fleet  # noqa: F401  (data path exercised by the run)
-
     for d in range(3):
         tfl = (small_run / "devices" / f"dev{d:02d}" / "model_int8.tflite").read_bytes()
         assert len(tfl) < 20 * 1024
