@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import deque
 import select
 import threading
 import time
@@ -32,6 +33,9 @@ import numpy as np
 from fedtiny.firmware import protocol as P
 
 from .rundata import BenchError, load_run_device
+
+
+LOG_LINES = 100_000
 
 
 class Emulator:
@@ -75,8 +79,10 @@ class Emulator:
         self.reenumerate = reenumerate
         self.enumerations = 0                   # ptys opened (1 + re-enumerations)
         self.lines_sent = 0
-        self.log: list[tuple[str, bool]] = []   # (line as formatted, reached the pty unaltered)
-        self.commands: list[str] = []
+        # the most recent lines sent (as formatted, reached the pty unaltered) and commands served,
+        # for tests and diagnostics; bounded so a long `fedtiny emulate` session does not grow
+        self.log: deque[tuple[str, bool]] = deque(maxlen=LOG_LINES)
+        self.commands: deque[str] = deque(maxlen=LOG_LINES)
         self._stalled = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -397,7 +397,7 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
         conflicts: list[int] = []
         summary = None
         n_passes = 0
-        while n_passes < max(1, passes) and (len(samples) < n_test or (summary is None and n_passes == 0)):
+        while n_passes < max(1, passes) and (n_passes == 0 or len(samples) < n_test):
             n_passes += 1
             got, ended = s.with_reconnect(lambda: s.run_pass(n_test, samples, conflicts, progress))
             summary = got or summary
