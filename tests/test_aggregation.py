@@ -108,3 +108,27 @@ def test_tour_visits_each_device_once_per_tour_in_order(policy):
     else:
         assert orders[0] != orders[1] or orders[1] != orders[2]
         assert agg.tour_order(7, "random", 0, 5) == agg.tour_order(7, "random", 0, 5)
+
+
+def test_non_finite_scores_or_floor_are_refused_not_averaged_away():
+    d = np.eye(3)
+    with pytest.raises(ValueError, match="finite"):
+        agg.align_weights(d, np.array([np.nan, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="floor"):
+        agg.align_weights(d, np.ones(3), floor=float("nan"))
+
+
+def test_training_keys_never_coincide_with_each_other_or_the_generators():
+    """NumPy's SeedSequence ignores trailing zeros, so [s, 0] == [s]: keys must avoid them."""
+    from fedtiny.trainer.pipeline import key
+
+    seed = 5
+    keys = [key(seed, "phase0"), key(seed, "phase1", 0, 0), key(seed, "phase1", 0, 1),
+            *[key(seed, "phase2", r, i) for r in (1, 2) for i in range(4)],
+            *[key(seed, "phase3", i) for i in range(4)], *[key(seed, "phase3", i, 1) for i in range(4)],
+            key(seed, "central"), *[key(seed, "local", i) for i in range(4)]]
+    generators = [[seed, 2, 1], *[[seed, 2, 2, i + 1] for i in range(4)], [seed, 2, 3],
+                  [seed, 3, 1], *[[seed, 3, 2, i + 1] for i in range(4)], *[[seed, 3, 3, i + 1] for i in range(4)]]
+    assert all(k[-1] != 0 for k in keys)
+    states = [tuple(np.random.SeedSequence(k).generate_state(4)) for k in keys + generators]
+    assert len(set(states)) == len(states)

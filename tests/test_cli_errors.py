@@ -112,3 +112,8 @@ def test_run_directory_with_a_different_config(tmp_path):
 def test_bad_splits_option(tmp_path):
     res = _run(["train", "--splits", "0.5,0.6", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("args, needle", [(["--seed", "-1"], "--seed"), (["--floor", "nan"], "--floor")])
+def test_bad_numbers_are_clean_errors(tmp_path, args, needle):
+    _assert_clean_error(_run(["train", *args, "--out", str(tmp_path / "r")]), needle)

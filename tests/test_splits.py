@@ -71,3 +71,12 @@ def test_label_skew_and_group_assignment():
     for i, idx in enumerate(parts):
         for g in np.unique(pool.groups[idx]):
             assert owner.setdefault(int(g), i) == i
+
+
+def test_a_class_no_device_draws_is_dealt_evenly_not_dropped():
+    y = np.repeat([0, 1], 10)
+    groups = np.arange(20)
+    props = np.array([[1.0, 0.0], [1.0, 0.0]])        # what Dirichlet underflow gives for a tiny alpha
+    parts = assign_groups(y, groups, props, np.random.default_rng(0))
+    assert sorted(np.concatenate(parts).tolist()) == list(range(20))
+    assert all((y[p] == 1).sum() == 5 for p in parts)

@@ -46,3 +46,11 @@ def test_metrics_perfect_and_worst(metric):
     y = np.array([True, False, True])
     assert binary_metric(y, y, metric) == 1.0
     assert binary_metric(y, ~y, metric) == 0.0
+
+
+def test_nothing_is_a_fault_is_a_reachable_decision():
+    """All validation windows normal: the best threshold lies above every score."""
+    probs = np.array([[0.8, 0.2], [0.2, 0.8]])        # fault scores 0.2 and 0.8
+    t, v = tune_threshold(probs, np.array([0, 0]), "accuracy")
+    assert v == 1.0 and t > 0.8
+    assert (decide(probs, t) == 0).all()

@@ -66,8 +66,10 @@ def align_weights(deltas: np.ndarray, perf: np.ndarray, floor: float = 0.1) -> A
     perf = np.asarray(perf, dtype=np.float64)
     if deltas.shape[0] != perf.shape[0]:
         raise ValueError("one performance score per update is needed")
-    if np.any(perf < 0):
-        raise ValueError("performance scores must be >= 0")
+    if not np.all(np.isfinite(perf)) or np.any(perf < 0):
+        raise ValueError(f"performance scores must be finite and >= 0, got {perf.tolist()}")
+    if not floor >= 0:                                # also refuses NaN
+        raise ValueError(f"the similarity floor must be >= 0, got {floor}")
     d_mean = deltas.mean(axis=0)
     cos = np.array([cosine(d, d_mean) for d in deltas])
     s = perf * np.maximum(cos, floor)

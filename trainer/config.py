@@ -70,8 +70,14 @@ class TrainConfig:
             bad(f"unknown --tour {self.tour!r}; choose fixed or random")
         if self.threshold_metric not in METRICS:
             bad(f"unknown threshold metric {self.threshold_metric!r}; choose one of {', '.join(METRICS)}")
-        if self.mu < 0 or self.floor < 0:
-            bad("--mu and --floor must be >= 0")
+        if not (self.mu >= 0 and self.floor >= 0):     # written so that NaN fails too
+            bad("--mu and --floor must be numbers >= 0")
+        if self.seed < 0:
+            bad(f"--seed must be >= 0, got {self.seed}")
+        if self.batch_size < 1 or self.rep_samples < 1:
+            bad("batch_size and rep_samples must be at least 1")
+        if not (0 < self.phase2_val_fraction < 1 and 0 < self.phase3_val_fraction < 1):
+            bad("phase2_val_fraction and phase3_val_fraction must lie between 0 and 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -45,9 +45,14 @@ class Reporter:
     def note(self, text: str) -> None: ...
 
 
+TRAINING_STREAM = 1   # second word of every training key; the data generators use other words
+
+
 def key(seed: int, phase: str, *parts: int) -> list[int]:
-    """Seed sequence for one local training: (seed, phase id, round/tour, device, ...)."""
-    return [int(seed), PHASE_KEYS[phase], *[int(p) for p in parts]]
+    """Seed sequence for one local training: [seed, TRAINING_STREAM, phase id + 1, part + 1, ...].
+    Every word after the seed is >= 1 because NumPy's SeedSequence ignores trailing zeros
+    ([s, 0] is the same stream as [s]), which would let unrelated streams coincide."""
+    return [int(seed), TRAINING_STREAM, PHASE_KEYS[phase] + 1, *[int(p) + 1 for p in parts]]
 
 
 @dataclass
@@ -75,10 +80,16 @@ def prepare(cfg: TrainConfig) -> Prepared:
         check_device(pool, i, cfg.min_device_samples)
         s = split_device(pool, cfg.test_fraction, cfg.splits, cfg.phase2_val_fraction,
                          cfg.phase3_val_fraction, cfg.seed, i)
-        for name in ("test", "phase2_train"):
+        needed = ["test"]
+        if cfg.method in FEDERATED:
+            needed += ["phase2_train", "phase2_val"]      # p_k and the per-round accuracy
+            if cfg.personalize:
+                needed += ["phase3_tune", "phase3_val"]   # head fine-tuning and the threshold
+        for name in needed:
             if len(getattr(s, name)) == 0:
-                raise DataError(f"device {i} has no windows left for its {name} split; "
-                                f"it holds {len(pool)} samples")
+                raise DataError(f"device {i} has no windows left for its {name} split ({len(pool)} "
+                                f"windows in {len(np.unique(pool.groups))} groups); give it more data "
+                                f"or change --splits / --test-fraction")
         splits.append(s)
     spec = ModelSpec(fleet.input_shape, fleet.n_classes)
     return Prepared(fleet, spec, splits)
@@ -228,7 +239,7 @@ class Run:
         client_w, perf, val_acc, n = [], [], [], []
         for i, s in enumerate(self.data.splits):
             e.set_weights(self.global_weights)
-            before, _ = e.evaluate(s.phase2_val.x, s.phase2_val.y)
+            before = e.evaluate(s.phase2_val.x, s.phase2_val.y)[0] if cfg.perf == "loss_improvement" else None
             e.fit(s.phase2_train.x, s.phase2_train.y, cfg.local_epochs, key(cfg.seed, "phase2", r, i),
                   mu=mu, anchor=self.global_weights)
             after, acc = e.evaluate(s.phase2_val.x, s.phase2_val.y)
@@ -236,7 +247,7 @@ class Run:
             val_acc.append(acc)
             perf.append(acc if cfg.perf == "accuracy" else max(before - after, 0.0) / max(before, 1e-12))
             n.append(len(s.phase2_train))
-        return client_w, np.nan_to_num(np.asarray(perf)), val_acc, n
+        return client_w, np.asarray(perf, dtype=np.float64), val_acc, n
 
     def _round(self, r: int) -> None:
         cfg = self.cfg

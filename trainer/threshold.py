@@ -54,10 +54,12 @@ def tune_threshold(probs: np.ndarray, y: np.ndarray, metric: str = "balanced_acc
     probs = np.asarray(probs, dtype=np.float64)
     score = 1.0 - probs[:, 0]
     is_fault = np.asarray(y) != 0
-    cands = np.unique(np.concatenate([[0.5], score]))
+    # every distinct score, 0.5, and just above the largest score (nothing is a fault), kept in [0, 1]
+    above = min(float(np.nextafter(score.max(), np.inf)), 1.0) if len(score) else 0.5
+    cands = np.unique(np.concatenate([[0.5, above], score]))
     best_t, best_v = 0.5, -1.0
     for t in cands:
         v = binary_metric(is_fault, score >= t, metric)
-        if v > best_v + 1e-12 or (abs(v - best_v) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
+        if v > best_v + 1e-12 or (abs(v - best_v) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5) - 1e-12):
             best_t, best_v = float(t), v
     return best_t, best_v

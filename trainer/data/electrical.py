@@ -60,7 +60,7 @@ and offset, Va + Vb + Vc = 0 exactly and Ia + Ib + Ic = 3 I0 (zero for LL and LL
 At the nominal network, bolted faults reproduce DATA.md's model table (``nominal_phasors``):
 NF 63 A / 0.598 pu, AG 893/65/63 A, BC 63/753/803 A, ABG 886/905/65 A, ABC 898 A x 3 and 0.019 pu.
 
-Fleet (``generate``): device i draws its condition from ``default_rng([seed, i])``: source strength
+Fleet (``generate``): device i draws its condition from ``default_rng([seed, STREAM, 2, i + 1])``: source strength
 s (0.5-0.75 or 1.35-2 times nominal, +-20 % window to window), load m (0.5-0.8 or 1.25-1.6, +-40 %),
 a fault-location band of width 0.16 in p = 0.02-0.98 away from mid-line, fault resistance log-uniform
 on [r_lo, r_hi] with r_lo in 0.1-3 ohm and r_hi in 20-50 ohm (high-resistance faults pull the
@@ -91,6 +91,10 @@ CHANNELS = ["Ia", "Ib", "Ic", "Va", "Vb", "Vc"]
 CHANNEL_SCALE = np.array([1000, 1000, 1000, 1, 1, 1], dtype=np.float32)
 FAULT_PHASES = ["none", "AG", "BC", "ABG", "ABC", "ABCG"]      # dataset phases of each class
 NF, LG, LL, LLG, LLL, LLLG = range(6)
+# Second word of this module's random streams ([seed, STREAM, purpose, ...]): no trailing zeros and
+# no overlap with the trainer's or the mechanical generator's streams (NumPy's SeedSequence treats
+# [s, 0] as [s], so plain [seed, i] keys would coincide across modules).
+STREAM = 2
 
 F0 = 50.0
 OMEGA = 2 * math.pi * F0
@@ -457,16 +461,16 @@ def _balanced_labels(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per_device: int = 400,
              public_samples: int = 1200) -> Fleet:
-    """Built-in electrical fleet. Class proportions P = label_skew(n_devices, 6, alpha, default_rng(seed));
-    device i draws its condition and its ``class_counts(samples_per_device, P[i])`` windows from
-    ``default_rng([seed, i])``; the public pool (balanced classes) from ``default_rng([seed, 10**6])``
+    """Built-in electrical fleet. Class proportions P = label_skew(n_devices, 6, alpha,
+    default_rng([seed, STREAM, 1])); device i draws its condition and its
+    ``class_counts(samples_per_device, P[i])`` windows from ``default_rng([seed, STREAM, 2, i + 1])``; the public pool (balanced classes) from ``default_rng([seed, 10**6])``
     under ``public_condition()``. Every window is its own group (groups are unique fleet-wide)."""
     if n_devices < 1:
         raise DataError(f"n_devices must be at least 1, got {n_devices}")
     if public_samples < len(CLASS_NAMES):
         raise DataError(f"public_samples must be at least {len(CLASS_NAMES)}, got {public_samples}")
     k = len(CLASS_NAMES)
-    props = label_skew(n_devices, k, alpha, np.random.default_rng(seed))
+    props = label_skew(n_devices, k, alpha, np.random.default_rng([seed, STREAM, 1]))
     prng = np.random.default_rng([seed, 10 ** 6])
     pcond = public_condition()
     y_pub = _balanced_labels(public_samples, k, prng)
@@ -474,7 +478,7 @@ def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per
     devices = []
     start = public_samples
     for i in range(n_devices):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, STREAM, 2, i + 1])
         cond = device_condition(rng)
         counts = class_counts(samples_per_device, props[i])
         y = np.repeat(np.arange(k), counts)[rng.permutation(int(counts.sum()))]
@@ -600,7 +604,7 @@ def load_csv(path, n_devices: int = 10, alpha: float = 0.5, seed: int = 0,
     split at random: each same-label run is cut into whole one-cycle windows (``window_rows``: 400 rows
     -> 40 samples at 2 kHz, the generator's input) and every window is its own group. Per class,
     round(public_fraction * n) windows (at least one when the class has two or more and
-    public_fraction > 0), chosen with ``default_rng(seed)``, form the public pool; the rest are dealt
+    public_fraction > 0), chosen with ``default_rng([seed, STREAM, 3])``, form the public pool; the rest are dealt
     to devices with ``label_skew`` + ``assign_groups`` (the generator's partitioner).
 
     The real public file (7,861 rows) yields only about 15-19 one-cycle windows, so it supports very
@@ -616,7 +620,7 @@ def load_csv(path, n_devices: int = 10, alpha: float = 0.5, seed: int = 0,
     if len(yw) == 0:
         raise DataError(f"{path.name}: no label run is one cycle ({WINDOW_ACQ} rows at 20 kHz) long; "
                         "no windows can be cut")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, STREAM, 3])
     groups = np.arange(len(yw))
     public_idx = []
     for k in range(len(CLASS_NAMES)):

@@ -111,7 +111,9 @@ def assign_groups(y: np.ndarray, groups: np.ndarray, proportions: np.ndarray,
         if len(gk) == 0:
             continue
         gk = gk[rng.permutation(len(gk))]
-        share = proportions[:, k] / proportions[:, k].sum()
+        col = proportions[:, k]
+        # a tiny alpha can underflow a whole column to 0: deal that class evenly rather than drop it
+        share = col / col.sum() if col.sum() > 0 else np.full(n_dev, 1.0 / n_dev)
         cuts = np.round(np.cumsum(share) * len(gk)).astype(int)
         start = 0
         for i in range(n_dev):

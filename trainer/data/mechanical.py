@@ -32,7 +32,7 @@ At the nominal levels below, windows reproduce the CWRU measurements quoted in D
 about 0.07 g rms and kurtosis 3, inner race 0.2-0.5 g and kurtosis 5-20, outer race 0.3-0.7 g and
 kurtosis 7-24, ball 0.1-0.15 g and kurtosis 3-15.
 
-Fleet: device i runs its own operating condition drawn from ``np.random.default_rng([seed, i])``:
+Fleet: device i runs its own operating condition drawn from ``np.random.default_rng([seed, STREAM, 2, i + 1])``:
 load (0-3 hp spread over the devices, rpm interpolated in CWRU's 1797/1772/1750/1730 table), fault
 size 0.007/0.014/0.021 in (impact level x 0.45/0.7/1.0 of ``NOMINAL_FAULT_RMS``), outer-race defect
 position (@6:00 in the load zone x 1, @3:00 x 0.6, @12:00 x 0.35), resonance frequency and damping
@@ -52,6 +52,8 @@ from scipy.signal import hilbert, lfilter
 from .fleet import DataError, Fleet, Pool, class_counts, label_skew
 
 CLASS_NAMES = ["normal", "inner_race", "outer_race", "ball"]
+# Second word of this module's random streams ([seed, STREAM, purpose, ...]); see electrical.STREAM.
+STREAM = 3
 CHANNELS = ["DE_accel_g"]
 SAMPLE_RATE_HZ = 12000.0
 WINDOW = 1024
@@ -309,16 +311,16 @@ def _windows(cond: dict, counts, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 def device_condition(seed: int, i: int, n_devices: int) -> dict:
     """Operating condition of device i: load spread evenly over 0-3 hp (exactly 0/1/2/3 hp for four
-    devices), the rest drawn from ``default_rng([seed, i])``."""
+    devices), the rest drawn from ``default_rng([seed, STREAM, 2, i + 1])``."""
     load = 3.0 * i / (n_devices - 1) if n_devices > 1 else 0.0
-    cond = _condition(np.random.default_rng([seed, i]), float(rpm_at_load(load)), DEVICE_RANGES)
+    cond = _condition(np.random.default_rng([seed, STREAM, 2, i + 1]), float(rpm_at_load(load)), DEVICE_RANGES)
     return {"device": i, "load_hp": round(load, 4), **cond}
 
 
 def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per_device: int = 400,
              public_samples: int = 1200, n_public_conditions: int = 4) -> Fleet:
     """Mechanical fleet: device i gets ``class_counts(samples_per_device, P[i])`` windows with
-    P = label_skew(n_devices, 4, alpha, default_rng(seed)), under its own operating condition; the
+    P = label_skew(n_devices, 4, alpha, default_rng([seed, STREAM, 1])), under its own operating condition; the
     public pool is class-balanced over ``n_public_conditions`` conditions outside the devices' rpm and
     resonance ranges. x is in g, groups are unique window ids (every window is independent)."""
     if n_devices < 1:
@@ -326,7 +328,7 @@ def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per
     if samples_per_device < 1 or public_samples < 0:
         raise DataError("samples_per_device must be >= 1 and public_samples >= 0")
     k = len(CLASS_NAMES)
-    P = label_skew(n_devices, k, alpha, np.random.default_rng(seed))
+    P = label_skew(n_devices, k, alpha, np.random.default_rng([seed, STREAM, 1]))
 
     # public pool: conditions no device has
     prng = np.random.default_rng([seed, 1_000_003])
@@ -351,7 +353,7 @@ def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per
     for i in range(n_devices):
         cond = device_condition(seed, i, n_devices)
         counts = class_counts(samples_per_device, P[i])
-        x, y = _windows(cond, counts, np.random.default_rng([seed, i, 1]))
+        x, y = _windows(cond, counts, np.random.default_rng([seed, STREAM, 3, i + 1]))
         devices.append(Pool(x, y, start + np.arange(len(y)), cond))
         start += len(y)
 
