@@ -104,9 +104,9 @@ class Converter:
 
 def quant_params(model_bytes: bytes) -> dict:
     """Input/output scale and zero point of an INT8 model (read through tflite-micro)."""
-    from tflite_micro.python.tflite_micro import runtime
+    from .tflm import _interpreter
 
-    interp = runtime.Interpreter.from_bytes(bytes(model_bytes))
+    interp = _interpreter(model_bytes)
     iq = interp.get_input_details(0)["quantization_parameters"]
     oq = interp.get_output_details(0)["quantization_parameters"]
     return {"input_scale": float(iq["scales"][0]), "input_zero_point": int(iq["zero_points"][0]),

@@ -38,7 +38,10 @@ def atomic_savez(path: Path, **arrays) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
+    with open(tmp, "wb") as f:                 # durable before the rename, like atomic_write_bytes
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
