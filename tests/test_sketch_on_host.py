@@ -1,7 +1,7 @@
 """EXECUTE the generated firmware sketch on the host and drive it with the real host bench.
 
-TFLM's C++ sources and the Arduino cores cannot be fetched here, so ``test_codegen_sketch_syntax``
-only type-checks main.cpp. This test goes further: the project that ``build_project`` generates
+TFLM's C++ sources and the Arduino cores cannot be fetched here, so the sketch cannot be built for a
+board. Instead, the project that ``build_project`` generates
 (src/main.cpp, model_data.cpp, test_data.cpp and the include/ headers, unmodified) is compiled
 with g++ against *behavioural* stand-ins and run as a host program whose Serial is a real
 pseudo-terminal:
