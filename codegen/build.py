@@ -19,7 +19,6 @@ command to run where they are.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -144,17 +143,21 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
 
     ``board``: a built-in board name or a board JSON path. ``test_samples``: cap on embedded test
     windows (default: all that fit). ``runner``: how ``pio`` is invoked (tests inject one).
-    ``op_table``: the op -> resolver-method table (default ``ops.OP_TABLE``). ``host_arena``:
-    skip measuring the arena with tflite-micro (tests). Raises CodegenError on any user error.
+    ``op_table``: the op -> resolver-method table (default ``ops.OP_TABLE``). ``host_arena``: the
+    host tflite-micro arena figure to start from (default: device.json's ``arena_bytes``, which the
+    trainer measured on the same model bytes; measured here if absent). Raises CodegenError on any
+    user error.
     """
     brd = load_board(board)
     run_dir = Path(run_dir)
     rd = _load(run_dir, device)
     model = rd.model_bytes
-    sha256 = hashlib.sha256(model).hexdigest()
+    sha256 = rd.model_sha256                       # load_run_device checked it against the bytes
     facts = read_model(model)
     calls = resolver_calls(facts.ops, op_table)
     _check_model(facts, rd.info, rd.x_int8)
+    if host_arena is None and int(rd.info.get("arena_bytes") or 0) > 0:
+        host_arena = int(rd.info["arena_bytes"])   # the trainer measured these very bytes (same hash)
     if host_arena is None:
         from fedtiny.trainer.tflm import arena_bytes
 
