@@ -50,7 +50,7 @@ def build(device, board, run, out, test_samples, do_compile):
     click.echo(f"  board        {r.board} ({load_board(board).describe()})")
     click.echo(f"  device       {r.device}")
     click.echo(f"  model        {r.model_bytes:,} bytes")
-    click.echo(f"  arena        {r.arena_bytes:,} bytes")
+    click.echo(f"  arena        {r.arena_bytes:,} bytes allocated by the firmware")
     click.echo(f"  test windows {r.test_samples}")
     click.echo(f"  flash        {_margin(r.flash_used, r.flash_budget)}")
     click.echo(f"  RAM          {_margin(r.ram_used, r.ram_budget)}")

@@ -38,6 +38,26 @@ SHORT_HELP = {
 
 
 class LazyGroup(click.Group):
+    """Subcommands imported on demand; usage errors (unknown option, value out of range) end, like
+    every other user error, with one ``error: ...`` line and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("error: interrupted", err=True)
+            raise SystemExit(130) from None
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "fedtiny"
+            msg = " ".join(e.format_message().split())
+            click.echo(f"error: {msg} (see '{where} --help')", err=True)
+            raise SystemExit(2) from None
+        except click.ClickException as e:
+            click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+            raise SystemExit(e.exit_code) from None
+
     def list_commands(self, ctx):
         return list(LAZY)
 
@@ -54,5 +74,23 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fedtiny")
-def main() -> None:
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own start-up and log messages.")
+def main(verbose: bool) -> None:
     """fedtiny: federated TinyML fault classification, from training to firmware to bench."""
+    if verbose:
+        os.environ["FEDTINY_VERBOSE"] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+
+
+def run() -> None:
+    """Console entry point: Ctrl-C and SIGTERM stop any command cleanly (finished steps are kept;
+    a run continues with --resume, an experiment with the same command). SIGINT is re-armed even
+    when the shell that started fedtiny in the background set it to be ignored."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
+    main()

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from fedtiny.errors import UserError, friendly
+from fedtiny.options import devices_option, rounds_option
 
 
 @dataclass
@@ -75,17 +76,18 @@ def summary_table(result: DemoResult):
     builds = {b.device: b for b in result.builds}
     t = Table(title=f"fedtiny demo: {result.report['method']} on {result.report['dataset']}, "
                     f"seed {result.report['seed']}")
-    for col in ("device", "test n", "float acc", "INT8 acc", "threshold", "model B", "arena B",
-                "flash margin B", "RAM margin B"):
+    for col in ("device", "test n", "float acc", "INT8 acc", "threshold", "model B", "arena used B (host)",
+                "arena allocated B", "flash margin B", "RAM margin B"):
         t.add_column(col, justify="right")
     for d in result.report["devices"]:
         b = builds[d["device"]]
         t.add_row(str(d["device"]), str(d["n_test"]), f"{100 * d['float_acc']:.1f}%",
                   f"{100 * d['int8_acc']:.1f}%", f"{d['threshold']:.3f}", str(d["model_bytes"]),
-                  str(b.arena_bytes), str(b.flash_budget - b.flash_used), str(b.ram_budget - b.ram_used))
+                  str(d["arena_bytes"]), str(b.arena_bytes), str(b.flash_budget - b.flash_used),
+                  str(b.ram_budget - b.ram_used))
     s = result.report["summary"]
     t.add_row("mean", "", f"{100 * s['mean_float_acc']:.1f}%", f"{100 * s['mean_int8_acc']:.1f}%",
-              "", "", "", "", "", style="bold")
+              "", "", "", "", "", "", style="bold")
     return t
 
 
@@ -93,14 +95,14 @@ def bench_lines(result: DemoResult) -> list[str]:
     r = result.bench
     lat = r.latency_us
     lines = [
-        f"bench of device {r.device_id} through the emulator ({r.port}): accuracy {100 * r.accuracy:.2f}% "
+        f"bench of device {r.device_id} through the emulator ({r.port}): accuracy {100 * r.accuracy:.1f}% "
         f"on {r.n} embedded windows, run's INT8 accuracy on the same windows "
-        f"{100 * (r.expected_accuracy or 0):.2f}%, decision mismatches {len(r.decision_mismatches)}",
+        f"{100 * (r.expected_accuracy or 0):.1f}%, decision mismatches {len(r.decision_mismatches)}",
         f"latency per inference (clock={r.clock}: host time of the TFLM interpreter, not a board): "
         f"p50 {lat['p50']} us, p95 {lat['p95']} us, max {lat['max']} us",
     ]
     if r.stream:
-        lines.append(f"streamed {r.stream['n']} windows with 'infer': accuracy {100 * r.stream['accuracy']:.2f}%, "
+        lines.append(f"streamed {r.stream['n']} windows with 'infer': accuracy {100 * r.stream['accuracy']:.1f}%, "
                      f"decision mismatches {len(r.stream['decision_mismatches'])}")
     return lines
 
@@ -108,12 +110,12 @@ def bench_lines(result: DemoResult) -> list[str]:
 @click.command()
 @click.option("--dataset", default="electrical", show_default=True,
               type=click.Choice(["electrical", "mechanical"]), help="Built-in fleet data.")
-@click.option("--devices", default=10, show_default=True, type=click.IntRange(1, 100), help="Number of devices.")
-@click.option("--rounds", default=10, show_default=True, type=click.IntRange(0), help="Phase-2 rounds.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the whole pipeline.")
+@devices_option()
+@rounds_option()
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the whole pipeline.")
 @click.option("--board", default="nano33ble", show_default=True,
               help="Board the firmware projects are generated for (a name under boards/).")
-@click.option("--bench-device", default=3, show_default=True, type=int,
+@click.option("--bench-device", default=3, show_default=True, type=click.IntRange(0),
               help="Device served through the emulator and benchmarked.")
 @click.option("--stream", default=8, show_default=True, type=click.IntRange(0),
               help="Extra test windows streamed to the emulated device with 'infer'.")
@@ -131,7 +133,7 @@ def demo(dataset, devices, rounds, seed, board, bench_device, stream, out):
     from rich.console import Console
 
     from fedtiny.codegen.boards import load_board
-    from fedtiny.progress import RichReporter, console
+    from fedtiny.progress import RichReporter, console, print_line
     from fedtiny.trainer.config import TrainConfig
 
     load_board(board)                      # an unknown board fails now, not after training
@@ -142,15 +144,15 @@ def demo(dataset, devices, rounds, seed, board, bench_device, stream, out):
     result = run_demo(cfg, out, board, bench_device, stream, RichReporter())
     con = Console() if sys.stdout.isatty() else Console(width=160)   # no truncated columns in logs
     con.print(summary_table(result))
-    for line in bench_lines(result):
-        con.print(line)
     b = result.builds[bench_device]
-    con.print(f"run directory:       {out}  (config.json, metrics.jsonl, report.json, devices/devNN/)")
-    con.print(f"firmware projects:   {b.project_dir.parent}/devNN-{b.board}/")
-    con.print(f"                     {b.compile_hint}")
-    con.print("bench results:       " + ", ".join(str(p) for p in result.bench_files))
-    con.print("next: fedtiny report " + str(out) + "   |   with a board: fedtiny flash --device N "
-              f"--board {b.board} --run {out}, then fedtiny bench --port PORT --run {out}")
+    for line in bench_lines(result) + [
+            f"run directory:       {out}  (config.json, metrics.jsonl, report.json, devices/devNN/)",
+            f"firmware projects:   {b.project_dir.parent}/devNN-{b.board}/",
+            f"                     {b.compile_hint}",
+            "bench results:       " + ", ".join(str(p) for p in result.bench_files),
+            "next: fedtiny report " + str(out) + "   |   with a board: fedtiny flash --device N "
+            f"--board {b.board} --run {out}, then fedtiny bench --port PORT --run {out}"]:
+        print_line(con, line)
     if not result.bench.ok:
         console.print("[red]the emulated device's decisions differ from the run's INT8 decisions[/red]")
         raise SystemExit(1)

@@ -36,7 +36,19 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
-            fail("interrupted; a training run continues with the same command plus --resume", 130)
+            fail("interrupted; finished steps are kept: run the same command again to continue "
+                 "(for train, add --resume)", 130)
         except _user_error_types() as e:
             fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        except OSError as e:          # unwritable --out, full disk, a file where a folder must be
+            fail(os_error_message(e))
     return wrapper
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an operating-system error: 'PATH: Read-only file system'."""
+    what = e.strerror or str(e)
+    if e.filename is None:
+        return what
+    return f"{e.filename}: {what}" if e.filename2 is None else f"{e.filename} -> {e.filename2}: {what}"
+

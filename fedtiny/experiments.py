@@ -3,7 +3,7 @@
 Every variant is an ordinary run directory under ``OUT/runs/<variant>-s<seed>``; the tables, the
 JSON and the plots are computed from those run directories only, so every number traces to one.
 Statistics: for each run, the mean over devices of the per-device test accuracy; over seeds, the
-mean and the sample standard deviation (ddof = 1; 0 for a single seed).
+mean and the sample standard deviation (ddof = 1; n/a for a single seed).
 """
 from __future__ import annotations
 
@@ -44,29 +44,46 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "+-." else "_" for c in name).strip("_")
 
 
-def mean_std(values) -> tuple[float, float]:
-    """(mean, sample std with ddof=1; 0.0 for fewer than two values)."""
+def mean_std(values) -> tuple[float, float | None]:
+    """(mean, sample std with ddof=1; None for fewer than two values: one seed has no spread)."""
     v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None
 
 
 def run_variants(base: TrainConfig, variants: dict[str, dict], seeds, out: Path,
-                 reporter: Reporter | None = None, on_run=None) -> dict:
-    """Train (or reuse) every variant for every seed; return the results dict (see ``summarise``)."""
+                 reporter: Reporter | None = None, on_run=None, on_fail=None) -> dict:
+    """Train (or reuse) every variant for every seed; return the results dict (see ``summarise``).
+
+    A run that raises is recorded with its error (``on_fail(name, seed, message)``) and the others
+    still run; KeyboardInterrupt stops everything (finished runs are kept and reused next time)."""
     out = Path(out)
     runs: dict[str, dict[int, Path]] = {}
+    failed: list[dict] = []
     total = len(variants) * len(seeds)
     done = 0
     for name, over in variants.items():
         for seed in seeds:
-            cfg = replace(base, seed=int(seed), **over)
             rdir = out / "runs" / f"{slug(name)}-s{seed}"
             if on_run:
                 on_run(done, total, name, seed)
-            load_or_train(cfg, rdir, reporter)
-            runs.setdefault(name, {})[int(seed)] = rdir
             done += 1
-    return summarise(runs)
+            try:
+                cfg = replace(base, seed=int(seed), **over)
+                load_or_train(cfg, rdir, reporter)
+            except Exception as e:  # noqa: BLE001 - one failing run must not end the experiment
+                if reporter is not None:
+                    reporter.finish()
+                msg = " ".join(str(e).split()) or type(e).__name__
+                if not isinstance(e, ValueError):       # DataError / RunError are ValueErrors
+                    msg = f"{type(e).__name__}: {msg}"
+                failed.append({"variant": name, "seed": int(seed), "run_dir": str(rdir), "error": msg})
+                if on_fail:
+                    on_fail(name, seed, msg)
+                continue
+            runs.setdefault(name, {})[int(seed)] = rdir
+    res = summarise(runs)
+    res["failed"] = failed
+    return res
 
 
 def summarise(runs: dict[str, dict[int, Path]]) -> dict:
@@ -79,7 +96,10 @@ def summarise(runs: dict[str, dict[int, Path]]) -> dict:
             per_run.append({"seed": seed, "run_dir": str(rdir),
                             "mean_float_acc": rep["summary"]["mean_float_acc"],
                             "mean_int8_acc": rep["summary"]["mean_int8_acc"],
-                            "devices": [{k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold")}
+                            "class_names": rep.get("class_names", []),
+                            "warnings": rep.get("warnings", []),
+                            "devices": [{k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold",
+                                                           "test_class_counts") if k in d}
                                         for d in rep["devices"]]})
             for d in rep["devices"]:
                 per_dev_f.setdefault(d["device"], []).append(d["float_acc"])
@@ -95,12 +115,14 @@ def summarise(runs: dict[str, dict[int, Path]]) -> dict:
     return res
 
 
-def pct(v: float) -> str:
-    return f"{100 * v:.2f}"
+def pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
 
 
 def markdown_table(res: dict, title: str) -> str:
-    """Mean ± std over seeds of the mean device accuracy (float, INT8), then per-device rows."""
+    """Mean ± std over seeds of the mean device accuracy (float, INT8), per-device rows, the test
+    windows per class of every device (the same for every variant of a seed), failed runs and the
+    runs' evaluation warnings."""
     names = list(res["variants"])
     lines = [f"## {title}", "", "| variant | float acc % (mean ± std) | INT8 acc % (mean ± std) | seeds |",
              "| --- | --- | --- | --- |"]
@@ -108,12 +130,37 @@ def markdown_table(res: dict, title: str) -> str:
         v = res["variants"][n]
         lines.append(f"| {n} | {pct(v['float_mean'])} ± {pct(v['float_std'])} | "
                      f"{pct(v['int8_mean'])} ± {pct(v['int8_std'])} | {len(v['runs'])} |")
-    devs = list(res["variants"][names[0]]["per_device_int8"])
-    lines += ["", "Per-device INT8 accuracy % (mean over seeds):", "",
-              "| device | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    for d in devs:
-        lines.append(f"| {d} | " + " | ".join(pct(res["variants"][n]["per_device_int8"][d]) for n in names) + " |")
+    if names:
+        devs = list(res["variants"][names[0]]["per_device_int8"])
+        lines += ["", "Per-device INT8 accuracy % (mean over seeds):", "",
+                  "| device | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+        for d in devs:
+            lines.append(f"| {d} | " + " | ".join(pct(res["variants"][n]["per_device_int8"].get(d))
+                                                  for n in names) + " |")
+        lines += _class_count_lines(res["variants"][names[0]]["runs"])
+    failed = res.get("failed", [])
+    if failed:
+        lines += ["", "Failed runs:", "", "| variant | seed | error |", "| --- | --- | --- |"]
+        lines += [f"| {f['variant']} | {f['seed']} | {f['error'].replace('|', '/')} |" for f in failed]
+    warns = sorted({(r["seed"], w) for v in res["variants"].values() for r in v["runs"] for w in r["warnings"]})
+    if warns:
+        lines += ["", "Evaluation warnings:", ""] + [f"- seed {s}: {w}" for s, w in warns]
     return "\n".join(lines) + "\n"
+
+
+def _class_count_lines(runs: list[dict]) -> list[str]:
+    """Per device, its test windows per class, one ``a/b/...`` entry per seed."""
+    runs = [r for r in runs if r["devices"] and "test_class_counts" in r["devices"][0]]
+    if not runs:
+        return []
+    classes = runs[0]["class_names"]
+    seeds = "/".join(str(r["seed"]) for r in runs)
+    out = ["", f"Test windows per class (seeds {seeds}):", "",
+           "| device | " + " | ".join(classes) + " |", "| --- |" + " --- |" * len(classes)]
+    for i, d in enumerate(runs[0]["devices"]):
+        cells = ["/".join(str(r["devices"][i]["test_class_counts"][k]) for r in runs) for k in range(len(classes))]
+        out.append(f"| {d['device']} | " + " | ".join(cells) + " |")
+    return out
 
 
 def write_outputs(res: dict, out: Path, title: str, meta: dict) -> dict[str, Path]:

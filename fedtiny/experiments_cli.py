@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from fedtiny.errors import UserError, friendly
+from fedtiny.errors import UserError, fail, friendly
+from fedtiny.options import (VARIANT_FIELDS, config_fields, config_options, dataset_option, devices_option,
+                             rounds_option)
 
 
 def _seeds(ctx, param, value):
@@ -21,60 +22,80 @@ def _seeds(ctx, param, value):
 
 
 def _common(fn):
+    fn = config_options(exclude=VARIANT_FIELDS)(fn)
     for opt in reversed([
-        click.option("--dataset", default="electrical", show_default=True,
-                     help="electrical | mechanical | a classData .csv | a folder of CWRU .mat files."),
+        dataset_option(),
         click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds, help="Comma-separated seeds."),
-        click.option("--devices", default=10, show_default=True, type=click.IntRange(1)),
-        click.option("--rounds", default=10, show_default=True, type=click.IntRange(0)),
-        click.option("--samples-per-device", default=400, show_default=True, type=click.IntRange(20)),
+        devices_option(),
+        rounds_option(),
         click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-                     help="Results folder (runs/ inside it are reused when they already hold the same run)."),
+                     help="Results folder (runs/ inside it are reused when they already hold the same run; "
+                          "an interrupted experiment continues where it stopped)."),
     ]):
         fn = opt(fn)
     return fn
 
 
-def _run(kind: str, dataset, seeds, devices, rounds, samples_per_device, out: Path) -> None:
+def _run(kind: str, seeds, out: Path, options: dict) -> None:
     from fedtiny.experiments import ABLATE_VARIANTS, COMPARE_VARIANTS, run_variants, write_outputs
     from fedtiny.progress import RichReporter, console
     from fedtiny.trainer.config import TrainConfig
 
     variants = COMPARE_VARIANTS if kind == "compare" else ABLATE_VARIANTS
-    base = TrainConfig(dataset=dataset, devices=devices, rounds=rounds, samples_per_device=samples_per_device)
-    base = replace(base, method="fedmetaalign")
+    base = TrainConfig(**config_fields(options), method="fedmetaalign")
 
     def on_run(i, total, name, seed):
         console.print(f"[bold]run {i + 1}/{total}[/bold]: {name}, seed {seed}")
 
-    res = run_variants(base, variants, seeds, out, RichReporter(), on_run)
-    meta = {"command": f"fedtiny {kind} --dataset {dataset} --seeds {','.join(map(str, seeds))} "
-                       f"--devices {devices} --rounds {rounds} --out {out}",
+    def on_fail(name, seed, message):
+        console.print(f"[red]failed[/red]: {name}, seed {seed}: {message}")
+
+    res = run_variants(base, variants, seeds, out, RichReporter(), on_run, on_fail)
+    given = " ".join(_flag(k, v) for k, v in config_fields(options).items() if v != getattr(TrainConfig(), k))
+    meta = {"command": f"fedtiny {kind} --seeds {','.join(map(str, seeds))} {given} --out {out}".replace("  ", " "),
             "machine": f"{platform.machine()}, {platform.python_version()}", "config": base.to_dict()}
-    title = f"{kind}: {dataset}, {devices} devices, seeds {','.join(map(str, seeds))}"
+    title = f"{kind}: {base.dataset}, {base.devices} devices, seeds {','.join(map(str, seeds))}"
     paths = write_outputs(res, out, title, meta)
     click.echo((out / "table.md").read_text())
     click.echo("written: " + ", ".join(str(p) for p in paths.values()))
+    if res["failed"]:
+        fail(f"{len(res['failed'])} of {len(variants) * len(seeds)} runs failed (listed in {paths['table']}); "
+             "the others are in the table", 1)
+
+
+def _flag(name: str, value) -> str:
+    opt = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return opt if value else f"--no-{name.replace('_', '-')}" if name == "personalize" else ""
+    if isinstance(value, (tuple, list)):
+        return f"{opt} {','.join(str(v) for v in value)}"
+    return f"{opt} {value}"
 
 
 @click.command()
 @_common
 @friendly
-def compare(dataset, seeds, devices, rounds, samples_per_device, out):
+def compare(seeds, out, **options):
     """Fed-Meta-Align vs FedAvg / FedProx (personalized and not) vs local-only and centralized
     references, on identical splits.
 
-    Writes OUT/table.md, OUT/results.json (every number with its run directory) and PNG plots.
+    Takes every data and method option of ``fedtiny train`` (the same for every variant). Writes
+    OUT/table.md, OUT/results.json (every number with its run directory) and PNG plots. A run that
+    fails is listed with its error and the others still run (exit 1 when any failed).
     """
-    _run("compare", dataset, seeds, devices, rounds, samples_per_device, out)
+    _run("compare", seeds, out, options)
 
 
 @click.command()
 @_common
 @friendly
-def ablate(dataset, seeds, devices, rounds, samples_per_device, out):
-    """Fed-Meta-Align ablations: without Phase 1, floor c in {0, 0.1, 0.3, 0.5}, split fractions."""
-    _run("ablate", dataset, seeds, devices, rounds, samples_per_device, out)
+def ablate(seeds, out, **options):
+    """Fed-Meta-Align ablations: without Phase 1, floor c in {0, 0.1, 0.3, 0.5}, split fractions.
+
+    Takes every data and method option of ``fedtiny train``; a variant overrides only what it
+    ablates. A run that fails is listed with its error and the others still run (exit 1).
+    """
+    _run("ablate", seeds, out, options)
 
 
 @click.command()

@@ -33,4 +33,9 @@ class RichReporter(Reporter):
             self._progress = None
 
     def note(self, text: str) -> None:
-        console.print(f"[dim]{text}[/dim]")
+        print_line(console, text, style="dim")
+
+
+def print_line(con: Console, text: str, style: str | None = None) -> None:
+    """Print one plain line: never wrapped (piped output keeps whole lines), no markup parsing."""
+    con.print(text, style=style, soft_wrap=True, markup=False, highlight=False)

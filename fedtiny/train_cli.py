@@ -7,16 +7,7 @@ from pathlib import Path
 import click
 
 from fedtiny.errors import UserError, friendly
-
-
-def _splits(ctx, param, value):
-    try:
-        parts = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter("give three comma-separated fractions, e.g. 0.2,0.5,0.3") from None
-    if len(parts) != 3:
-        raise click.BadParameter("give three comma-separated fractions, e.g. 0.2,0.5,0.3")
-    return parts
+from fedtiny.options import config_fields, config_options, dataset_option, devices_option, rounds_option
 
 
 def print_summary(report: dict, out: Path) -> None:
@@ -25,7 +16,7 @@ def print_summary(report: dict, out: Path) -> None:
     from rich.table import Table
 
     t = Table(title=f"{report['method']} on {report['dataset']} (seed {report['seed']}) -> {out}")
-    for col in ("device", "test n", "float acc", "INT8 acc", "threshold", "model B", "arena B"):
+    for col in ("device", "test n", "float acc", "INT8 acc", "threshold", "model B", "arena used B (host)"):
         t.add_column(col, justify="right")
     for d in report["devices"]:
         t.add_row(str(d["device"]), str(d["n_test"]), f"{100 * d['float_acc']:.1f}%",
@@ -38,40 +29,17 @@ def print_summary(report: dict, out: Path) -> None:
 
 
 @click.command()
-@click.option("--dataset", default="electrical", show_default=True,
-              help="electrical | mechanical (built in), a classData-format .csv, or a folder of CWRU .mat files.")
-@click.option("--devices", default=10, show_default=True, type=click.IntRange(1, 1000), help="Number of devices.")
-@click.option("--method", default="fedmetaalign", show_default=True,
-              type=click.Choice(["fedmetaalign", "fedavg", "fedprox", "local", "centralized"]))
-@click.option("--personalize/--no-personalize", default=True, show_default=True,
-              help="Phase 3 per device (frozen extractor, fine-tuned head, tuned threshold).")
-@click.option("--rounds", default=10, show_default=True, type=click.IntRange(0), help="Phase-2 rounds.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for data, splits, init and training.")
+@dataset_option()
+@devices_option()
+@rounds_option()
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+              help="Seed for data, splits, init and training.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [default: runs/<dataset>-<method>-s<seed>].")
 @click.option("--resume", is_flag=True, help="Continue a run that was interrupted (same options).")
-@click.option("--alpha", default=0.5, show_default=True, type=float, help="Dirichlet label-skew concentration.")
-@click.option("--samples-per-device", default=400, show_default=True, type=click.IntRange(20),
-              help="Windows per device (built-in data).")
-@click.option("--skip-phase1", is_flag=True, help="Ablation: no Phase-1 tour (Fed-Meta-Align).")
-@click.option("--floor", default=0.1, show_default=True, type=float, help="Similarity floor c.")
-@click.option("--server-lr", default=1.0, show_default=True, type=float, help="Server step alpha.")
-@click.option("--perf", default="accuracy", show_default=True, type=click.Choice(["accuracy", "loss_improvement"]),
-              help="p_k: local validation accuracy, or relative loss improvement.")
-@click.option("--mu", default=0.01, show_default=True, type=float, help="FedProx proximal weight.")
-@click.option("--tour", default="fixed", show_default=True, type=click.Choice(["fixed", "random"]),
-              help="Phase-1 device order.")
-@click.option("--tours", default=1, show_default=True, type=click.IntRange(0), help="Phase-1 tours.")
-@click.option("--splits", default="0.2,0.5,0.3", show_default=True, callback=_splits,
-              help="Phase 1/2/3 shares of each device's non-test windows.")
-@click.option("--test-fraction", default=0.2, show_default=True, type=float, help="Held-out test share per device.")
-@click.option("--local-epochs", default=2, show_default=True, type=click.IntRange(1), help="Phase-2 local epochs.")
-@click.option("--threshold-metric", default="balanced_accuracy", show_default=True,
-              type=click.Choice(["balanced_accuracy", "accuracy", "f1"]))
+@config_options()
 @friendly
-def train(dataset, devices, method, personalize, rounds, seed, out, resume, alpha, samples_per_device,
-          skip_phase1, floor, server_lr, perf, mu, tour, tours, splits, test_fraction, local_epochs,
-          threshold_metric):
+def train(out, resume, **options):
     """Train a fleet with Fed-Meta-Align or a baseline and write a run directory.
 
     Fed-Meta-Align: Phase 0 pretraining on a public pool, Phase 1 serial tour, Phase 2 rounds
@@ -82,14 +50,10 @@ def train(dataset, devices, method, personalize, rounds, seed, out, resume, alph
     from fedtiny.trainer.config import TrainConfig
     from fedtiny.trainer.pipeline import train as run_train
 
-    cfg = TrainConfig(dataset=dataset, devices=devices, method=method, personalize=personalize,
-                      rounds=rounds, seed=seed, alpha=alpha, samples_per_device=samples_per_device,
-                      skip_phase1=skip_phase1, floor=floor, server_lr=server_lr, perf=perf, mu=mu,
-                      tour=tour, tours=tours, splits=splits, test_fraction=test_fraction,
-                      local_epochs=local_epochs, threshold_metric=threshold_metric)
+    cfg = TrainConfig(**config_fields(options))
     if out is None:
-        name = Path(dataset).stem if dataset not in ("electrical", "mechanical") else dataset
-        out = Path("runs") / f"{name}-{method}-s{seed}"
+        name = Path(cfg.dataset).stem if cfg.dataset not in ("electrical", "mechanical") else cfg.dataset
+        out = Path("runs") / f"{name}-{cfg.method}-s{cfg.seed}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file")
     report = run_train(cfg, out, resume=resume, reporter=RichReporter())

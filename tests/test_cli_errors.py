@@ -101,8 +101,10 @@ def test_run_directory_with_a_different_config(tmp_path):
     from fedtiny.trainer.config import TrainConfig
 
     out = tmp_path / "r"
-    out.mkdir()
+    (out / "state").mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(TrainConfig(seed=0).to_dict()))
+    (out / "state" / "progress.json").write_text(json.dumps(
+        {"done": ["phase0"], "metrics_lines": 0, "weights": None, "timings": {}}))   # a started run
     res = _run(["train", "--seed", "1", "--out", str(out)])
     _assert_clean_error(res, "different config", "seed")
     same = _run(["train", "--seed", "0", "--out", str(out)])

@@ -21,11 +21,21 @@ def test_compare_tiny(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
 
     # shape: one summary row per variant, one per-device row per device
-    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
+    acc_part, counts_part = table.split("Test windows per class")
+    rows = [ln for ln in acc_part.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
     summary = [r for r in rows if "±" in r and not r.startswith("| variant")]
     assert [r.split("|")[1].strip() for r in summary] == list(COMPARE_VARIANTS)
     dev_rows = [r for r in rows if re.match(r"\| \d+ \|", r)]
     assert len(dev_rows) == 2 and all(len(r.split("|")) == len(COMPARE_VARIANTS) + 3 for r in dev_rows)
+    # per device, its test windows per class for seeds 0/1, as the run reports hold them
+    count_rows = [r for r in counts_part.splitlines() if re.match(r"\| \d+ \|", r)]
+    assert len(count_rows) == 2
+    for r, dev in zip(count_rows, (0, 1)):
+        cells = [c.strip() for c in r.split("|")[2:-1]]
+        reps = [json.loads((Path(run["run_dir"]) / "report.json").read_text())
+                for run in data["variants"]["fedmetaalign"]["runs"]]
+        assert cells == ["/".join(str(rep["devices"][dev]["test_class_counts"][k]) for rep in reps)
+                         for k in range(len(reps[0]["class_names"]))]
 
     # every number in the table is found in the JSON, and the JSON's numbers trace to run dirs
     json_pcts = set()

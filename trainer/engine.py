@@ -26,8 +26,10 @@ _DETERMINISM_SET = False
 def configure_tf(seed: int) -> None:
     """Seed Python/NumPy/TF and make TF ops deterministic (once per process)."""
     global _DETERMINISM_SET
+    from .tfquiet import import_tensorflow
+
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     if not _DETERMINISM_SET:
@@ -40,8 +42,10 @@ class Engine:
 
     def __init__(self, spec: ModelSpec, seed: int, lr: float = 2e-3, head_lr: float = 2e-3,
                  batch_size: int = 32):
+        from .tfquiet import import_tensorflow
+
+        tf = import_tensorflow()
         import keras
-        import tensorflow as tf
 
         configure_tf(seed)
         self.spec = spec
@@ -91,8 +95,9 @@ class Engine:
 
     # --- training ----------------------------------------------------------------------------
     def fit(self, x: np.ndarray, y: np.ndarray, epochs: int, key, *, head_only: bool = False,
-            mu: float = 0.0, anchor=None) -> float:
-        """Local training from the current weights; returns the mean CE of the last epoch."""
+            mu: float = 0.0, anchor=None, on_epoch=None) -> float:
+        """Local training from the current weights; returns the mean CE of the last epoch.
+        ``on_epoch()`` (optional) is called after every epoch, for progress display."""
         opt = self.head_opt if head_only else self.opt
         step = self._step_head if head_only else self._step_full
         self._reset(opt)
@@ -110,6 +115,8 @@ class Engine:
                 idx = order[s:s + self.batch_size]
                 losses.append(float(step(x[idx], y[idx])) * len(idx))
             last = sum(losses) / max(n, 1)
+            if on_epoch is not None:
+                on_epoch()
         return last
 
     def predict(self, x: np.ndarray) -> np.ndarray:

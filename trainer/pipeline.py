@@ -62,9 +62,11 @@ class Prepared:
     splits: list[DeviceSplits]
 
 
-def prepare(cfg: TrainConfig) -> Prepared:
+def prepare(cfg: TrainConfig, reporter: Reporter | None = None) -> Prepared:
     """Load or generate the fleet, scale inputs to model units x_m = clip(x / channel_scale, -1, 1),
     validate and split every device."""
+    rep = reporter or Reporter()
+    rep.note(f"preparing data: {cfg.dataset}, {cfg.devices} device(s)")
     fleet = load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed,
                        samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples)
     scale = np.asarray(fleet.channel_scale, dtype=np.float32)
@@ -76,6 +78,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     fleet.public = to_model(fleet.public)
     fleet.devices = [to_model(p) for p in fleet.devices]
     splits = []
+    rep.start("Splitting device data", len(fleet.devices))
     for i, pool in enumerate(fleet.devices):
         check_device(pool, i, cfg.min_device_samples)
         s = split_device(pool, cfg.test_fraction, cfg.splits, cfg.phase2_val_fraction,
@@ -91,6 +94,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
                                 f"windows in {len(np.unique(pool.groups))} groups); give it more data "
                                 f"or change --splits / --test-fraction")
         splits.append(s)
+        rep.advance()
+    rep.finish()
     spec = ModelSpec(fleet.input_shape, fleet.n_classes)
     return Prepared(fleet, spec, splits)
 
@@ -116,19 +121,33 @@ class Run:
         self.out = Path(out)
         self.rep = reporter or Reporter()
         self.state = self.out / "state"
-        self._open(resume)
-        self.metrics = Metrics(self.out / "metrics.jsonl")
-        self.metrics.truncate(self.progress["metrics_lines"])
+        self.progress = self._check(resume)
+        self.metrics: Metrics | None = None
+        self._on_epoch = None
 
     # --- run directory ---------------------------------------------------------------------
-    def _open(self, resume: bool) -> None:
+    def _check(self, resume: bool) -> dict:
+        """Decide, without writing anything, whether ``out`` may hold this run; return its progress.
+
+        A directory with no finished step (a run that failed before its first checkpoint: bad data,
+        a typo in --dataset, Ctrl-C during data preparation) holds no work and is free for any
+        config. Otherwise its config must equal this one, and continuing needs --resume."""
         cfg_path = self.out / "config.json"
         prog_path = self.state / "progress.json"
+        fresh = {"done": [], "metrics_lines": 0, "weights": None, "timings": {}}
+        progress = fresh
+        if prog_path.exists():
+            try:
+                progress = json.loads(prog_path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise RunError(f"{prog_path} is unreadable ({e}); choose another --out") from None
         if cfg_path.exists():
             try:
                 old = json.loads(cfg_path.read_text())
             except (OSError, json.JSONDecodeError) as e:
                 raise RunError(f"{cfg_path} is unreadable ({e}); choose another --out") from None
+            if not progress["done"]:
+                return fresh
             if old != self.cfg.to_dict():
                 diff = sorted(k for k in set(old) | set(self.cfg.to_dict()) if old.get(k) != self.cfg.to_dict().get(k))
                 raise RunError(f"run directory {self.out} already holds a different config "
@@ -136,14 +155,26 @@ class Run:
             if not resume:
                 raise RunError(f"run directory {self.out} already holds this run; "
                                "add --resume to continue it or choose another --out")
+        elif self.out.exists() and not self.out.is_dir():
+            raise RunError(f"--out {self.out} is a file")
         elif resume and self.out.exists() and any(self.out.iterdir()):
             raise RunError(f"{self.out} holds no fedtiny run to resume (no config.json)")
+        check_writable(self.out)
+        return progress
+
+    def finished_report(self) -> dict | None:
+        """The report of a run whose every step is done (None otherwise)."""
+        rpath = self.out / "report.json"
+        if set(steps_for(self.cfg)) <= set(self.progress["done"]) and rpath.exists():
+            return json.loads(rpath.read_text())
+        return None
+
+    def _create(self) -> None:
+        """Write config.json (and an empty log) once the data has been prepared without error."""
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cfg_path, self.cfg.to_dict())
-        if prog_path.exists():
-            self.progress = json.loads(prog_path.read_text())
-        else:
-            self.progress = {"done": [], "metrics_lines": 0, "weights": None, "timings": {}}
+        atomic_write_json(self.out / "config.json", self.cfg.to_dict())
+        self.metrics = Metrics(self.out / "metrics.jsonl")
+        self.metrics.truncate(self.progress["metrics_lines"])
 
     def _checkpoint(self, step: str, weights, seconds: float) -> None:
         old = self.progress.get("weights")
@@ -163,35 +194,51 @@ class Run:
         """Run the remaining steps; with ``until`` stop after that step (no report; continue later
         with resume). Returns the report dict, or None when stopped early."""
         cfg = self.cfg
-        self.rep.note("preparing data")
-        self.data = prepare(cfg)
-        from .engine import Engine
+        all_steps = steps_for(cfg)
+        if until is not None and until not in all_steps:
+            raise RunError(f"this run has no step {until!r}")
+        done = self.progress["done"]
+        if done:
+            nxt = next((s for s in all_steps if s not in done), None)
+            self.rep.note(f"resuming {self.out} at {describe_step(nxt)} ({len(done)} of {len(all_steps)} "
+                          "steps done)" if nxt else f"{self.out}: every step is done; writing the report")
         from .quantize import Converter
+
+        Converter.warm_up()       # the conversion worker starts (imports TF) while Phases 0-2 run
+        self.data = prepare(cfg, self.rep)
+        self._create()
+        from .engine import Engine
 
         self.engine = Engine(self.data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
         weights = (load_weights(self.state / self.progress["weights"]) if self.progress["weights"]
                    else self.engine.init_weights)
         self.global_weights = [np.array(w) for w in weights]
-        todo = [s for s in steps_for(cfg) if s not in self.progress["done"]]
+        todo = [s for s in all_steps if s not in done]
         if until is not None:
-            if until not in steps_for(cfg):
-                raise RunError(f"this run has no step {until!r}")
-            todo = [s for s in todo if steps_for(cfg).index(s) <= steps_for(cfg).index(until)]
+            todo = [s for s in todo if all_steps.index(s) <= all_steps.index(until)]
         groups = _group_steps(todo)
+        epochs_of = {"phase0": cfg.phase0_epochs, "central": cfg.reference_epochs}
         with Converter() as self.converter:
             for label, steps in groups:
-                self.rep.start(label, len(steps))
+                # one-step groups that train for many epochs show their epochs instead
+                per_epoch = steps[0] in epochs_of
+                self.rep.start(label + (" (epochs)" if per_epoch else ""),
+                               epochs_of[steps[0]] if per_epoch else len(steps))
+                self._on_epoch = self.rep.advance if per_epoch else None
                 for step in steps:
                     t0 = time.perf_counter()
                     changed = self._run_step(step)
                     self._checkpoint(step, self.global_weights if changed else None, time.perf_counter() - t0)
-                    self.rep.advance()
+                    if not per_epoch:
+                        self.rep.advance()
                     if os.environ.get("FEDTINY_CRASH_AFTER") == step:   # tests: die like a kill -9
                         os._exit(137)
                 self.rep.finish()
         if until is not None:
             return None
         report = self._report()
+        for w in report["warnings"]:
+            self.rep.note(f"warning: {w}")
         atomic_write_json(self.out / "report.json", report)
         return report
 
@@ -214,7 +261,7 @@ class Run:
         pub = self.data.fleet.public
         e = self.engine
         e.set_weights(self.global_weights)
-        loss = e.fit(pub.x, pub.y, self.cfg.phase0_epochs, key(self.cfg.seed, "phase0"))
+        loss = e.fit(pub.x, pub.y, self.cfg.phase0_epochs, key(self.cfg.seed, "phase0"), on_epoch=self._on_epoch)
         self.global_weights = e.get_weights()
         _, acc = e.evaluate(pub.x, pub.y)
         self.metrics.log({"phase": "phase0", "epochs": self.cfg.phase0_epochs, "loss": loss, "public_acc": acc})
@@ -277,7 +324,7 @@ class Run:
         y = np.concatenate([p.y for p in pools])
         e = self.engine
         e.set_weights(self.engine.init_weights)
-        loss = e.fit(x, y, self.cfg.reference_epochs, key(self.cfg.seed, "central"))
+        loss = e.fit(x, y, self.cfg.reference_epochs, key(self.cfg.seed, "central"), on_epoch=self._on_epoch)
         self.global_weights = e.get_weights()
         self.metrics.log({"phase": "central", "epochs": self.cfg.reference_epochs, "loss": loss, "n": int(len(y))})
 
@@ -292,20 +339,33 @@ class Run:
         else:
             e.set_weights(self.global_weights)
         threshold = cfg.default_threshold
+        warnings = []
         if cfg.method in FEDERATED and cfg.personalize:
             fx_before = [w.copy() for w in e.get_weights()[:e.n_fx]]
             rec["loss"] = e.fit(s.phase3_tune.x, s.phase3_tune.y, cfg.phase3_epochs,
                                 key(cfg.seed, "phase3", dev), head_only=True)
             if not all(np.array_equal(a, b) for a, b in zip(fx_before, e.get_weights()[:e.n_fx])):
                 raise RuntimeError("Phase 3 changed the frozen feature extractor")
-            threshold, value = tune_threshold(e.predict(s.phase3_val.x), s.phase3_val.y, cfg.threshold_metric)
-            rec.update(threshold_metric=cfg.threshold_metric, threshold_metric_value=value)
+            side = one_sided(s.phase3_val.y)
+            if side:
+                warnings.append(f"device {dev}: its threshold-validation split holds only {side} windows "
+                                f"({len(s.phase3_val)}); the threshold stays at the default "
+                                f"{cfg.default_threshold:g}")
+            else:
+                threshold, value = tune_threshold(e.predict(s.phase3_val.x), s.phase3_val.y, cfg.threshold_metric)
+                rec.update(threshold_metric=cfg.threshold_metric, threshold_metric_value=value)
         weights = e.get_weights()
-        info = self._finalize(dev, weights, threshold, s)
+        names = self.data.fleet.class_names
+        missing = missing_test_classes(s.train_all().y, s.test.y)
+        if missing:
+            warnings.append(f"device {dev}: its test split holds no {', '.join(names[k] for k in missing)} "
+                            f"window although it trains on them; its accuracy says nothing about "
+                            f"{'that class' if len(missing) == 1 else 'those classes'}")
+        info = self._finalize(dev, weights, threshold, s, warnings)
         rec.update(threshold=threshold, float_acc=info["float_acc"], int8_acc=info["int8_acc"])
         self.metrics.log(rec)
 
-    def _finalize(self, dev: int, weights, threshold: float, s: DeviceSplits) -> dict:
+    def _finalize(self, dev: int, weights, threshold: float, s: DeviceSplits, warnings: list[str]) -> dict:
         """Convert to INT8, evaluate float and INT8 (tflite-micro) on the test split, write artifacts."""
         from .quantize import quant_params, quantize_input
         from .tflm import arena_bytes, run_int8
@@ -343,16 +403,26 @@ class Run:
             "model_sha256": hashlib.sha256(tfl).hexdigest(),
             "condition": self.data.fleet.devices[dev].condition,
             "class_counts": np.bincount(self.data.fleet.devices[dev].y, minlength=self.data.fleet.n_classes).tolist(),
+            "test_class_counts": np.bincount(s.test.y, minlength=self.data.fleet.n_classes).tolist(),
+            "warnings": warnings,
         }
         atomic_write_json(ddir / "device.json", info)
         return info
 
     def _report(self) -> dict:
-        devs = []
+        devs, warnings = [], []
         for i in range(self.cfg.devices):
             d = json.loads((device_dir(self.out, i) / "device.json").read_text())
             devs.append({k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold", "n_test",
-                                           "model_bytes", "arena_bytes", "model_sha256")})
+                                           "test_class_counts", "model_bytes", "arena_bytes", "model_sha256")})
+            warnings += d["warnings"]
+        names = self.data.fleet.class_names
+        trained = [k for k in range(len(names)) if any(np.any(s.train_all().y == k) for s in self.data.splits)]
+        untested = [k for k in trained if not any(d["test_class_counts"][k] for d in devs)]
+        if untested:
+            warnings.append(f"no device's test split holds a {', '.join(names[k] for k in untested)} window: "
+                            "the reported accuracies never test "
+                            f"{'that class' if len(untested) == 1 else 'those classes'}")
         fa = [d["float_acc"] for d in devs]
         ia = [d["int8_acc"] for d in devs]
         return {
@@ -364,8 +434,25 @@ class Run:
                         "max_int8_drop_pp": float(100 * np.max(np.subtract(fa, ia))),
                         "max_model_bytes": max(d["model_bytes"] for d in devs),
                         "max_arena_bytes": max(d["arena_bytes"] for d in devs)},
+            "warnings": warnings,
             "timings_s": self.progress["timings"],
         }
+
+
+def one_sided(y: np.ndarray) -> str | None:
+    """'normal' or 'fault' when every label of ``y`` is on that side of the fault/no-fault decision
+    (a threshold cannot be tuned on them), else None."""
+    y = np.asarray(y)
+    if len(y) and np.all(y == 0):
+        return "normal"
+    if len(y) and np.all(y != 0):
+        return "fault"
+    return None
+
+
+def missing_test_classes(train_y: np.ndarray, test_y: np.ndarray) -> list[int]:
+    """Classes a device trains on that its test split does not hold (sorted)."""
+    return sorted(set(np.unique(train_y).tolist()) - set(np.unique(test_y).tolist()))
 
 
 def run_tours(n_devices: int, tours: int, policy: str, seed: int, visit) -> list[list[int]]:
@@ -393,10 +480,42 @@ def _group_steps(steps: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse, before any work, a run directory that cannot be created or written: its nearest
+    existing ancestor must be a writable folder (``os.access`` also reports a read-only file
+    system)."""
+    p = Path(folder).absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise RunError(f"cannot create run directory {folder}: {p} is a file")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write run directory {folder}: {p} is not writable")
+
+
+def describe_step(step: str) -> str:
+    """Human name of a step: 'Phase 0', 'Phase 1', 'round 5', 'device 3 (Phase 3)', ..."""
+    if step.startswith("round"):
+        return f"round {int(step[5:])}"
+    if step.startswith("dev"):
+        return f"device {int(step[3:])} (Phase 3 + INT8)"
+    return {"phase0": "Phase 0", "phase1": "Phase 1", "central": "the centralized reference"}.get(step, step)
+
+
 def train(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter | None = None,
           until: str | None = None) -> dict | None:
-    """Run (or resume) one training run into ``out``; returns the report dict (None with ``until``)."""
-    return Run(cfg, out, resume, reporter).execute(until)
+    """Run (or resume) one training run into ``out``; returns the report dict (None with ``until``).
+    ``resume`` on a finished run returns its report at once (nothing is recomputed)."""
+    run = Run(cfg, out, resume, reporter)
+    if resume and until is None:
+        done = run.finished_report()
+        if done is not None:
+            run.rep.note(f"{out} is already finished; nothing to resume (its report follows)")
+            return done
+    try:
+        return run.execute(until)
+    finally:
+        run.rep.finish()
 
 
 def load_or_train(cfg: TrainConfig, out: Path, reporter: Reporter | None = None) -> dict:

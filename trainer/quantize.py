@@ -47,14 +47,22 @@ def convert_int8(spec_dict: dict, weights: list[np.ndarray], rep_x: np.ndarray) 
         return bytes(conv.convert())
 
 
+def _import_tf() -> None:
+    import tensorflow  # noqa: F401
+
+
 def _worker_init(parent_pid: int) -> None:
     """Worker initializer: silence the converter's prints (fd 1) and TF's C++ logging (fd 2) so the
     parent's progress bars stay readable (failures still reach the parent as exceptions), and exit
     as soon as the parent is gone: a run killed with -9 must not leave an orphan worker (it would
     also hold the parent's inherited stdout/stderr pipes open)."""
+    import signal
     import threading
     import time
 
+    # Ctrl-C reaches the whole process group: the parent stops the run (and this worker, once its
+    # current conversion returns); a KeyboardInterrupt in here would only break the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
@@ -90,6 +98,12 @@ class Converter:
                                             max_tasks_per_child=cls.MAX_TASKS)
             atexit.register(cls.shutdown)
         return cls._pool
+
+    @classmethod
+    def warm_up(cls) -> None:
+        """Start the worker now (it imports TensorFlow, tens of seconds on a loaded machine), so that
+        the first conversion does not wait for it; returns at once."""
+        cls._executor().submit(_import_tf)
 
     def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray) -> bytes:
         return self._executor().submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],

@@ -1,0 +1,111 @@
+"""The data and method options of a training run, defined once for ``train``, ``compare`` and
+``ablate`` (so every option that makes ``train`` run can be given to an experiment too).
+
+Each option's parameter name is the ``TrainConfig`` field it sets; ``config_fields`` picks them
+out of a command's keyword arguments. Ranges are checked by click before anything heavy imports.
+"""
+from __future__ import annotations
+
+import click
+
+MAX_DEVICES = 1000
+
+
+def _splits(ctx, param, value):
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give three comma-separated fractions, e.g. 0.2,0.5,0.3") from None
+    if len(parts) != 3:
+        raise click.BadParameter("give three comma-separated fractions, e.g. 0.2,0.5,0.3")
+    return parts
+
+
+def dataset_option():
+    return click.option("--dataset", default="electrical", show_default=True,
+                        help="electrical | mechanical (built in), a classData-format .csv, or a folder of "
+                             "CWRU .mat files.")
+
+
+def devices_option():
+    return click.option("--devices", default=10, show_default=True, type=click.IntRange(1, MAX_DEVICES),
+                        help="Number of devices (boards) in the fleet.")
+
+
+def rounds_option():
+    return click.option("--rounds", default=10, show_default=True, type=click.IntRange(0),
+                        help="Phase-2 federated rounds.")
+
+
+# name -> option; the name is the TrainConfig field
+_CONFIG_OPTIONS = {
+    "method": lambda: click.option(
+        "--method", default="fedmetaalign", show_default=True,
+        type=click.Choice(["fedmetaalign", "fedavg", "fedprox", "local", "centralized"]),
+        help="fedmetaalign (Phases 0-3); fedavg / fedprox baselines from the same Phase-0 model; "
+             "local (one model per device on its own data) or centralized (one model on pooled data) "
+             "references."),
+    "personalize": lambda: click.option(
+        "--personalize/--no-personalize", default=True, show_default=True,
+        help="Phase 3 per device (frozen extractor, fine-tuned head, tuned threshold)."),
+    "alpha": lambda: click.option(
+        "--alpha", default=0.5, show_default=True, type=click.FloatRange(0, min_open=True),
+        help="Dirichlet label-skew concentration (small: each device sees few classes)."),
+    "samples_per_device": lambda: click.option(
+        "--samples-per-device", default=400, show_default=True, type=click.IntRange(20),
+        help="Windows per device (built-in data)."),
+    "min_device_samples": lambda: click.option(
+        "--min-device-samples", default=20, show_default=True, type=click.IntRange(1),
+        help="Refuse a device with fewer windows than this."),
+    "skip_phase1": lambda: click.option(
+        "--skip-phase1", is_flag=True, help="Ablation: no Phase-1 tour (Fed-Meta-Align)."),
+    "floor": lambda: click.option(
+        "--floor", default=0.1, show_default=True, type=click.FloatRange(0),
+        help="Similarity floor c in w_k ~ p_k * max(cos_k, c)."),
+    "server_lr": lambda: click.option(
+        "--server-lr", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True),
+        help="Server step alpha in theta += alpha * sum_k w_k d_k."),
+    "perf": lambda: click.option(
+        "--perf", default="accuracy", show_default=True, type=click.Choice(["accuracy", "loss_improvement"]),
+        help="p_k: local validation accuracy, or relative loss improvement."),
+    "mu": lambda: click.option(
+        "--mu", default=0.01, show_default=True, type=click.FloatRange(0), help="FedProx proximal weight."),
+    "tour": lambda: click.option(
+        "--tour", default="fixed", show_default=True, type=click.Choice(["fixed", "random"]),
+        help="Phase-1 device order."),
+    "tours": lambda: click.option(
+        "--tours", default=1, show_default=True, type=click.IntRange(0), help="Phase-1 tours."),
+    "splits": lambda: click.option(
+        "--splits", default="0.2,0.5,0.3", show_default=True, callback=_splits,
+        help="Phase 1/2/3 shares of each device's non-test windows."),
+    "test_fraction": lambda: click.option(
+        "--test-fraction", default=0.2, show_default=True,
+        type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Held-out test share per device."),
+    "local_epochs": lambda: click.option(
+        "--local-epochs", default=2, show_default=True, type=click.IntRange(1), help="Phase-2 local epochs."),
+    "threshold_metric": lambda: click.option(
+        "--threshold-metric", default="balanced_accuracy", show_default=True,
+        type=click.Choice(["balanced_accuracy", "accuracy", "f1"]),
+        help="Metric of the fault-vs-normal decision the Phase-3 threshold maximises."),
+}
+
+# options an experiment sets per variant itself
+VARIANT_FIELDS = ("method", "personalize")
+
+
+def config_options(exclude: tuple[str, ...] = ()):
+    """Decorator adding every TrainConfig option (minus ``exclude``) to a click command."""
+    def deco(fn):
+        for name in reversed(list(_CONFIG_OPTIONS)):
+            if name not in exclude:
+                fn = _CONFIG_OPTIONS[name]()(fn)
+        return fn
+    return deco
+
+
+def config_fields(kwargs: dict) -> dict:
+    """The TrainConfig fields among a command's keyword arguments."""
+    from fedtiny.trainer.config import TrainConfig
+
+    names = set(TrainConfig.__dataclass_fields__)
+    return {k: v for k, v in kwargs.items() if k in names}
