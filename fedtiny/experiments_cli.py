@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fedtiny.errors import UserError, friendly
+from fedtiny.errors import friendly
 
 
 def _seeds(ctx, param, value):
@@ -84,11 +84,6 @@ def ablate(dataset, seeds, devices, rounds, samples_per_device, out):
 @friendly
 def report(run, out):
     """Write a self-contained HTML report of one finished run."""
-    from fedtiny.report import render_report
-    from fedtiny.trainer.rundir import atomic_write_bytes
+    from fedtiny.report import write_report
 
-    if not (run / "report.json").exists():
-        raise UserError(f"{run} is not a finished run (no report.json)")
-    out = out or run / "report.html"
-    atomic_write_bytes(out, render_report(run).encode())
-    click.echo(f"report: {out}")
+    click.echo(f"report: {write_report(run, out)}")
