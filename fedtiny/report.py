@@ -105,21 +105,21 @@ def bench_section(rows: list[dict], problems: list[str], run_name: str) -> str:
         status = "n/a" if r["ok"] is None else ("ok" if r["ok"] else "<b>mismatch</b>")
         correct = "" if r["correct"] is None else f"{r['correct']} / "
         stream = (f"{r['stream_n']} ({_pct(r['stream_accuracy'])} %)" if r["stream_n"] else "-")
+        latency = " / ".join("-" if lat[k] is None else str(lat[k]) for k in ("mean", "p50", "p95", "max"))
         body.append(
-            f"<tr><td>{e(r['board'])}</td><td>{e(r['port'])}</td><td>{r['device']}</td>"
-            f"<td>{_yes_no(r['model_matches'])}</td><td>{correct}{r['n']}</td>"
-            f"<td>{_pct(r['accuracy'])}</td><td>{_pct(r['run_int8_same'])}</td><td>{_pct(r['run_int8_all'])}</td>"
-            f"<td>{r['mismatches']}</td><td>{stream}</td>"
-            + "".join(f"<td>{'-' if lat[k] is None else lat[k]}</td>" for k in ("mean", "p50", "p95", "max"))
-            + f"<td>{e(r['clock'])}</td><td>{e(r['date'])}</td><td>{status}</td></tr>")
+            f"<tr><td>{e(r['board'])}<br><small>{e(r['port'])}</small></td><td>{r['device']}</td>"
+            f"<td>{_yes_no(r['model_matches'])}</td><td>{correct}{r['n']}</td><td>{_pct(r['accuracy'])}</td>"
+            f"<td>{_pct(r['run_int8_same'])} / {_pct(r['run_int8_all'])}</td><td>{r['mismatches']}</td>"
+            f"<td>{stream}</td><td>{latency}</td><td>{e(r['clock'])}</td>"
+            f"<td>{e(r['date'].replace('T', ' '))}</td><td>{status}</td></tr>")
     clocks = sorted({r["clock"] for r in rows})
     notes = [f"Latency clock {e(CLOCKS.get(c, c))}." for c in clocks]
     notes += [f"Warning ({e(r['port'])}, device {r['device']}): {e(w)}" for r in rows for w in r["warnings"]]
     notes += [f"Skipped {e(p)}." for p in problems]
-    table = ("<table><tr><th>board</th><th>port</th><th>device</th><th>model = run's</th><th>correct / n</th>"
-             "<th>board acc %</th><th>run INT8 % (same windows)</th><th>run INT8 % (all test)</th>"
-             "<th>decision mismatches</th><th>streamed (acc)</th><th>latency mean µs</th><th>p50 µs</th>"
-             "<th>p95 µs</th><th>max µs</th><th>clock</th><th>finished</th><th>status</th></tr>"
+    table = ('<table style="font-size:90%"><tr><th>board<br>port</th><th>device</th><th>model = run\'s</th>'
+             "<th>correct / n</th><th>board acc %</th><th>run INT8 %<br>same windows / all test</th>"
+             "<th>decision mismatches</th><th>streamed (acc)</th><th>latency µs<br>mean / p50 / p95 / max</th>"
+             "<th>clock</th><th>finished</th><th>status</th></tr>"
              + "".join(body) + "</table>") if rows else ""
     return table + "".join(f"<p>{n}</p>" for n in notes)
 
