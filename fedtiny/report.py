@@ -28,6 +28,21 @@ def _pct(v) -> str:
 
 # --------------------------------------------------------------------------- bench results
 
+def _looks_like_result(d) -> bool:
+    """True when ``d`` has the fields of a BenchResult the report shows, with usable types."""
+    if not isinstance(d, dict) or not isinstance(d.get("latency_us"), dict):
+        return False
+    try:
+        int(d["device_id"]), int(d["n"]), float(d["accuracy"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _count(items) -> int:
+    return len(items) if isinstance(items, list) else 0
+
+
 def load_bench_results(run: Path) -> tuple[list[dict], list[str]]:
     """The per-board results in ``RUN/bench/*.json`` (``summary.json`` of a multi-board bench is
     not one) and a note for every file that could not be read as one; both sorted by file name."""
@@ -40,7 +55,7 @@ def load_bench_results(run: Path) -> tuple[list[dict], list[str]]:
         except (OSError, ValueError) as e:
             problems.append(f"{f.name}: unreadable ({type(e).__name__})")
             continue
-        if not isinstance(d, dict) or not {"device_id", "accuracy", "n", "latency_us"} <= d.keys():
+        if not _looks_like_result(d):
             problems.append(f"{f.name}: not a fedtiny bench result")
             continue
         results.append({**d, "_file": f.name})
@@ -58,9 +73,9 @@ def bench_rows(results: list[dict], report: dict) -> list[dict]:
     for r in results:
         dev = int(r["device_id"])
         run_dev = by_dev.get(dev)
-        stream = r.get("stream") or {}
-        mismatches = (len(r.get("decision_mismatches") or []) + len(r.get("label_mismatches") or [])
-                      + len(stream.get("decision_mismatches") or []))
+        stream = r.get("stream") if isinstance(r.get("stream"), dict) else {}
+        mismatches = (_count(r.get("decision_mismatches")) + _count(r.get("label_mismatches"))
+                      + _count(stream.get("decision_mismatches")))
         sha = (run_dev or {}).get("model_sha256")
         lat = r.get("latency_us") or {}
         clock = str(lat.get("clock") or r.get("clock") or "?")
@@ -73,7 +88,7 @@ def bench_rows(results: list[dict], report: dict) -> list[dict]:
             else str(r["model_hash"]).lower() == str(sha).lower(),
             "n": int(r["n"]),
             "correct": r.get("correct"),
-            "accuracy": r["accuracy"],
+            "accuracy": float(r["accuracy"]),
             "run_int8_same": r.get("expected_accuracy"),
             "run_int8_all": None if run_dev is None else run_dev.get("int8_acc"),
             "mismatches": mismatches,

@@ -185,6 +185,7 @@ def test_report_bench_section_from_bench_json(tmp_path):
                 decision_mismatches=[])
     (run / "bench" / "summary.json").write_text("[]")          # several boards: not a result itself
     (run / "bench" / "broken.json").write_text("{not json")
+    (run / "bench" / "odd.json").write_text(json.dumps({"device_id": "x", "n": 1, "accuracy": 1, "latency_us": {}}))
     page = render_report(run)
     section = page[page.index('<h2 id="bench">'):page.index("<h2>Phase-2")]
     rows = section.split("<tr>")[2:]
@@ -199,7 +200,8 @@ def test_report_bench_section_from_bench_json(tmp_path):
     # device 0: the emulator, host clock, a model that is not this run's
     assert "emulator" in dev0 and "<td>host</td>" in dev0 and "<b>NO</b>" in dev0 and ">ok<" in dev0
     assert "host time, not a board" in section and "board&#x27;s own timer" in section
-    assert "Skipped broken.json" in section and "summary.json" not in section
+    assert "Skipped broken.json: unreadable" in section and "Skipped odd.json: not a fedtiny" in section
+    assert "summary.json" not in section
 
 
 def test_report_without_bench_results_says_so(tmp_path):
