@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fedtiny.errors import UserError, fail, friendly
+from fedtiny.errors import fail, friendly
 from fedtiny.options import (VARIANT_FIELDS, config_fields, config_options, dataset_option, devices_option,
                              rounds_option)
 
@@ -105,11 +105,6 @@ def ablate(seeds, out, **options):
 @friendly
 def report(run, out):
     """Write a self-contained HTML report of one finished run."""
-    from fedtiny.report import render_report
-    from fedtiny.trainer.rundir import atomic_write_bytes
+    from fedtiny.report import write_report
 
-    if not (run / "report.json").exists():
-        raise UserError(f"{run} is not a finished run (no report.json)")
-    out = out or run / "report.html"
-    atomic_write_bytes(out, render_report(run).encode())
-    click.echo(f"report: {out}")
+    click.echo(f"report: {write_report(run, out)}")

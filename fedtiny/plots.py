@@ -1,11 +1,22 @@
 """Plots (matplotlib, Agg backend) of run directories: Phase-2 accuracy per round, per-device
-accuracy, Fed-Meta-Align weights and cosines per round, confusion matrices."""
+accuracy (float and INT8), Fed-Meta-Align weights and cosines per round, confusion matrices.
+
+Conventions every figure follows: accuracies are drawn on the full 0-100 % range (no silent zoom),
+axes that count something (rounds, devices, windows) only get integer ticks, every colour scale has
+a labelled colorbar, and text drawn on a coloured cell picks black or white by the cell's luminance.
+
+Each plotting function takes a ``path`` (a file name or a binary file object such as ``BytesIO``)
+and returns it after writing one PNG there.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import BinaryIO, Sequence
 
 import numpy as np
+
+Target = Path | BinaryIO
 
 
 def _plt():
@@ -15,6 +26,22 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _integer_ticks(axis, labels: Sequence[str] | None = None) -> None:
+    """Put only integer ticks on ``axis`` (an x/y axis or a colorbar's long axis). With ``labels``,
+    tick position i shows ``labels[i]`` (positions outside the labels show nothing)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+    if labels is not None:
+        labels = list(labels)
+
+        def fmt(x, _pos):
+            i = int(round(x))
+            return labels[i] if abs(x - i) < 1e-9 and 0 <= i < len(labels) else ""
+
+        axis.set_major_formatter(FuncFormatter(fmt))
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -30,94 +57,180 @@ def confusion(run: Path, n_classes: int) -> np.ndarray:
     return c
 
 
-def _save(fig, path: Path) -> Path:
+def relative_luminance(rgb: Sequence[float]) -> float:
+    """WCAG 2 relative luminance (0 = black, 1 = white) of an sRGB colour with channels in 0..1
+    (an alpha channel, if given, is ignored)."""
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(float(c)) for c in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def text_color(background: Sequence[float]) -> str:
+    """"black" or "white", whichever has the higher WCAG contrast ratio on ``background``."""
+    lum = relative_luminance(background)
+    on_black = (lum + 0.05) / 0.05       # contrast of black text
+    on_white = 1.05 / (lum + 0.05)       # contrast of white text
+    return "black" if on_black >= on_white else "white"
+
+
+def legend_label(names: Sequence[str], notes: dict[str, str] | None = None) -> str:
+    """Legend entry of one drawn curve shared by ``names``. Several names means their curves are
+    identical point for point; the label says so, with the settings that explain it (``notes``,
+    e.g. ``{"fedprox": "mu=0.01"}``), so that "a = b" does not read as "a is the same method as b"."""
+    names = list(names)
+    if len(names) == 1:
+        return names[0]
+    extra = list(dict.fromkeys(notes[n] for n in names if notes and notes.get(n)))
+    at = f" at {', '.join(extra)}" if extra else ""
+    return f"{' = '.join(names)}\n(curves coincide{at})"
+
+
+def _save(fig, path: Target) -> Target:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     _plt().close(fig)
     return path
 
 
-def round_accuracy_plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
-    """One line per distinct curve. Variants that share Phase 2 (with and without Phase 3) have
-    identical curves; they are drawn once, labelled with every name, instead of hiding each other."""
+def round_accuracy_plot(curves: dict[str, list[tuple[int, float]]], path: Target,
+                        notes: dict[str, str] | None = None) -> Target:
+    """Global Phase-2 accuracy per round, one line per distinct curve, on the full 0-100 % range.
+    Variants with identical curves (with and without Phase 3; FedAvg and FedProx at a small mu)
+    are drawn once with a label that says the curves coincide (see ``legend_label``)."""
     plt = _plt()
     merged: dict[tuple, list[str]] = {}
     for name, pts in curves.items():
         if pts:
             merged.setdefault(tuple(pts), []).append(name)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for pts, names in merged.items():
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=" = ".join(names))
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=legend_label(names, notes))
     ax.set_xlabel("Phase-2 round")
     ax.set_ylabel("global model accuracy on device validation (%)")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 100)
+    _integer_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
+    if merged:
+        ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 
-def device_bars_plot(per_device: dict[str, dict[str, float]], path: Path) -> Path:
+def device_bars_plot(per_device: dict[str, dict[str, float]], path: Target,
+                     per_device_float: dict[str, dict[str, float]] | None = None,
+                     ylabel: str = "test accuracy (%)") -> Target:
+    """Test accuracy per device: for every variant an INT8 bar, and with ``per_device_float`` the
+    float model's bar beside it (same colour, hatched and lighter). Full 0-100 % range."""
+    from matplotlib.patches import Patch
+
     plt = _plt()
     names = list(per_device)
     devs = list(per_device[names[0]])
-    fig, ax = plt.subplots(figsize=(max(6, len(devs) * 0.8), 4))
-    width = 0.8 / len(names)
+    kinds = [("float", per_device_float), ("INT8", per_device)] if per_device_float else [("INT8", per_device)]
+    n_bars = len(names) * len(kinds)
+    fig, ax = plt.subplots(figsize=(max(6.0, len(devs) * (0.5 + 0.12 * n_bars)), 4.2))
+    width = 0.8 / n_bars
+    x = np.arange(len(devs))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    annotate = n_bars * len(devs) <= 24
     for i, n in enumerate(names):
-        ax.bar(np.arange(len(devs)) + i * width, [100 * per_device[n][d] for d in devs], width, label=n)
-    ax.set_xticks(np.arange(len(devs)) + 0.4 - width / 2, devs)
+        color = colors[i % len(colors)]
+        for j, (kind, data) in enumerate(kinds):
+            k = i * len(kinds) + j
+            vals = [100 * data[n][d] for d in devs]
+            style = dict(color=color, alpha=0.45, hatch="//", edgecolor=color) if kind == "float" else dict(color=color)
+            bars = ax.bar(x + k * width, vals, width, **style)
+            if annotate:
+                ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
+    ax.set_xticks(x + 0.4 - width / 2, devs)
     ax.set_xlabel("device")
-    ax.set_ylabel("INT8 test accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 105 if annotate else 100)
+    ax.set_yticks(range(0, 101, 20))
+    handles = [Patch(color=colors[i % len(colors)], label=n) for i, n in enumerate(names)]
+    if per_device_float:
+        handles += [Patch(facecolor="white", hatch="//", edgecolor="black", label="float (hatched, light)"),
+                    Patch(color="black", label="INT8 (solid)")]
     # below the axes, so that no bar is hidden behind it
-    ax.legend(fontsize=7, ncol=min(len(names), 4), loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    ax.legend(handles=handles, fontsize=7, ncol=min(len(handles), 4), loc="upper center",
+              bbox_to_anchor=(0.5, -0.14))
     return _save(fig, path)
 
 
-def weights_heatmap(metrics: list[dict], path: Path) -> Path | None:
+def weights_heatmap(metrics: list[dict], path: Target) -> Target | None:
+    """Fed-Meta-Align's aggregation weight and cosine per device (rows) and Phase-2 round
+    (columns); ``None`` when the metrics hold no Fed-Meta-Align round."""
     rounds = [m for m in metrics if m.get("phase") == "phase2" and "cos" in m]
     if not rounds:
         return None
     plt = _plt()
     w = np.array([m["weights"] for m in rounds]).T
     c = np.array([m["cos"] for m in rounds]).T
+    k = w.shape[0]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, data, title, cmap in ((axes[0], w, "aggregation weight w_k", "viridis"),
-                                  (axes[1], c, "cos(d_k, mean update)", "coolwarm")):
-        im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=None if cmap == "viridis" else -1,
-                       vmax=None if cmap == "viridis" else 1)
-        ax.set_xlabel("round")
+    panels = ((axes[0], w, "aggregation weight w_k (sums to 1 per round)", "viridis", None, None,
+               f"w_k (uniform = 1/{k} = {1 / k:.3g})"),
+              (axes[1], c, "cos(d_k, mean update)", "coolwarm", -1, 1, "cosine similarity"))
+    for ax, data, title, cmap, vmin, vmax, bar_label in panels:
+        im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_xlabel("Phase-2 round")
         ax.set_ylabel("device")
-        ax.set_xticks(range(data.shape[1]), [str(m["round"]) for m in rounds])
+        _integer_ticks(ax.xaxis, [str(m["round"]) for m in rounds])
+        _integer_ticks(ax.yaxis)
         ax.set_title(title)
-        fig.colorbar(im, ax=ax)
+        fig.colorbar(im, ax=ax, label=bar_label)
     return _save(fig, path)
 
 
-def confusion_plot(c: np.ndarray, class_names: list[str], title: str, path: Path) -> Path:
+def confusion_plot(c: np.ndarray, class_names: list[str], title: str, path: Target) -> Target:
+    """Confusion counts C[true, predicted] with each count written in black or white, whichever
+    reads better on its cell, and a colorbar of the count (integer ticks)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(c, cmap="Blues")
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    im = ax.imshow(c, cmap="Blues", vmin=0)
     for i in range(c.shape[0]):
         for j in range(c.shape[1]):
-            ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=7)
+            ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=7,
+                    color=text_color(im.cmap(im.norm(c[i, j]))))
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
     ax.set_xlabel("predicted (INT8)")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
+    bar = fig.colorbar(im, ax=ax, label="test windows")
+    _integer_ticks(bar.ax.yaxis)
     return _save(fig, path)
+
+
+def _curve_notes(run: Path) -> str | None:
+    """The setting that matters when this run's Phase-2 curve coincides with another's."""
+    try:
+        cfg = json.loads((Path(run) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return f"mu={cfg['mu']:g}" if cfg.get("method") == "fedprox" and "mu" in cfg else None
 
 
 def experiment_plots(res: dict, out: Path) -> dict[str, Path]:
     """All plots of a compare/ablate result: curves and weights from each variant's first seed."""
+    from fedtiny.experiments import slug
+
     out = Path(out)
     paths: dict[str, Path] = {}
-    curves, per_device = {}, {}
+    curves, per_device, per_device_float, notes = {}, {}, {}, {}
     first_runs = {n: Path(v["runs"][0]["run_dir"]) for n, v in res["variants"].items()}
     for n, run in first_runs.items():
         curves[n] = [(m["round"], m["global_val_acc"]) for m in read_metrics(run) if m.get("phase") == "phase2"]
         per_device[n] = res["variants"][n]["per_device_int8"]
-    paths["rounds_png"] = round_accuracy_plot(curves, out / "phase2_accuracy.png")
-    paths["devices_png"] = device_bars_plot(per_device, out / "device_accuracy.png")
+        per_device_float[n] = res["variants"][n].get("per_device_float")
+        note = _curve_notes(run)
+        if note:
+            notes[n] = note
+    paths["rounds_png"] = round_accuracy_plot(curves, out / "phase2_accuracy.png", notes)
+    paths["devices_png"] = device_bars_plot(per_device, out / "device_accuracy.png",
+                                            per_device_float if all(per_device_float.values()) else None,
+                                            ylabel="test accuracy (%), mean over seeds")
     fma = next((r for n, r in first_runs.items() if any(m.get("phase") == "phase2" and "cos" in m
                                                          for m in read_metrics(r))), None)
     if fma is not None:
@@ -127,8 +240,6 @@ def experiment_plots(res: dict, out: Path) -> dict[str, Path]:
     for n, run in first_runs.items():
         rep = json.loads((run / "report.json").read_text())
         names = rep["class_names"]
-        from fedtiny.experiments import slug
-
         paths[f"confusion_{n}"] = confusion_plot(confusion(run, len(names)), names, n,
                                                  out / f"confusion_{slug(n)}.png")
     return paths
