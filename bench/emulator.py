@@ -17,6 +17,14 @@ Faults for testing the host (all off by default, reproducible with ``seed``):
     reenumerate=S     on 'reset' the port disappears for S seconds and comes back as a new pty,
                       as a Nano 33 BLE re-enumerating on USB (use with link=PATH, a stable name)
     protocol_version=V       announce another protocol version (a foreign banner)
+    score_offset=L    add L LSB (signed, saturating at -128..127) to the normal-class output
+                      (class 0) before deciding and reporting, as a board whose kernels round
+                      differently: a small L flips only windows at the threshold (a borderline
+                      disagreement), a large one flips many (a real mismatch)
+
+Threads: the serving thread owns the pty file descriptors while it runs (it reads, writes, closes
+them on a disconnect or re-enumeration, and closes them when it ends); ``stop`` only closes them
+itself once that thread has ended, so no descriptor is ever closed under a read in progress.
 """
 from __future__ import annotations
 
@@ -43,7 +51,7 @@ class Emulator:
                  stall: float = 0.0, stall_after: int | None = None,
                  disconnect_after: int | None = None, seed: int = 0, n_test: int | None = None,
                  board: str = "emulator", protocol_version: int = P.PROTOCOL_VERSION,
-                 link: str | None = None, reenumerate: float | None = None):
+                 link: str | None = None, reenumerate: float | None = None, score_offset: int = 0):
         from fedtiny.trainer.threshold import decide, dequantize  # the trainer's rule, as is
         from tflite_micro.python.tflite_micro import runtime
 
@@ -77,6 +85,8 @@ class Emulator:
         self.rng = random.Random(seed)
         self.link = link
         self.reenumerate = reenumerate
+        self.score_offset = int(score_offset)
+        self._fd_lock = threading.Lock()
         self.enumerations = 0                   # ptys opened (1 + re-enumerations)
         self.lines_sent = 0
         # the most recent lines sent (as formatted, reached the pty unaltered) and commands served,
@@ -118,22 +128,28 @@ class Emulator:
         self._thread.start()
         return self
 
+    STOP_JOIN_S = 10.0   # how long stop() waits for the serving thread
+
     def stop(self) -> None:
+        """Stop serving and release the pty (idempotent). Waits up to ``STOP_JOIN_S`` for the
+        serving thread; if it is still busy then, the thread closes the pty itself when it ends."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._close()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=self.STOP_JOIN_S)
+        if t is None or not t.is_alive():
+            self._close()
         self._unlink()
 
     def _close(self) -> None:
-        for name in ("master", "slave"):
-            fd = getattr(self, name)
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-                setattr(self, name, None)
+        with self._fd_lock:                      # exactly once per descriptor, whoever calls
+            fds = [fd for fd in (self.master, self.slave) if fd is not None]
+            self.master = self.slave = None
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def __enter__(self) -> "Emulator":
         return self.start()
@@ -149,12 +165,18 @@ class Emulator:
     # ------------------------------------------------------------ output with faults
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view and not self._stop.is_set() and self.master is not None:
+        while view and not self._stop.is_set():
+            fd = self.master
+            if fd is None:
+                return
             try:
-                n = os.write(self.master, view)
+                n = os.write(fd, view)
                 view = view[n:]
             except BlockingIOError:
-                select.select([], [self.master], [], 0.1)
+                try:
+                    select.select([], [fd], [], 0.1)
+                except (OSError, ValueError):
+                    return
             except OSError:
                 return
 
@@ -192,6 +214,8 @@ class Emulator:
         self.interp.invoke()
         micros = (time.perf_counter_ns() - t + 500) // 1000
         q = np.array(self.interp.get_output(0)).reshape(-1).astype(np.int8)
+        if self.score_offset and len(q):
+            q[0] = np.int8(np.clip(int(q[0]) + self.score_offset, -128, 127))
         return q, int(micros)
 
     def handle(self, line: bytes) -> None:
@@ -238,19 +262,29 @@ class Emulator:
         self.emit(P.format_ready())
 
     def _serve(self) -> None:
+        try:
+            self._serve_loop()
+        finally:
+            if self._stop.is_set():
+                self._close()          # stop() leaves the descriptors to this thread while it runs
+
+    def _serve_loop(self) -> None:
         self.emit(self.banner())       # boot: banner, ready
         self.emit(P.format_ready())
         buf = bytearray()
         overflow = False
-        while not self._stop.is_set() and not self.disconnected and self.master is not None:
+        while not self._stop.is_set() and not self.disconnected:
+            fd = self.master           # only this thread replaces it while serving
+            if fd is None:
+                return
             try:
-                r, _, _ = select.select([self.master], [], [], 0.05)
+                r, _, _ = select.select([fd], [], [], 0.05)
             except (OSError, ValueError):
                 return
             if not r:
                 continue
             try:
-                data = os.read(self.master, 4096)
+                data = os.read(fd, 4096)
             except BlockingIOError:
                 continue
             except OSError:

@@ -3,7 +3,10 @@
 Flow per board: open the port, handshake (``info`` -> banner, version check), check the model
 hash against the run, ``run`` (one sample line per embedded test window, then the summary),
 optionally stream more windows with ``infer``, then compare the device's decisions with the
-run's INT8 decisions (tflite-micro on the host).
+run's INT8 decisions (tflite-micro on the host). For every decision that differs, the board's raw
+scores are fetched with ``infer`` and compared with the host's (``scores``): within
+``tolerance_lsb`` the difference is ``borderline`` (a window at the threshold; listed, the bench
+passes), beyond it a ``mismatch`` (the bench fails).
 
 Robustness rules (see firmware/PROTOCOL.md, "Host behaviour"):
 * A value is used only from a line whose CRC and syntax are intact (``SerialLink``).
@@ -37,6 +40,7 @@ from fedtiny.firmware import protocol as P
 from .link import Disconnected, SerialLink
 from .ports import _usb_identity, open_port, wait_for_port
 from .rundata import BenchError, RunDevice, load_run_device
+from .scores import DEFAULT_TOLERANCE_LSB, classify, host_scores, lsb_gap
 
 Progress = Callable[[str, int, int], None]
 READY_GRACE = 0.5   # seconds to wait for the 'ready' that follows a final data line at once
@@ -67,7 +71,11 @@ class BenchResult:
     fn: int = 0
     latency_us: dict = field(default_factory=dict)   # min/mean/p50/p95/max + clock
     expected_accuracy: float | None = None           # the run's INT8 accuracy on the same windows
-    decision_mismatches: list = field(default_factory=list)  # [{index, device_pred, host_pred, label}]
+    # decisions that differ from the run's, split by the board's raw scores (bench.scores):
+    # [{index, device_pred, host_pred, label, score_lsb_diff, device_scores, host_scores}]
+    decision_mismatches: list = field(default_factory=list)  # beyond tolerance_lsb (or no scores)
+    borderline: list = field(default_factory=list)           # within tolerance_lsb
+    tolerance_lsb: int = DEFAULT_TOLERANCE_LSB
     label_mismatches: list = field(default_factory=list)     # [{index, device_label, run_label}]
     device_summary: dict | None = None
     summary_agrees: bool | None = None
@@ -80,13 +88,30 @@ class BenchResult:
 
     @property
     def ok(self) -> bool:
-        """True when every decision the device made matches the host's INT8 decision."""
+        """True when every decision the device made matches the host's INT8 decision, or differs
+        only where its scores are within ``tolerance_lsb`` of the host's (borderline)."""
         stream_bad = bool(self.stream and self.stream.get("decision_mismatches"))
         return not self.decision_mismatches and not self.label_mismatches and not stream_bad
+
+    @property
+    def n_borderline(self) -> int:
+        return len(self.borderline) + (len(self.stream.get("borderline", [])) if self.stream else 0)
+
+    @property
+    def n_mismatch(self) -> int:
+        return len(self.decision_mismatches) + (len(self.stream["decision_mismatches"]) if self.stream else 0)
+
+    @property
+    def status(self) -> str:
+        """'ok', 'borderline' (only borderline differences) or 'mismatch'."""
+        if not self.ok:
+            return "mismatch"
+        return "borderline" if self.n_borderline else "ok"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ok"] = self.ok
+        d["status"] = self.status
         return d
 
 
@@ -206,6 +231,7 @@ class _Session:
         """``info`` until an intact banner arrives (bounded); checks the protocol version."""
         link = self.link
         self._settle()
+        link.expect_fedtiny()       # another program / wrong baud: say so in seconds, not minutes
         silent = answered = 0
         while silent < self.retries and answered < 4 * self.retries:
             lines_before = link.lines
@@ -345,12 +371,14 @@ def _check_sendable(rd: RunDevice) -> None:
 def bench_device(port: str, run_dir: str | Path | None = None, device: int | None = None,
                  stream: int = 0, timeout: float = 5.0, *, baud: int = P.DEFAULT_BAUD,
                  passes: int = 3, retries: int = 3, reconnect_wait: float = 10.0,
-                 reset: bool = False, progress: Progress | None = None) -> BenchResult:
+                 reset: bool = False, progress: Progress | None = None,
+                 tolerance_lsb: int = DEFAULT_TOLERANCE_LSB) -> BenchResult:
     """Benchmark the board on ``port``. With ``run_dir``, the banner's model hash must equal the
     run's ``model_sha256`` (device: ``device`` or else the banner's device id), and decisions are
     compared with the run's INT8 decisions. ``timeout``: seconds of silence before a wait fails.
     ``reset``: restart the board first (and wait for it to come back, re-enumeration included).
-    Raises ``BenchError`` (one line, actionable) on every failure; writes nothing."""
+    ``tolerance_lsb``: a differing decision whose scores are all within this many LSB of the
+    host's is ``borderline``, not a mismatch (module docstring). Raises ``BenchError`` (one line, actionable) on every failure; writes nothing."""
     t0 = time.monotonic()
     rd: RunDevice | None = None
     if run_dir is not None and device is not None:
@@ -359,6 +387,8 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
         raise BenchError("--stream needs a run (--run DIR): the windows come from its test split")
     if stream and rd is not None:
         _check_sendable(rd)
+    if int(tolerance_lsb) < 0:
+        raise BenchError("--tolerance-lsb must be >= 0")
     s = _Session(port, baud, timeout, retries, reconnect_wait)
     s.open()
     try:
@@ -406,11 +436,13 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
         source = {i: "run" for i in samples}
         missing = sorted(set(range(n_test)) - set(samples))
         refetched = []
+        probed: dict[int, tuple] = {}          # index -> the board's raw scores (from 'infer')
         if missing and rd is not None:
             _check_sendable(rd)
             for i in missing:
                 r = s.with_reconnect(lambda i=i: s.infer(rd.x_int8[i]))
                 samples[i] = P.Sample(i, r.pred, int(rd.y[i]), r.micros)
+                probed[i] = tuple(r.scores)
                 source[i] = "infer"
                 refetched.append(i)
                 if progress:
@@ -426,6 +458,14 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
             s.warnings.append(f"device gave different decisions for the same window in different "
                               f"passes: {sorted(set(conflicts))[:10]}")
 
+        # ---- decisions that differ: the board's raw scores, to tell borderline from mismatch
+        if rd is not None and rd.input_size <= P.INFER_MAX_PAYLOAD:
+            for i in sorted(samples):
+                if samples[i].pred != int(rd.pred_int8[i]) and i not in probed:
+                    probed[i] = tuple(s.with_reconnect(lambda i=i: s.infer(rd.x_int8[i])).scores)
+                    if progress:
+                        progress("scores", len(probed), len(probed))
+
         # ---- stream: windows sent by the host
         stream_res = None
         if stream:
@@ -439,12 +479,12 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
                 rows.append((i, r))
                 if progress:
                     progress("stream", k + 1, len(order))
-            stream_res = _stream_summary(rd, rows, banner.clock)
+            stream_res = _stream_summary(rd, rows, banner.clock, int(tolerance_lsb))
     finally:
         lines, dropped = s.stats()
         s.close()
 
-    res = _assemble(s.port, banner, rd, samples, source, summary, n_test)
+    res = _assemble(s.port, banner, rd, samples, source, summary, n_test, probed, int(tolerance_lsb))
     res.stream = stream_res
     res.link = dict(lines=lines, dropped_lines=dropped, passes=n_passes, refetched_by_infer=refetched,
                     reconnects=s.reconnects, timeout_s=timeout)
@@ -459,8 +499,19 @@ def _latency(micros, clock: str) -> dict:
     return dict(min=mn, mean=mean, p50=p50, p95=p95, max=mx, clock=clock)
 
 
+def _difference(rd: RunDevice, i: int, device_pred: int, label: int, device_scores,
+                host: np.ndarray | None) -> dict:
+    """One differing decision with its scores and their largest gap (None: no scores)."""
+    gap = lsb_gap(device_scores, host) if device_scores is not None and host is not None else None
+    return dict(index=i, device_pred=device_pred, host_pred=int(rd.pred_int8[i]), label=label,
+                score_lsb_diff=gap,
+                device_scores=None if device_scores is None else [int(v) for v in device_scores],
+                host_scores=None if host is None else [int(v) for v in host])
+
+
 def _assemble(port, banner: P.Banner, rd: RunDevice | None, samples: dict, source: dict,
-              summary: P.Summary | None, n_test: int) -> BenchResult:
+              summary: P.Summary | None, n_test: int, probed: dict | None = None,
+              tolerance_lsb: int = DEFAULT_TOLERANCE_LSB) -> BenchResult:
     idx = sorted(samples)
     preds = [samples[i].pred for i in idx]
     labels = [samples[i].label for i in idx]
@@ -475,7 +526,11 @@ def _assemble(port, banner: P.Banner, rd: RunDevice | None, samples: dict, sourc
         n=c["n"], correct=c["correct"], accuracy=c["correct"] / c["n"] if c["n"] else 0.0,
         tp=c["tp"], fp=c["fp"], tn=c["tn"], fn=c["fn"],
         latency_us=_latency([samples[i].micros for i in idx], banner.clock),
+        tolerance_lsb=tolerance_lsb,
     )
+    probed = probed or {}
+    differ = [i for i in idx if rd is not None and samples[i].pred != int(rd.pred_int8[i])]
+    host = dict(zip(differ, host_scores(rd, differ))) if differ else {}
     for i in idx:
         smp = samples[i]
         row = dict(index=i, source=source[i], pred=smp.pred, label=smp.label, micros=smp.micros,
@@ -485,8 +540,12 @@ def _assemble(port, banner: P.Banner, rd: RunDevice | None, samples: dict, sourc
             row["host_pred"] = hp
             row["match"] = smp.pred == hp
             if smp.pred != hp:
-                res.decision_mismatches.append(dict(index=i, device_pred=smp.pred, host_pred=hp,
-                                                    label=smp.label))
+                d = _difference(rd, i, smp.pred, smp.label, probed.get(i), host[i])
+                row["score_lsb_diff"] = d["score_lsb_diff"]
+                if classify(d["score_lsb_diff"], tolerance_lsb) == "borderline":
+                    res.borderline.append(d)
+                else:
+                    res.decision_mismatches.append(d)
             if smp.label != int(rd.y[i]):
                 res.label_mismatches.append(dict(index=i, device_label=smp.label,
                                                  run_label=int(rd.y[i])))
@@ -505,36 +564,34 @@ def _assemble(port, banner: P.Banner, rd: RunDevice | None, samples: dict, sourc
     return res
 
 
-def _stream_summary(rd: RunDevice, rows, clock: str) -> dict:
-    from fedtiny.trainer.tflm import run_int8
-
+def _stream_summary(rd: RunDevice, rows, clock: str, tolerance_lsb: int = DEFAULT_TOLERANCE_LSB) -> dict:
     idx = [i for i, _ in rows]
     preds = [r.pred for _, r in rows]
     labels = [int(rd.y[i]) for i in idx]
     c = P.confusion(preds, labels)
-    expected_scores = run_int8(rd.model_bytes, rd.x_int8[idx]) if idx else np.zeros((0, 0), np.int8)
+    expected_scores = host_scores(rd, idx)
     max_lsb = 0
-    out_rows, mism = [], []
+    out_rows, mism, border = [], [], []
     for k, (i, r) in enumerate(rows):
         hp = int(rd.pred_int8[i])
-        exp = expected_scores[k].astype(int)
-        got = np.asarray(r.scores, dtype=int)
-        diff = int(np.max(np.abs(got - exp))) if got.shape == exp.shape else None
+        diff = lsb_gap(r.scores, expected_scores[k])
         if diff is None:
             mism.append(dict(index=i, device_pred=r.pred, host_pred=hp, label=labels[k],
-                             problem=f"{len(got)} scores, expected {len(exp)}"))
+                             problem=f"{len(r.scores)} scores, expected {expected_scores.shape[1]}"))
         else:
             max_lsb = max(max_lsb, diff)
-        if r.pred != hp:
-            mism.append(dict(index=i, device_pred=r.pred, host_pred=hp, label=labels[k]))
+        if r.pred != hp and diff is not None:
+            d = _difference(rd, i, r.pred, labels[k], r.scores, expected_scores[k])
+            (border if classify(diff, tolerance_lsb) == "borderline" else mism).append(d)
         out_rows.append(dict(index=i, source="stream", pred=r.pred, label=labels[k], micros=r.micros,
                              clock=clock, host_pred=hp, match=r.pred == hp,
-                             scores=list(r.scores), max_lsb_diff=diff))
+                             scores=list(r.scores), max_lsb_diff=diff, score_lsb_diff=diff))
     return dict(n=c["n"], correct=c["correct"], accuracy=c["correct"] / c["n"] if c["n"] else 0.0,
                 expected_accuracy=float(np.mean(rd.pred_int8[idx] == rd.y[idx])) if idx else None,
                 tp=c["tp"], fp=c["fp"], tn=c["tn"], fn=c["fn"],
                 latency_us=_latency([r.micros for _, r in rows], clock),
-                max_score_lsb_diff=max_lsb, decision_mismatches=mism, samples=out_rows)
+                max_score_lsb_diff=max_lsb, decision_mismatches=mism, borderline=border,
+                samples=out_rows)
 
 
 # --------------------------------------------------------------------------- several boards
@@ -556,9 +613,9 @@ def bench_ports(ports: list[str], run_dir=None, device=None, stream: int = 0, ti
 
 # --------------------------------------------------------------------------- results files
 
-CSV_COLUMNS = ["index", "source", "pred", "label", "host_pred", "match", "micros", "clock"]
+CSV_COLUMNS = ["index", "source", "pred", "label", "host_pred", "match", "score_lsb_diff", "micros", "clock"]
 SUMMARY_COLUMNS = ["port", "status", "board", "device_id", "clock", "n", "accuracy",
-                   "expected_accuracy", "decision_mismatches", "tp", "fp", "tn", "fn",
+                   "expected_accuracy", "decision_mismatches", "borderline", "tolerance_lsb", "tp", "fp", "tn", "fn",
                    "lat_min_us", "lat_mean_us", "lat_p50_us", "lat_p95_us", "lat_max_us",
                    "stream_n", "stream_accuracy", "dropped_lines", "error"]
 
@@ -586,10 +643,11 @@ def summary_row(item: BenchResult | BenchError, port: str | None = None) -> dict
         return dict(port=port, status="error", error=str(item))
     r = item
     lat = r.latency_us
-    return dict(port=r.port, status="ok" if r.ok else "mismatch", board=r.board,
+    return dict(port=r.port, status=r.status, board=r.board,
                 device_id=r.device_id, clock=r.clock, n=r.n, accuracy=round(r.accuracy, 6),
                 expected_accuracy=None if r.expected_accuracy is None else round(r.expected_accuracy, 6),
-                decision_mismatches=len(r.decision_mismatches), tp=r.tp, fp=r.fp, tn=r.tn, fn=r.fn,
+                decision_mismatches=r.n_mismatch, borderline=r.n_borderline,
+                tolerance_lsb=r.tolerance_lsb, tp=r.tp, fp=r.fp, tn=r.tn, fn=r.fn,
                 lat_min_us=lat["min"], lat_mean_us=lat["mean"], lat_p50_us=lat["p50"],
                 lat_p95_us=lat["p95"], lat_max_us=lat["max"],
                 stream_n=r.stream["n"] if r.stream else 0,

@@ -2,9 +2,18 @@
 
 Only lines that pass ``parse_line`` (CRC and field syntax) ever leave this module as messages;
 everything else is counted as dropped and a few are kept (shortened) for error messages.
+
+Foreign ports: a line *looks like* a fedtiny frame when it parses, or when it still carries a
+frame's start, an ``@`` followed by a protocol message type (``@banner``, ``@ready``, ...): a frame
+hit by noise usually keeps that. ``expect_fedtiny()`` arms a check that ends a wait early with
+``ForeignPort`` once ``FOREIGN_MIN_LINES`` lines and ``FOREIGN_MIN_S`` seconds have passed without
+a single look-alike: the port carries another program's output, or the baud rate is wrong. One
+look-alike line disarms it for good, so a noisy link with some intact frames stays as patient as
+``--timeout`` and the retries allow.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 
@@ -22,10 +31,22 @@ from .rundata import BenchError
 
 MAX_PENDING = 16384  # bytes without a newline before the buffer is treated as garbage
 IO_ERRORS = (serial.SerialException, OSError, _TermiosError)
+FOREIGN_MIN_LINES = 20   # lines without a frame look-alike before a port is called foreign ...
+FOREIGN_MIN_S = 2.0      # ... and not before this many seconds of listening
+_FRAME_START = re.compile(rb"@(?:" + b"|".join(re.escape(t.encode()) for t in sorted(P.MESSAGES)) + rb")\b")
 
 
 class Disconnected(BenchError):
     """The port went away (USB unplugged, board reset and re-enumerating, emulator stopped)."""
+
+
+class ForeignPort(BenchError):
+    """Input keeps arriving but nothing on the port looks like a fedtiny frame."""
+
+
+def looks_like_frame(line: bytes) -> bool:
+    """True when ``line`` carries the start of a protocol frame (``@`` + a message type)."""
+    return _FRAME_START.search(line) is not None
 
 
 class SerialLink:
@@ -38,6 +59,24 @@ class SerialLink:
         self.dropped = 0        # lines that did not (noise, corrupted, unknown, truncated)
         self.noise = deque(maxlen=3)
         self.last_byte = time.monotonic()
+        self.lookalikes = 0     # lines that parsed or still carried a frame start
+        self._probe: tuple[float, int] | None = None   # (armed at, lines then) of expect_fedtiny
+
+    def expect_fedtiny(self) -> None:
+        """Arm the foreign-port check (module docstring) unless a frame look-alike was seen."""
+        if self.lookalikes == 0 and self._probe is None:
+            self._probe = (time.monotonic(), self.lines)
+
+    def _check_foreign(self) -> None:
+        if self._probe is None or self.lookalikes:
+            self._probe = None
+            return
+        since, lines0 = self._probe
+        n = self.lines - lines0
+        if n >= FOREIGN_MIN_LINES and time.monotonic() - since >= FOREIGN_MIN_S:
+            self._probe = None
+            raise ForeignPort(f"{self.port}: no fedtiny frame in {n} lines: another program, or a "
+                              f"different baud rate?{self.noise_hint()}")
 
     # ------------------------------------------------------------------ io
     def _read_some(self) -> bytes:
@@ -85,12 +124,21 @@ class SerialLink:
                     if line.strip():
                         self.dropped += 1
                         self.noise.append(line.strip()[:60].decode("ascii", "replace"))
+                        if looks_like_frame(line):
+                            self.lookalikes += 1
+                    self._check_foreign()
                     continue
                 self.frames += 1
+                self.lookalikes += 1
+                self._probe = None
                 return msg
             if len(self._buf) > MAX_PENDING:
+                self.lines += 1          # a "line" of garbage that never ended
                 self.dropped += 1
+                if looks_like_frame(bytes(self._buf)):
+                    self.lookalikes += 1
                 self._buf.clear()
+                self._check_foreign()
             now = time.monotonic()
             if now - self.last_byte >= idle or (deadline is not None and now >= deadline):
                 return None

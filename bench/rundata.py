@@ -2,7 +2,8 @@
 
     RUN/report.json                                  marks a finished run
     RUN/devices/devNN/model_int8.tflite              the model bytes the firmware embeds
-    RUN/devices/devNN/test_split.npz                 x_int8, y (what the firmware embeds), pred_int8
+    RUN/devices/devNN/test_split.npz                 x_int8, y (what the firmware embeds), pred_int8,
+                                                     out_int8 (host int8 scores; absent in older runs)
     RUN/devices/devNN/device.json                    threshold, quantization, model_sha256, ...
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ class RunDevice:
     x_int8: np.ndarray      # (n, T, C) int8
     y: np.ndarray           # (n,) int64
     pred_int8: np.ndarray   # (n,) int64, the host's INT8 decisions (tflite-micro)
+    out_int8: np.ndarray | None = None   # (n, K) int8 host scores; None for runs without them
 
     @property
     def model_sha256(self) -> str:
@@ -81,12 +83,13 @@ def load_run_device(run_dir: Path | str, device: int) -> RunDevice:
             x_int8 = np.asarray(z["x_int8"], dtype=np.int8)
             y = np.asarray(z["y"], dtype=np.int64)
             pred = np.asarray(z["pred_int8"], dtype=np.int64)
+            out = np.asarray(z["out_int8"], dtype=np.int8) if "out_int8" in z.files else None
     except (OSError, KeyError, ValueError) as e:
         raise BenchError(f"cannot read device {device} of run {run_dir}: {e}") from None
     sha = hashlib.sha256(model).hexdigest()
     if str(info.get("model_sha256", "")).lower() != sha:
         raise BenchError(f"run {run_dir} device {device}: model_int8.tflite does not match "
                          f"device.json model_sha256 (run directory is inconsistent)")
-    if not (len(x_int8) == len(y) == len(pred)):
+    if not (len(x_int8) == len(y) == len(pred)) or (out is not None and len(out) != len(y)):
         raise BenchError(f"run {run_dir} device {device}: test split arrays differ in length")
-    return RunDevice(run_dir, int(device), path, info, model, x_int8, y, pred)
+    return RunDevice(run_dir, int(device), path, info, model, x_int8, y, pred, out)

@@ -2,7 +2,8 @@
 
 Reads RUN/devices/devNN/ (model_int8.tflite, device.json, test_split.npz) through
 ``fedtiny.bench.rundata.load_run_device`` (which checks the model hash), parses the model with
-TFLite's own flatbuffer schema, sizes the arena with tflite-micro on the host plus a margin, checks
+TFLite's own flatbuffer schema, refuses ops and quantization features the board's TFLM library
+lacks (``ops``, ``libcheck``), sizes the arena with tflite-micro on the host plus a margin, checks
 the fit against the board budget, and renders into RUN/firmware/devNN-<board>/ (or ``out_dir``):
 
     platformio.ini                  the board's env (from boards/<board>.json)
@@ -35,6 +36,7 @@ from . import fit as fitmod
 from . import pio as piomod
 from .boards import Board, load_board, platformio_ini
 from .errors import CodegenError
+from .libcheck import check_library
 from .ops import resolver_calls
 from .render import c_float, c_string, config_header, model_files, render_sketch, sketch_context, test_files
 from .tflite_model import ModelFacts, read_model
@@ -155,6 +157,7 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     sha256 = rd.model_sha256                       # load_run_device checked it against the bytes
     facts = read_model(model)
     calls = resolver_calls(facts.ops, op_table)
+    check_library(facts, brd)                      # features the board's TFLM library lacks
     _check_model(facts, rd.info, rd.x_int8)
     if host_arena is None and int(rd.info.get("arena_bytes") or 0) > 0:
         host_arena = int(rd.info["arena_bytes"])   # the trainer measured these very bytes (same hash)
@@ -183,6 +186,7 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     manifest = {
         "board": brd.name, "env": brd.env, "device": int(device), "model_sha256": sha256,
         "model_bytes": len(model), "ops": list(facts.ops), "input_shape": list(facts.input.shape),
+        "fc_weight_scales": [w.n_scales for w in facts.fc_weights],
         "host_arena_bytes": host_arena, "arena_bytes": arena, "arena_margin": fitmod.ARENA_MARGIN_TEXT,
         "test_samples": n, "flash_used": fit.flash_used, "flash_budget": fit.flash_budget,
         "ram_used": fit.ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,

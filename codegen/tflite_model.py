@@ -1,7 +1,9 @@
 """Read a .tflite flatbuffer with the schema module TFLite itself ships (no hand-rolled offsets).
 
 ``read_model(bytes) -> ModelFacts``: the builtin ops of the main subgraph in order of first use,
-the schema version, and the first input / output tensor's shape, type, scale and zero point.
+the schema version, the first input / output tensor's shape, type, scale and zero point, and the
+quantization of every FULLY_CONNECTED weight tensor (how many scales it carries: 1 = per tensor,
+one per output channel = per channel), which a board's TFLM library may not support.
 The schema module is ``schema_py_generated`` from the ``tflite-micro`` package (fallback: the one
 inside ``tensorflow``); both are generated from TFLite's schema.fbs by flatc.
 """
@@ -37,6 +39,21 @@ class TensorFacts:
 
 
 @dataclass(frozen=True)
+class WeightQuant:
+    """Quantization of one operator's weight tensor (operator input 1)."""
+
+    op_index: int       # position of the operator in subgraph 0
+    op: str             # builtin op name, e.g. "FULLY_CONNECTED"
+    tensor: str         # weight tensor name
+    n_scales: int       # 1: per-tensor; > 1: per-channel (one scale per channel)
+    quantized_dimension: int
+
+    @property
+    def per_channel(self) -> bool:
+        return self.n_scales > 1
+
+
+@dataclass(frozen=True)
 class ModelFacts:
     schema_version: int
     ops: tuple[str, ...]          # unique builtin op names (e.g. "CONV_2D"), in order of first use
@@ -45,6 +62,7 @@ class ModelFacts:
     output: TensorFacts
     n_inputs: int
     n_outputs: int
+    fc_weights: tuple[WeightQuant, ...] = ()   # every FULLY_CONNECTED weight tensor, in op order
 
 
 def _names(enum_cls) -> dict[int, str]:
@@ -78,8 +96,10 @@ def read_model(model_bytes: bytes) -> ModelFacts:
         sg = model.Subgraphs(0)
         op_names = _names(schema.BuiltinOperator)
         seq = []
+        fc_weights = []
         for i in range(sg.OperatorsLength()):
-            code = model.OperatorCodes(sg.Operators(i).OpcodeIndex())
+            operator = sg.Operators(i)
+            code = model.OperatorCodes(operator.OpcodeIndex())
             # schema >= 2.4 keeps small codes in deprecated_builtin_code; the larger one wins
             builtin = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
             if builtin == schema.BuiltinOperator.CUSTOM:
@@ -87,6 +107,8 @@ def read_model(model_bytes: bytes) -> ModelFacts:
                 seq.append("CUSTOM:" + (custom.decode("utf-8", "replace") if custom else "?"))
             else:
                 seq.append(op_names.get(builtin, f"BUILTIN_{builtin}"))
+            if seq[-1] == "FULLY_CONNECTED" and operator.InputsLength() > 1:
+                fc_weights.append(_weight_quant(sg, i, seq[-1], int(operator.Inputs(1))))
         if sg.InputsLength() < 1 or sg.OutputsLength() < 1:
             raise CodegenError("model has no input or no output tensor")
         inp = _tensor(schema, sg, int(sg.Inputs(0)))
@@ -98,4 +120,16 @@ def read_model(model_bytes: bytes) -> ModelFacts:
     except Exception as e:  # a corrupt flatbuffer raises struct/index errors deep in the reader
         raise CodegenError(f"cannot parse the TFLite model: {type(e).__name__}: {e}") from None
     unique = tuple(dict.fromkeys(seq))
-    return ModelFacts(version, unique, tuple(seq), inp, out, n_in, n_out)
+    return ModelFacts(version, unique, tuple(seq), inp, out, n_in, n_out, tuple(fc_weights))
+
+
+def _weight_quant(subgraph, op_index: int, op: str, tensor_index: int) -> WeightQuant:
+    """The quantization of an operator's weight tensor (index -1 means no tensor: 0 scales)."""
+    if tensor_index < 0:
+        return WeightQuant(op_index, op, "", 0, 0)
+    t = subgraph.Tensors(tensor_index)
+    q = t.Quantization()
+    n = int(q.ScaleLength()) if q is not None else 0
+    dim = int(q.QuantizedDimension()) if q is not None else 0
+    name = t.Name().decode("utf-8", "replace") if t.Name() else f"tensor {tensor_index}"
+    return WeightQuant(op_index, op, name, n, dim)

@@ -97,13 +97,15 @@ def bench_lines(result: DemoResult) -> list[str]:
     lines = [
         f"bench of device {r.device_id} through the emulator ({r.port}): accuracy {100 * r.accuracy:.1f}% "
         f"on {r.n} embedded windows, run's INT8 accuracy on the same windows "
-        f"{100 * (r.expected_accuracy or 0):.1f}%, decision mismatches {len(r.decision_mismatches)}",
+        f"{100 * (r.expected_accuracy or 0):.1f}%, decision mismatches {len(r.decision_mismatches)}, "
+        f"borderline {len(r.borderline)} (within {r.tolerance_lsb} LSB of the host's scores)",
         f"latency per inference (clock={r.clock}: host time of the TFLM interpreter, not a board): "
         f"p50 {lat['p50']} us, p95 {lat['p95']} us, max {lat['max']} us",
     ]
     if r.stream:
         lines.append(f"streamed {r.stream['n']} windows with 'infer': accuracy {100 * r.stream['accuracy']:.1f}%, "
-                     f"decision mismatches {len(r.stream['decision_mismatches'])}")
+                     f"decision mismatches {len(r.stream['decision_mismatches'])}, "
+                     f"borderline {len(r.stream.get('borderline', []))}")
     return lines
 
 

@@ -26,7 +26,10 @@ def _toy_data(n: int, input_shape, n_classes: int, seed: int):
 
 
 def make_run_dir(root: Path, device: int = 3, input_shape=(40, 6), n_classes: int = 6,
-                 n_test: int = 24, seed: int = 0, class_names=None, filters=(16, 16, 16)) -> Path:
+                 n_test: int = 24, seed: int = 0, class_names=None, filters=(16, 16, 16),
+                 per_channel_dense: bool = False) -> Path:
+    """``per_channel_dense=True`` converts dense layers per channel (the TF default), a model the
+    Nano 33 BLE's library cannot run as the host does (codegen must refuse it for that board)."""
     import keras
 
     from fedtiny.trainer.model import ModelSpec, build_model
@@ -40,7 +43,8 @@ def make_run_dir(root: Path, device: int = 3, input_shape=(40, 6), n_classes: in
     x, y = _toy_data(256, input_shape, n_classes, seed)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=3, batch_size=32, verbose=0, shuffle=False)
-    tfl = convert_int8(spec.to_dict(), model.get_weights(), x[:64])   # the trainer's own conversion
+    tfl = convert_int8(spec.to_dict(), model.get_weights(), x[:64],   # the trainer's own conversion
+                       per_channel_dense=per_channel_dense)
     q = quant_params(tfl)
     in_s, in_z = q["input_scale"], q["input_zero_point"]
     out_s, out_z = q["output_scale"], q["output_zero_point"]
@@ -56,7 +60,7 @@ def make_run_dir(root: Path, device: int = 3, input_shape=(40, 6), n_classes: in
     ddir = run / "devices" / f"dev{device:02d}"
     ddir.mkdir(parents=True, exist_ok=True)
     (ddir / "model_int8.tflite").write_bytes(tfl)
-    np.savez(ddir / "test_split.npz", x=xt, y=yt, x_int8=xq, pred_int8=pred)
+    np.savez(ddir / "test_split.npz", x=xt, y=yt, x_int8=xq, pred_int8=pred, out_int8=q)
     arena = arena_bytes(tfl)
     info = {
         "device": device, "threshold": threshold, "class_names": names,
@@ -66,6 +70,7 @@ def make_run_dir(root: Path, device: int = 3, input_shape=(40, 6), n_classes: in
         "float_acc": None, "int8_acc": float(np.mean(pred == yt)),
         "model_bytes": len(tfl), "arena_bytes": arena,
         "model_sha256": hashlib.sha256(tfl).hexdigest(),
+        "dense_quantization": "per-channel" if per_channel_dense else "per-tensor",
     }
     (ddir / "device.json").write_text(json.dumps(info, indent=2))
     (run / "config.json").write_text(json.dumps({"dataset": "toy", "devices": device + 1, "seed": seed,

@@ -366,8 +366,11 @@ class Run:
         self.metrics.log(rec)
 
     def _finalize(self, dev: int, weights, threshold: float, s: DeviceSplits, warnings: list[str]) -> dict:
-        """Convert to INT8, evaluate float and INT8 (tflite-micro) on the test split, write artifacts."""
-        from .quantize import quant_params, quantize_input
+        """Convert to INT8, evaluate float and INT8 (tflite-micro) on the test split, write artifacts.
+        ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``) beside its
+        decisions, so the bench can tell a borderline disagreement from a real one without running
+        the model; ``device.json`` records how dense layers were quantized (``dense_quantization``)."""
+        from .quantize import DENSE_QUANTIZATION, quant_params, quantize_input
         from .tflm import arena_bytes, run_int8
 
         cfg, e = self.cfg, self.engine
@@ -387,7 +390,8 @@ class Run:
         e.model.save(tmp)
         tmp.replace(ddir / "model_float.keras")
         atomic_write_bytes(ddir / "model_int8.tflite", tfl)
-        atomic_savez(ddir / "test_split.npz", x=s.test.x, y=s.test.y, x_int8=x_int8, pred_int8=int8_pred)
+        atomic_savez(ddir / "test_split.npz", x=s.test.x, y=s.test.y, x_int8=x_int8, pred_int8=int8_pred,
+                     out_int8=out)
         info = {
             "device": dev, "threshold": float(threshold),
             "class_names": self.data.fleet.class_names,
@@ -395,6 +399,7 @@ class Run:
             "input_shape": list(self.data.spec.input_shape),
             "channel_scale": [float(v) for v in self.data.fleet.channel_scale],
             **q,
+            "dense_quantization": DENSE_QUANTIZATION,
             "float_acc": float(np.mean(float_pred == s.test.y)),
             "int8_acc": float(np.mean(int8_pred == s.test.y)),
             "n_test": int(len(s.test)),

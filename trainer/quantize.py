@@ -5,6 +5,15 @@
 worker process that is replaced after a fixed number of calls. The worker rebuilds the model from its
 ``ModelSpec`` and weights, so the bytes equal those of an in-process conversion.
 The representative set is the device's own training windows (model units).
+
+Dense (FULLY_CONNECTED) weights are quantized per tensor by default (one scale per weight tensor):
+the Nano 33 BLE's pinned TFLM library (Arduino_TensorFlowLite, CMSIS-NN) supports only per-tensor
+FULLY_CONNECTED weights and silently applies channel 0's scale to every channel of a per-channel
+tensor, which the TF 2.21 converter emits by default. One per-tensor model runs as the host predicts
+on both boards (esp-tflite-micro takes either). Convolutions stay per channel (both libraries
+support per-channel CONV_2D). ``per_channel_dense=True`` restores the converter's default (used to
+measure the accuracy cost, ``benchmarks/dense_quant_cost.py``, and to test that codegen refuses
+such a model for the Nano).
 """
 from __future__ import annotations
 
@@ -18,8 +27,13 @@ import numpy as np
 from .model import ModelSpec
 
 
-def convert_int8(spec_dict: dict, weights: list[np.ndarray], rep_x: np.ndarray) -> bytes:
-    """Convert the model (spec + weights) to a full-integer INT8 flatbuffer; runs anywhere."""
+DENSE_QUANTIZATION = "per-tensor"   # what convert_int8 makes by default; recorded in device.json
+
+
+def convert_int8(spec_dict: dict, weights: list[np.ndarray], rep_x: np.ndarray,
+                 per_channel_dense: bool = False) -> bytes:
+    """Convert the model (spec + weights) to a full-integer INT8 flatbuffer; runs anywhere.
+    Dense layers get one weight scale per tensor unless ``per_channel_dense`` (module docstring)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import warnings
 
@@ -42,6 +56,8 @@ def convert_int8(spec_dict: dict, weights: list[np.ndarray], rep_x: np.ndarray) 
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
+    # per-tensor FULLY_CONNECTED weights: what every target board's TFLM library computes correctly
+    conv._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bytes(conv.convert())
@@ -105,9 +121,9 @@ class Converter:
         the first conversion does not wait for it; returns at once."""
         cls._executor().submit(_import_tf)
 
-    def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray) -> bytes:
+    def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False) -> bytes:
         return self._executor().submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
-                                       np.asarray(rep_x)).result()
+                                       np.asarray(rep_x), per_channel_dense).result()
 
     @classmethod
     def shutdown(cls) -> None:
