@@ -95,10 +95,16 @@ def _worker_init(parent_pid: int) -> None:
 class Converter:
     """Conversions run in a spawned worker process shared by every run of this process and replaced
     after ``MAX_TASKS`` conversions, which bounds the converter's memory growth (about 7 MB a call)
-    to a few hundred MB. ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the worker."""
+    to a few hundred MB. ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the worker.
+
+    The replacement is done here (shut the pool down, start a new one) rather than with
+    ProcessPoolExecutor's ``max_tasks_per_child``: on Python 3.11 that option can deadlock when the
+    worker exits while the next task is being fed to it (seen here: a compare hung in
+    ``Future.result`` with no worker left)."""
 
     MAX_TASKS = 40
     _pool: ProcessPoolExecutor | None = None
+    _tasks = 0
 
     def __enter__(self) -> "Converter":
         return self
@@ -108,28 +114,34 @@ class Converter:
 
     @classmethod
     def _executor(cls) -> ProcessPoolExecutor:
+        if cls._pool is not None and cls._tasks >= cls.MAX_TASKS:
+            cls.shutdown()
         if cls._pool is None:
             cls._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                            initializer=_worker_init, initargs=(os.getpid(),),
-                                            max_tasks_per_child=cls.MAX_TASKS)
+                                            initializer=_worker_init, initargs=(os.getpid(),))
+            cls._tasks = 0
             atexit.register(cls.shutdown)
         return cls._pool
 
     @classmethod
     def warm_up(cls) -> None:
-        """Start the worker now (it imports TensorFlow, tens of seconds on a loaded machine), so that
-        the first conversion does not wait for it; returns at once."""
-        cls._executor().submit(_import_tf)
+        """Start the worker now when none runs (it imports TensorFlow, tens of seconds on a loaded
+        machine), so that the first conversion does not wait for it; returns at once."""
+        if cls._pool is None:
+            cls._executor().submit(_import_tf)
 
     def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False) -> bytes:
-        return self._executor().submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
-                                       np.asarray(rep_x), per_channel_dense).result()
+        pool = self._executor()
+        type(self)._tasks += 1
+        return pool.submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
+                           np.asarray(rep_x), per_channel_dense).result()
 
     @classmethod
     def shutdown(cls) -> None:
         if cls._pool is not None:
             cls._pool.shutdown(wait=True, cancel_futures=True)
             cls._pool = None
+            cls._tasks = 0
 
 
 def quant_params(model_bytes: bytes) -> dict:
