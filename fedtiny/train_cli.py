@@ -51,8 +51,8 @@ def print_summary(report: dict, out: Path) -> None:
               help="Run directory [default: runs/<dataset>-<method>-s<seed>].")
 @click.option("--resume", is_flag=True, help="Continue a run that was interrupted (same options).")
 @click.option("--alpha", default=0.5, show_default=True, type=float, help="Dirichlet label-skew concentration.")
-@click.option("--samples-per-device", default=400, show_default=True, type=click.IntRange(20),
-              help="Windows per device (built-in data).")
+@click.option("--samples-per-device", default=None, type=click.IntRange(20),
+              help="Windows per device, built-in data only [default: 400]; refused on real data.")
 @click.option("--skip-phase1", is_flag=True, help="Ablation: no Phase-1 tour (Fed-Meta-Align).")
 @click.option("--floor", default=0.1, show_default=True, type=float, help="Similarity floor c.")
 @click.option("--server-lr", default=1.0, show_default=True, type=float, help="Server step alpha.")
@@ -68,10 +68,28 @@ def print_summary(report: dict, out: Path) -> None:
 @click.option("--local-epochs", default=2, show_default=True, type=click.IntRange(1), help="Phase-2 local epochs.")
 @click.option("--threshold-metric", default="balanced_accuracy", show_default=True,
               type=click.Choice(["balanced_accuracy", "accuracy", "f1"]))
+@click.option("--min-device-samples", default=20, show_default=True, type=click.IntRange(1),
+              help="Fewest windows a device may have.")
+@click.option("--public-fraction", default=0.2, show_default=True, type=float,
+              help="Real data: share of each class's groups held out as the Phase-0 public pool.")
+@click.option("--window-ms", default=10.0, show_default=True, type=float,
+              help="CSV: window length (multiple of 0.5 ms); 0 = per-sample input (each row a 6-value vector).")
+@click.option("--hop-ms", default=None, type=float,
+              help="CSV: hop between windows [default: one 2 kHz sample, 0.5 ms; per-sample: one row].")
+@click.option("--block-ms", default=12.5, show_default=True, type=float,
+              help="CSV: contiguous time block (the split unit) of each label run.")
+@click.option("--guard-ms", default=0.5, show_default=True, type=float,
+              help="CSV: gap between blocks that belongs to no block.")
+@click.option("--group-by", default="block", show_default=True, type=click.Choice(["block", "recording"]),
+              help="CWRU split unit: time blocks of a recording, or whole recordings (strict).")
+@click.option("--blocks-per-recording", default=8, show_default=True, type=click.IntRange(1),
+              help="CWRU, --group-by block: contiguous blocks per recording.")
+@click.option("--no-cache", is_flag=True, help="Decode real data files again instead of using the cache.")
 @friendly
 def train(dataset, devices, method, personalize, rounds, seed, out, resume, alpha, samples_per_device,
           skip_phase1, floor, server_lr, perf, mu, tour, tours, splits, test_fraction, local_epochs,
-          threshold_metric):
+          threshold_metric, min_device_samples, public_fraction, window_ms, hop_ms, block_ms, guard_ms,
+          group_by, blocks_per_recording, no_cache):
     """Train a fleet with Fed-Meta-Align or a baseline and write a run directory.
 
     Fed-Meta-Align: Phase 0 pretraining on a public pool, Phase 1 serial tour, Phase 2 rounds
@@ -82,8 +100,19 @@ def train(dataset, devices, method, personalize, rounds, seed, out, resume, alph
     from fedtiny.trainer.config import TrainConfig
     from fedtiny.trainer.pipeline import train as run_train
 
+    builtin = dataset in ("electrical", "mechanical")
+    if samples_per_device is not None and not builtin:
+        raise UserError("--samples-per-device applies to the built-in generators only: real data keeps every "
+                        "window its file gives (set the CSV windows with --window-ms / --hop-ms)")
+    if no_cache:
+        import os
+        os.environ["FEDTINY_NO_CACHE"] = "1"
     cfg = TrainConfig(dataset=dataset, devices=devices, method=method, personalize=personalize,
-                      rounds=rounds, seed=seed, alpha=alpha, samples_per_device=samples_per_device,
+                      rounds=rounds, seed=seed, alpha=alpha,
+                      samples_per_device=400 if samples_per_device is None else samples_per_device,
+                      min_device_samples=min_device_samples, public_fraction=public_fraction,
+                      window_ms=window_ms, hop_ms=hop_ms, block_ms=block_ms, guard_ms=guard_ms,
+                      group_by=group_by, blocks_per_recording=blocks_per_recording,
                       skip_phase1=skip_phase1, floor=floor, server_lr=server_lr, perf=perf, mu=mu,
                       tour=tour, tours=tours, splits=splits, test_fraction=test_fraction,
                       local_epochs=local_epochs, threshold_metric=threshold_metric)

@@ -64,33 +64,11 @@ class Prepared:
 
 def prepare(cfg: TrainConfig) -> Prepared:
     """Load or generate the fleet, scale inputs to model units x_m = clip(x / channel_scale, -1, 1),
-    validate and split every device."""
-    fleet = load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed,
-                       samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples)
-    scale = np.asarray(fleet.channel_scale, dtype=np.float32)
+    validate and split every device (``dataprep.prepare_data``: a too-little-data error names the
+    option values that would work)."""
+    from .dataprep import prepare_data
 
-    def to_model(p: Pool) -> Pool:
-        # the front end's full scale: values beyond +-1 saturate, as an ADC does
-        return Pool(np.clip(p.x / scale, -1.0, 1.0), p.y, p.groups, p.condition)
-
-    fleet.public = to_model(fleet.public)
-    fleet.devices = [to_model(p) for p in fleet.devices]
-    splits = []
-    for i, pool in enumerate(fleet.devices):
-        check_device(pool, i, cfg.min_device_samples)
-        s = split_device(pool, cfg.test_fraction, cfg.splits, cfg.phase2_val_fraction,
-                         cfg.phase3_val_fraction, cfg.seed, i)
-        needed = ["test"]
-        if cfg.method in FEDERATED:
-            needed += ["phase2_train", "phase2_val"]      # p_k and the per-round accuracy
-            if cfg.personalize:
-                needed += ["phase3_tune", "phase3_val"]   # head fine-tuning and the threshold
-        for name in needed:
-            if len(getattr(s, name)) == 0:
-                raise DataError(f"device {i} has no windows left for its {name} split ({len(pool)} "
-                                f"windows in {len(np.unique(pool.groups))} groups); give it more data "
-                                f"or change --splits / --test-fraction")
-        splits.append(s)
+    fleet, splits = prepare_data(cfg)
     spec = ModelSpec(fleet.input_shape, fleet.n_classes)
     return Prepared(fleet, spec, splits)
 
@@ -165,6 +143,8 @@ class Run:
         cfg = self.cfg
         self.rep.note("preparing data")
         self.data = prepare(cfg)
+        if self.data.fleet.info.get("skipped"):
+            self.rep.note(self.data.fleet.info["skipped"])
         from .engine import Engine
         from .quantize import Converter
 
