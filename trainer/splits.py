@@ -76,9 +76,11 @@ def repair_parts(part_of: dict[int, str], class_of: dict[int, int]) -> dict[int,
        ``DONOR_ORDER``).
     2. Required splits: each empty split of ``REQUIRED`` (in that order) takes one group from the
        training split with the most groups, provided it keeps at least one (``phase1`` may give its
-       last); the group taken is of the class with the most groups in that donor (ties: lower class
-       id). If no training split can give, ``test`` gives one when it holds two or more, preferring a
-       class with two or more test groups (else that class loses its test coverage).
+       last); the group taken is of a class that keeps another training group, then of the class with
+       the most groups in that donor (ties: lower class id). If no training split can give, ``test``
+       gives one when it holds two or more: of a class with two or more test groups (lowest id), else
+       of the class with the most training groups, which then loses its test coverage (the run's
+       warnings say so).
 
     A moved group is always the highest-numbered candidate. Pure and deterministic; groups stay whole."""
     part = dict(part_of)
@@ -104,11 +106,12 @@ def repair_parts(part_of: dict[int, str], class_of: dict[int, int]) -> dict[int,
         by_cls = {}
         for g in cands:
             by_cls.setdefault(class_of[g], []).append(g)
+        n_train = {c: sum(1 for g, q in part.items() if q != "test" and class_of[g] == c) for c in by_cls}
         if donor == "test":
             multi = [k for k, v in by_cls.items() if len(v) >= 2]
-            k = min(multi) if multi else max(by_cls, key=lambda c: (len(by_cls[c]), -c))
+            k = min(multi) if multi else max(by_cls, key=lambda c: (n_train[c], -c))
         else:
-            k = max(by_cls, key=lambda c: (len(by_cls[c]), -c))
+            k = max(by_cls, key=lambda c: (n_train[c] >= 2, len(by_cls[c]), -c))
         part[by_cls[k][-1]] = need
     return part
 
