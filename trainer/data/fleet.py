@@ -198,26 +198,42 @@ MAX_DRAWS = 50
 
 
 def deal_devices(y: np.ndarray, groups: np.ndarray, n_devices: int, alpha: float, rng: np.random.Generator,
-                 min_windows: int = 2, min_groups: int = 2, max_draws: int = MAX_DRAWS):
+                 min_windows: int = 2, min_groups: int = 2, max_draws: int = MAX_DRAWS, train_splits: int = 4):
     """Deal real-data groups to devices: draw P = label_skew(n_devices, K, alpha, rng) and deal with
-    ``assign_groups(..., min_groups)``; accept the first draw in which every device holds at least
-    ``min_windows`` windows of at least two classes, trying at most ``max_draws`` draws from the same
-    seeded generator. Returns (P, per-device index arrays); raises TooLittleData naming the problem of
-    the last draw."""
+    ``assign_groups(..., min_groups)``. A draw is *usable* when every device holds at least
+    ``min_windows`` windows of at least two classes, and *roomy* when moreover every device holds, for
+    each of its classes, two or more groups, and at least (its class count + ``train_splits``) groups
+    in all: enough for one test group per class plus one group in each training split the pipeline
+    fills (Phase-2 train / validation, Phase-3 tune / validation). The first roomy draw among at most
+    ``max_draws`` draws from the same seeded generator is taken, else the first usable one. Returns
+    (P, per-device index arrays); raises TooLittleData naming the problem of the last draw."""
     k = int(np.max(y)) + 1 if len(y) else 1
     problem = ""
+    usable = None
     for _ in range(max_draws):
         P = label_skew(n_devices, k, alpha, rng)
         idx = assign_groups(y, groups, P, rng, min_groups=min_groups)
         problem = ""
+        roomy = True
         for i, ix in enumerate(idx):
-            ncls = len(np.unique(y[ix]))
-            if len(ix) < min_windows or ncls < 2:
-                problem = (f"device {i} would get {len(ix)} window(s) in {len(np.unique(groups[ix]))} group(s) "
-                           f"of {ncls} class(es) (at least {min_windows} windows of two classes needed)")
+            cls = np.unique(y[ix])
+            ng = len(np.unique(groups[ix]))
+            if len(ix) < min_windows or len(cls) < 2:
+                problem = (f"device {i} would get {len(ix)} window(s) in {ng} group(s) "
+                           f"of {len(cls)} class(es) (at least {min_windows} windows of two classes needed)")
                 break
-        if not problem:
+            per_cls = [len(np.unique(groups[ix][y[ix] == c])) for c in cls]
+            if ng < len(cls) + train_splits or min(per_cls) < 2:
+                roomy = False
+        if problem:
+            continue
+        if roomy:
             return P, idx
+        if usable is None:
+            usable = (P, idx)
+    if usable is not None:
+        return usable
     raise TooLittleData(f"{problem} in every one of {max_draws} label-skew draws (alpha {alpha}, "
                         f"{n_devices} devices, {len(np.unique(groups))} groups)")
+
 
