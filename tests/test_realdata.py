@@ -291,7 +291,7 @@ def test_cache_second_load_is_fast_and_identical(tmp_path, monkeypatch, cwru_tre
     a = load_cwru(cwru_tree, n_devices=3, seed=0)
     first = time.perf_counter() - t0
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert entries and all(n.startswith("cwru-") and n.endswith(".npz") for n in entries)
+    assert entries and all(n.startswith("cwru-") and n.endswith(".bin") for n in entries if n != "stat")
     assert not any(n.startswith(".tmp") for n in entries)
     t0 = time.perf_counter()
     b = load_cwru(cwru_tree, n_devices=3, seed=0)

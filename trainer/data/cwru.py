@@ -49,7 +49,7 @@ from .mechanical import CHANNEL_SCALE, CHANNELS, CLASS_NAMES, LOAD_RPM, SAMPLE_R
 TARGET_RATE_HZ = int(SAMPLE_RATE_HZ)
 MAX_DRAWS = 50
 MIN_DEVICE_RECORDINGS = 2
-CWRU_LOADER_VERSION = 2
+CWRU_LOADER_VERSION = 3
 BLOCKS_PER_RECORDING = 8
 
 
@@ -140,7 +140,9 @@ def pick_de_variable(mat: dict, number: int, fname: str) -> tuple[str, np.ndarra
         raise DataError(f"{fname}: no drive-end variable X{number:03d}_DE_time for this record "
                         f"(drive-end variables found: {found})")
     try:
-        sig = np.asarray(mat[de[num]], dtype=np.float64).ravel()
+        sig = np.asarray(mat[de[num]]).ravel()
+        if sig.dtype not in (np.float32, np.float64):
+            sig = sig.astype(np.float64)
     except (TypeError, ValueError):
         raise DataError(f"{fname}: variable {de[num]} is not numeric") from None
     if sig.size == 0 or not np.all(np.isfinite(sig)):
@@ -161,6 +163,7 @@ def to_target_rate(sig: np.ndarray, rate_hz: int, fname: str) -> np.ndarray:
 
     if rate_hz == TARGET_RATE_HZ:
         return sig
+    sig = np.asarray(sig, dtype=np.float64)
     if rate_hz < TARGET_RATE_HZ or rate_hz % TARGET_RATE_HZ:
         raise DataError(f"{fname}: sample rate {rate_hz} Hz is not an integer multiple of {TARGET_RATE_HZ} Hz")
     q = rate_hz // TARGET_RATE_HZ
@@ -185,7 +188,8 @@ def windows_of(sig: np.ndarray, length: int = WINDOW) -> np.ndarray:
 
 
 def _decode_mat(path: Path) -> dict:
-    """Every drive-end and fan-end channel and RPM of a .mat file, exactly as stored (float64)."""
+    """The variable names, every drive-end channel (as float32, the trainer's precision; non-finite
+    values are kept as float64 so ``pick_de_variable`` can name them) and every RPM of a .mat file."""
     from scipy.io import loadmat
 
     try:
@@ -199,6 +203,8 @@ def _decode_mat(path: Path) -> dict:
                 out[k] = np.asarray(v, dtype=np.float64).ravel()
             except (TypeError, ValueError):
                 out[k] = np.array([np.nan])
+            if _DE.match(k) and np.all(np.isfinite(out[k])):
+                out[k] = out[k].astype(np.float32)      # the precision the trainer keeps (see load_cwru)
     return out
 
 
@@ -273,14 +279,19 @@ def load_cwru(folder, n_devices: int = 4, alpha: float = 0.5, seed: int = 0, pub
         raise DataError(f"labels file {csv_path} does not exist")
     overrides = read_labels_csv(csv_path) if csv_path.is_file() else {}
 
+    import time
+
     recs, skipped, seen = [], [], {}
+    t_decode = 0.0
     for path in files:
         rel = path.relative_to(folder)
         fname = str(rel)
         if _fe_folder(rel):
             skipped.append((fname, "fan-end"))
             continue
+        t0 = time.perf_counter()
         dec = cached(path, "cwru-mat", CWRU_LOADER_VERSION, lambda: _decode_mat(path), enabled=cache)
+        t_decode += time.perf_counter() - t0
         number = record_number(rel, [str(n) for n in dec["names"]])
         if number is None:
             raise DataError(f"{fname}: no drive-end variable X<nnn>_DE_time in the file "
@@ -309,8 +320,11 @@ def load_cwru(folder, n_devices: int = 4, alpha: float = 0.5, seed: int = 0, pub
         var, sig, rpm = pick_de_variable(mat, number, fname)
         rate_hz = int(meta["rate_hz"])
         if rate_hz != TARGET_RATE_HZ:
+            t0 = time.perf_counter()
             sig = cached(path, f"cwru-{var}-{rate_hz}", CWRU_LOADER_VERSION,
-                         lambda: {"x": to_target_rate(sig, rate_hz, fname)}, enabled=cache)["x"]
+                         lambda: {"x": to_target_rate(sig, rate_hz, fname).astype(np.float32)},
+                         enabled=cache)["x"]
+            t_decode += time.perf_counter() - t0
         n_win = len(sig) // WINDOW
         if n_win == 0:
             raise DataError(f"{fname}: {len(sig)} samples at {TARGET_RATE_HZ} Hz is shorter than one "
@@ -322,31 +336,28 @@ def load_cwru(folder, n_devices: int = 4, alpha: float = 0.5, seed: int = 0, pub
         else:
             starts = np.arange(n_win, dtype=np.int64) * WINDOW
             b = np.zeros(n_win, np.int64)
-        w = sig[starts[:, None] + np.arange(WINDOW)[None, :]]
         recs.append({"file": fname, "number": number, "variable": var, "label": meta["label"],
                      "y": CLASS_NAMES.index(meta["label"]), "rate_hz": rate_hz,
                      "rpm": rpm if rpm is not None else meta.get("rpm_nominal"),
                      "rpm_source": "mat" if rpm is not None else ("nominal" if meta.get("rpm_nominal") else None),
                      "fault_size_in": meta.get("fault_size_in"), "or_position": meta.get("or_position"),
-                     "label_source": meta["label_source"], "x": w.astype(np.float32),
+                     "label_source": meta["label_source"], "sig": sig, "starts": starts, "n": len(starts),
                      "groups": number * 1000 + b if group_by == "block" else np.full(len(starts), number),
                      "spans": np.stack([np.full(len(starts), number), starts, starts + WINDOW], axis=1)})
     if not recs:
         raise DataError(f"{folder}: no usable recording; {skipped_line(skipped)}")
 
-    def pool(rs: list[dict], condition: dict, idx=None) -> Pool:
-        if not rs:
-            return Pool(np.zeros((0, WINDOW, 1), np.float32), np.zeros(0), np.zeros(0), condition,
-                        np.zeros((0, 3), np.int64))
-        p = Pool(np.concatenate([r["x"] for r in rs])[:, :, None],
-                 np.concatenate([np.full(len(r["x"]), r["y"]) for r in rs]),
-                 np.concatenate([r["groups"] for r in rs]), condition,
-                 np.concatenate([r["spans"] for r in rs]))
-        return p if idx is None else p.take(idx)
+    def pool(rs: list[dict], condition: dict) -> Pool:
+        """Windows of the records ``rs`` (float32, (n, 1024, 1)) with labels, groups and spans."""
+        x = np.concatenate([np.lib.stride_tricks.sliding_window_view(r["sig"], WINDOW)[r["starts"]]
+                            for r in rs]).astype(np.float32, copy=False)
+        return Pool(x[:, :, None], np.concatenate([np.full(r["n"], r["y"]) for r in rs]),
+                    np.concatenate([r["groups"] for r in rs]), condition,
+                    np.concatenate([r["spans"] for r in rs]))
 
     def summary(r: dict) -> dict:
         return {k: r[k] for k in ("file", "variable", "label", "rate_hz", "rpm", "rpm_source", "fault_size_in",
-                                  "or_position", "label_source")} | {"windows": int(len(r["x"]))}
+                                  "or_position", "label_source")} | {"windows": int(r["n"])}
 
     every = pool(recs, {})
     rng = np.random.default_rng([seed, 424243])
@@ -388,7 +399,8 @@ def load_cwru(folder, n_devices: int = 4, alpha: float = 0.5, seed: int = 0, pub
             "group_by": group_by, "blocks_per_recording": int(blocks_per_recording) if group_by == "block" else None,
             "alpha": float(alpha), "seed": int(seed),
             "class_proportions": np.round(P, 4).tolist(), "window": WINDOW, "target_rate_hz": TARGET_RATE_HZ,
-            "skipped": skipped_line(skipped), "skipped_files": [f for f, _ in skipped]}
+            "skipped": skipped_line(skipped), "skipped_files": [f for f, _ in skipped],
+            "decode_seconds": round(t_decode, 4)}
     return Fleet(name="cwru", class_names=list(CLASS_NAMES), channel_names=list(CHANNELS),
                  sample_rate_hz=SAMPLE_RATE_HZ, channel_scale=CHANNEL_SCALE.copy(), public=public,
                  devices=devices, info=info)
