@@ -309,3 +309,17 @@ def test_cache_second_load_is_fast_and_identical(tmp_path, monkeypatch, cwru_tre
     realdata.write_cwru_tree(e, seconds=2.0, seed=5, extras=False)
     load_cwru(e, n_devices=3, seed=0)
     assert len(list((tmp_path / "cache").iterdir())) > n_before
+
+
+def test_record_number_rules():
+    from pathlib import Path
+
+    from fedtiny.trainer.data.cwru import record_number
+
+    assert record_number(Path("105.mat"), ["X999_DE_time"]) == 105                  # a numeric name wins
+    assert record_number(Path("12k_DE/B007_0.mat"), ["X118_DE_time", "X118_FE_time", "X118RPM"]) == 118
+    assert record_number(Path("Normal/Normal_2.mat"), ["X098_DE_time", "X099_DE_time"]) == 99   # load 2
+    assert record_number(Path("12k_DE/IR028_1.mat"), ["X057_DE_time"]) == 3002
+    assert record_number(Path("x/odd.mat"), ["X105_FE_time"]) is None
+    with pytest.raises(DataError, match="records 105, 106"):
+        record_number(Path("x/odd.mat"), ["X105_DE_time", "X106_DE_time"])

@@ -219,12 +219,18 @@ def _48k_folder(rel: Path) -> bool:
 def record_number(rel: Path, names, table=CWRU_TABLE) -> int | None:
     """Record number of a file: its stem when that is an integer; else the single ``X<n>_DE_time``
     inside; with several, the one whose table load equals the stem's ``_<load>`` suffix. None when
-    the file holds no drive-end variable. DataError when several remain."""
+    the file holds no drive-end variable. DataError when several remain. ``IR028_<load>.mat`` /
+    ``B028_<load>.mat`` holding one of X048-X059 are records 3001-3004 / 3005-3008."""
     if rel.stem.isdigit():
         return int(rel.stem)
     nums = sorted({int(m.group(1)) for k in names if (m := _DE.match(str(k)))})
     if not nums:
         return None
+    m028 = re.match(r"^(IR|B)028_(\d)$", rel.stem, re.IGNORECASE)
+    if m028 and len(nums) == 1 and 48 <= nums[0] <= 59:
+        # the 0.028 in records 3001-3008 carry variables X048-X059; the public copies name them
+        # IR028_<load>.mat / B028_<load>.mat
+        return (3001 if m028.group(1).upper() == "IR" else 3005) + int(m028.group(2))
     if len(nums) == 1:
         return nums[0]
     m = re.search(r"_(\d)$", rel.stem)
