@@ -84,12 +84,14 @@ def print_summary(report: dict, out: Path) -> None:
               help="CWRU split unit: time blocks of a recording, or whole recordings (strict).")
 @click.option("--blocks-per-recording", default=8, show_default=True, type=click.IntRange(1),
               help="CWRU, --group-by block: contiguous blocks per recording.")
+@click.option("--negate-augment/--no-negate-augment", default=True, show_default=True,
+              help="CSV: train also on each training window negated (the same fault incepted half a cycle later).")
 @click.option("--no-cache", is_flag=True, help="Decode real data files again instead of using the cache.")
 @friendly
 def train(dataset, devices, method, personalize, rounds, seed, out, resume, alpha, samples_per_device,
           skip_phase1, floor, server_lr, perf, mu, tour, tours, splits, test_fraction, local_epochs,
           threshold_metric, min_device_samples, public_fraction, window_ms, hop_ms, block_ms, guard_ms,
-          group_by, blocks_per_recording, no_cache):
+          group_by, blocks_per_recording, negate_augment, no_cache):
     """Train a fleet with Fed-Meta-Align or a baseline and write a run directory.
 
     Fed-Meta-Align: Phase 0 pretraining on a public pool, Phase 1 serial tour, Phase 2 rounds
@@ -112,7 +114,7 @@ def train(dataset, devices, method, personalize, rounds, seed, out, resume, alph
                       samples_per_device=400 if samples_per_device is None else samples_per_device,
                       min_device_samples=min_device_samples, public_fraction=public_fraction,
                       window_ms=window_ms, hop_ms=hop_ms, block_ms=block_ms, guard_ms=guard_ms,
-                      group_by=group_by, blocks_per_recording=blocks_per_recording,
+                      group_by=group_by, blocks_per_recording=blocks_per_recording, negate_augment=negate_augment,
                       skip_phase1=skip_phase1, floor=floor, server_lr=server_lr, perf=perf, mu=mu,
                       tour=tour, tours=tours, splits=splits, test_fraction=test_fraction,
                       local_epochs=local_epochs, threshold_metric=threshold_metric)

@@ -323,3 +323,18 @@ def test_record_number_rules():
     assert record_number(Path("x/odd.mat"), ["X105_FE_time"]) is None
     with pytest.raises(DataError, match="records 105, 106"):
         record_number(Path("x/odd.mat"), ["X105_DE_time", "X106_DE_time"])
+
+
+def test_negation_augments_only_csv_training_parts(class_csv, cwru_tree):
+    on = prepare_data(TrainConfig(dataset=str(class_csv), devices=3, seed=0))
+    off = prepare_data(TrainConfig(dataset=str(class_csv), devices=3, seed=0, negate_augment=False))
+    assert len(on[0].public) == 2 * len(off[0].public)
+    for a, b in zip(on[1], off[1]):
+        for name in ("phase1", "phase2_train", "phase3_tune"):
+            pa, pb = getattr(a, name), getattr(b, name)
+            assert len(pa) == 2 * len(pb)
+            np.testing.assert_array_equal(pa.x[len(pb):], -pb.x)
+        for name in ("test", "phase2_val", "phase3_val"):
+            np.testing.assert_array_equal(getattr(a, name).x, getattr(b, name).x)
+    cw = prepare_data(TrainConfig(dataset=str(cwru_tree), devices=3, seed=0))
+    assert "negate_augment" not in cw[0].info

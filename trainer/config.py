@@ -51,6 +51,7 @@ class TrainConfig:
     guard_ms: float = 0.5              # CSV gap between blocks that belongs to no group
     group_by: str = "block"            # CWRU: block | recording
     blocks_per_recording: int = 8      # CWRU, group_by block
+    negate_augment: bool = True        # CSV: training windows also negated (fault incepted half a cycle later)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
