@@ -338,3 +338,21 @@ def test_negation_augments_only_csv_training_parts(class_csv, cwru_tree):
             np.testing.assert_array_equal(getattr(a, name).x, getattr(b, name).x)
     cw = prepare_data(TrainConfig(dataset=str(cwru_tree), devices=3, seed=0))
     assert "negate_augment" not in cw[0].info
+
+
+def test_labels_csv_by_file_name(tmp_path, cwru_tree):
+    from scipy.io import savemat
+
+    from fedtiny.trainer.data import mechanical as M
+
+    d = tmp_path / "tree"
+    shutil.copytree(cwru_tree, d)
+    sig = M.bearing_signal("ball", 1, np.random.default_rng(4), n_samples=24000)[0]
+    (d / "mine").mkdir()
+    savemat(d / "mine" / "rig_a.mat", {"X777_DE_time": sig[:, None]})
+    f = load_cwru(d, n_devices=3, seed=0, cache=False)
+    assert "mine/rig_a.mat" in f.info["skipped"]
+    (d / "labels.csv").write_text("file,label\nmine/rig_a.mat,ball\n")
+    f = load_cwru(d, n_devices=3, seed=0, cache=False)
+    rec = {r["file"]: r for p in _pools(f) for r in p.condition["recordings"]}
+    assert rec["mine/rig_a.mat"]["label"] == "ball" and rec["mine/rig_a.mat"]["label_source"] == "labels.csv"

@@ -95,7 +95,8 @@ _RPM = re.compile(r"^X(\d+)RPM$")
 
 
 def read_labels_csv(path: Path) -> dict[int, dict]:
-    """``file,label[,rate_hz]`` rows -> {record number: {"label", "rate_hz" (or None)}}."""
+    """``file,label[,rate_hz]`` rows -> {record number (for ``<n>.mat`` or ``<n>``) or the lower-case
+    file name / relative path as written (any other name): {"label", "rate_hz" (or None)}}."""
     try:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -107,8 +108,8 @@ def read_labels_csv(path: Path) -> dict[int, dict]:
     for r in rows:
         r = {(k or "").strip().lower(): (v or "").strip() for k, v in r.items()}
         stem = Path(r["file"]).stem if r["file"].lower().endswith(".mat") else r["file"]
-        if not stem.isdigit():
-            raise DataError(f"labels file {path}: file {r['file']!r} is not a CWRU record name like 105.mat")
+        if not r["file"]:
+            raise DataError(f"labels file {path}: a row has an empty file name")
         label = r["label"].lower()
         if label not in CLASS_NAMES:
             raise DataError(f"labels file {path}: file {r['file']} has unknown label {r['label']!r}; "
@@ -119,7 +120,8 @@ def read_labels_csv(path: Path) -> dict[int, dict]:
                 rate = int(round(float(r["rate_hz"])))
             except ValueError:
                 raise DataError(f"labels file {path}: file {r['file']} has a bad rate_hz {r['rate_hz']!r}") from None
-        out[int(stem)] = {"label": label, "rate_hz": rate}
+        key = int(stem) if stem.isdigit() else r["file"].replace("\\", "/").lower()
+        out[key] = {"label": label, "rate_hz": rate}
     return out
 
 
@@ -303,8 +305,8 @@ def load_cwru(folder, n_devices: int = 4, alpha: float = 0.5, seed: int = 0, pub
             raise DataError(f"{fname}: no drive-end variable X<nnn>_DE_time in the file "
                             f"(variables: {', '.join(str(n) for n in dec['names'][:8]) or 'none'})")
         meta = dict(CWRU_TABLE.get(number, {}))
-        if number in overrides:
-            ov = overrides[number]
+        ov = overrides.get(number) or overrides.get(fname.replace("\\", "/").lower()) or overrides.get(rel.name.lower())
+        if ov is not None:
             rate = ov["rate_hz"] or meta.get("rate_hz", TARGET_RATE_HZ)
             meta.update(label=ov["label"], rate_hz=rate, label_source="labels.csv")
         elif meta:
