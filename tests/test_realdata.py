@@ -135,6 +135,12 @@ def test_per_sample_mode_and_its_model(class_csv):
     assert all(k == 1 for _, k, _ in spec.conv_plan())
     model = build_model(spec, 0)
     assert model.predict(np.zeros((2, 1, 6), np.float32), verbose=0).shape == (2, 6)
+    from fedtiny.codegen.tflite_model import read_model
+    from fedtiny.trainer.quantize import Converter
+
+    with Converter() as conv:                 # full-integer INT8 with the TFLM-friendly op set
+        tfl = conv.convert(spec, model.get_weights(), (p.x[:50] / f.channel_scale).clip(-1, 1))
+    assert set(read_model(tfl).ops) <= {"EXPAND_DIMS", "CONV_2D", "RESHAPE", "MEAN", "FULLY_CONNECTED", "SOFTMAX"}
 
 
 def test_bad_csv_geometry_is_refused(class_csv):
