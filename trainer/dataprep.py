@@ -2,7 +2,8 @@
 every device; and, when the data is too small for the options, find the option values that work.
 
 ``suggest`` tries single-option changes through the same loader and splitter (no training) and
-returns only those under which preparation succeeds: fewer ``--devices`` (the largest that works), a
+returns only those under which preparation succeeds: fewer ``--devices`` (the largest that works of
+n - 1, n - 2, n - 3, 3n/4, n/2, n/3, n/4, n/6, n/8, 4, 3, 2, 1), a
 larger ``--alpha``, a smaller ``--min-device-samples``, and for real data smaller ``--block-ms`` /
 ``--public-fraction`` (CSV) or more ``--blocks-per-recording`` / ``--group-by block`` (CWRU); for
 the built-in fleets a larger ``--samples-per-device``. Decoded files are cached, so each try costs
@@ -123,7 +124,9 @@ def suggest(cfg: TrainConfig) -> list[str]:
                 return
 
     if cfg.devices > 1:
-        first("devices", "devices", list(range(cfg.devices - 1, 0, -1))[:12])
+        n = cfg.devices
+        cand = [n - 1, n - 2, n - 3, n * 3 // 4, n // 2, n // 3, n // 4, n // 6, n // 8, 4, 3, 2, 1]
+        first("devices", "devices", sorted({c for c in cand if 0 < c < n}, reverse=True))
     first("alpha", "alpha", [a for a in (1.0, 2.0, 5.0, 10.0, 100.0) if a > cfg.alpha])
     first("min-device-samples", "min_device_samples",
           [m for m in (10, 5, 2) if m < cfg.min_device_samples])
