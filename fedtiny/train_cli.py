@@ -1,6 +1,8 @@
 """``fedtiny train``."""
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +19,23 @@ def _splits(ctx, param, value):
     if len(parts) != 3:
         raise click.BadParameter("give three comma-separated fractions, e.g. 0.2,0.5,0.3")
     return parts
+
+
+@contextlib.contextmanager
+def no_cache_env(off: bool):
+    """``--no-cache``: set FEDTINY_NO_CACHE for the duration of the command (not part of the config:
+    it cannot change any number), and restore the environment afterwards."""
+    old = os.environ.get("FEDTINY_NO_CACHE")
+    if off:
+        os.environ["FEDTINY_NO_CACHE"] = "1"
+    try:
+        yield
+    finally:
+        if off:
+            if old is None:
+                os.environ.pop("FEDTINY_NO_CACHE", None)
+            else:
+                os.environ["FEDTINY_NO_CACHE"] = old
 
 
 def print_summary(report: dict, out: Path) -> None:
@@ -106,9 +125,6 @@ def train(dataset, devices, method, personalize, rounds, seed, out, resume, alph
     if samples_per_device is not None and not builtin:
         raise UserError("--samples-per-device applies to the built-in generators only: real data keeps every "
                         "window its file gives (set the CSV windows with --window-ms / --hop-ms)")
-    if no_cache:
-        import os
-        os.environ["FEDTINY_NO_CACHE"] = "1"
     cfg = TrainConfig(dataset=dataset, devices=devices, method=method, personalize=personalize,
                       rounds=rounds, seed=seed, alpha=alpha,
                       samples_per_device=400 if samples_per_device is None else samples_per_device,
@@ -123,6 +139,7 @@ def train(dataset, devices, method, personalize, rounds, seed, out, resume, alph
         out = Path("runs") / f"{name}-{method}-s{seed}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file")
-    report = run_train(cfg, out, resume=resume, reporter=RichReporter())
+    with no_cache_env(no_cache):
+        report = run_train(cfg, out, resume=resume, reporter=RichReporter())
     print_summary(report, out)
     click.echo(f"run directory: {out}")

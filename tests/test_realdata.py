@@ -362,3 +362,20 @@ def test_labels_csv_by_file_name(tmp_path, cwru_tree):
     f = load_cwru(d, n_devices=3, seed=0, cache=False)
     rec = {r["file"]: r for p in _pools(f) for r in p.condition["recordings"]}
     assert rec["mine/rig_a.mat"]["label"] == "ball" and rec["mine/rig_a.mat"]["label_source"] == "labels.csv"
+
+
+def test_no_cache_option_writes_no_cache(tmp_path, monkeypatch, cwru_tree):
+    import os
+
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+
+    monkeypatch.setenv("FEDTINY_CACHE", str(tmp_path / "c"))
+    args = ["train", "--dataset", str(cwru_tree), "--devices", "200"]
+    res = CliRunner().invoke(main, args + ["--no-cache", "--out", str(tmp_path / "r1")])
+    assert res.exit_code == 2 and "error:" in res.output          # too many devices: fails after loading
+    assert not (tmp_path / "c").exists() and "FEDTINY_NO_CACHE" not in os.environ
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r2")])
+    assert "it runs with --devices" in res.output
+    assert res.exit_code == 2 and any(p.suffix == ".bin" for p in (tmp_path / "c").iterdir())
