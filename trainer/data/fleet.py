@@ -7,7 +7,10 @@ A *fleet* is what the trainer consumes: a public pool for Phase 0 plus one pool 
 Label skew: every device i draws class proportions p_i ~ Dirichlet(alpha * 1_K); ``label_skew``
 returns the N x K matrix P. Built-in generators synthesise ``class_counts(n, P[i])`` windows for
 device i under its own operating condition; real-data loaders hand a pooled set of groups to
-``assign_groups``, which deals every class's groups to devices in proportion to P[:, k].
+``assign_groups``, which deals every class's groups to devices in proportion to P[:, k]
+(``deal_devices`` does so with at least two groups per device and class, ``concentrate``, and
+retries draws until every device can be trained and tested; ``public_groups`` first holds out the
+Phase-0 pool).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ class DataError(ValueError):
 
 class TooLittleData(DataError):
     """The data cannot be spread over the devices and splits as asked (the message may be extended
-    with the option values that would work: ``trainer.suggest``)."""
+    with the option values that would work: ``trainer.dataprep.suggest``)."""
 
 
 @dataclass
