@@ -8,7 +8,7 @@ import click
 
 from fedtiny.errors import fail, friendly
 from fedtiny.options import (VARIANT_FIELDS, config_fields, config_options, dataset_option, devices_option,
-                             rounds_option)
+                             no_cache_env, rounds_option)
 
 
 def _seeds(ctx, param, value):
@@ -75,7 +75,7 @@ def _flag(name: str, value) -> str:
 @click.command()
 @_common
 @friendly
-def compare(seeds, out, **options):
+def compare(seeds, out, no_cache, **options):
     """Fed-Meta-Align vs FedAvg / FedProx (personalized and not) vs local-only and centralized
     references, on identical splits.
 
@@ -83,19 +83,21 @@ def compare(seeds, out, **options):
     OUT/table.md, OUT/results.json (every number with its run directory) and PNG plots. A run that
     fails is listed with its error and the others still run (exit 1 when any failed).
     """
-    _run("compare", seeds, out, options)
+    with no_cache_env(no_cache):
+        _run("compare", seeds, out, options)
 
 
 @click.command()
 @_common
 @friendly
-def ablate(seeds, out, **options):
+def ablate(seeds, out, no_cache, **options):
     """Fed-Meta-Align ablations: without Phase 1, floor c in {0, 0.1, 0.3, 0.5}, split fractions.
 
     Takes every data and method option of ``fedtiny train``; a variant overrides only what it
     ablates. A run that fails is listed with its error and the others still run (exit 1).
     """
-    _run("ablate", seeds, out, options)
+    with no_cache_env(no_cache):
+        _run("ablate", seeds, out, options)
 
 
 @click.command()

@@ -6,6 +6,9 @@ out of a command's keyword arguments. Ranges are checked by click before anythin
 """
 from __future__ import annotations
 
+import contextlib
+import os
+
 import click
 
 MAX_DEVICES = 1000
@@ -52,11 +55,36 @@ _CONFIG_OPTIONS = {
         "--alpha", default=0.5, show_default=True, type=click.FloatRange(0, min_open=True),
         help="Dirichlet label-skew concentration (small: each device sees few classes)."),
     "samples_per_device": lambda: click.option(
-        "--samples-per-device", default=400, show_default=True, type=click.IntRange(20),
-        help="Windows per device (built-in data)."),
+        "--samples-per-device", default=None, type=click.IntRange(20),
+        help="Windows per device, built-in data only [default: 400]; refused on real data."),
     "min_device_samples": lambda: click.option(
         "--min-device-samples", default=20, show_default=True, type=click.IntRange(1),
         help="Refuse a device with fewer windows than this."),
+    "public_fraction": lambda: click.option(
+        "--public-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+        help="Real data: share of each class's groups held out as the Phase-0 public pool."),
+    "window_ms": lambda: click.option(
+        "--window-ms", default=10.0, show_default=True, type=click.FloatRange(0),
+        help="CSV: window length (multiple of 0.5 ms); 0 = per-sample input (each row a 6-value vector)."),
+    "hop_ms": lambda: click.option(
+        "--hop-ms", default=None, type=click.FloatRange(0, min_open=True),
+        help="CSV: hop between windows [default: one 2 kHz sample, 0.5 ms; per-sample: one row]."),
+    "block_ms": lambda: click.option(
+        "--block-ms", default=12.5, show_default=True, type=click.FloatRange(0, min_open=True),
+        help="CSV: contiguous time block (the split unit) of each label run."),
+    "guard_ms": lambda: click.option(
+        "--guard-ms", default=0.5, show_default=True, type=click.FloatRange(0),
+        help="CSV: gap between blocks that belongs to no block."),
+    "group_by": lambda: click.option(
+        "--group-by", default="block", show_default=True, type=click.Choice(["block", "recording"]),
+        help="CWRU split unit: time blocks of a recording, or whole recordings (strict)."),
+    "blocks_per_recording": lambda: click.option(
+        "--blocks-per-recording", default=8, show_default=True, type=click.IntRange(1),
+        help="CWRU, --group-by block: contiguous blocks per recording."),
+    "negate_augment": lambda: click.option(
+        "--negate-augment/--no-negate-augment", default=True, show_default=True,
+        help="CSV: train also on each training window negated (the same fault incepted half a cycle "
+             "later)."),
     "skip_phase1": lambda: click.option(
         "--skip-phase1", is_flag=True, help="Ablation: no Phase-1 tour (Fed-Meta-Align)."),
     "floor": lambda: click.option(
@@ -94,8 +122,11 @@ VARIANT_FIELDS = ("method", "personalize")
 
 
 def config_options(exclude: tuple[str, ...] = ()):
-    """Decorator adding every TrainConfig option (minus ``exclude``) to a click command."""
+    """Decorator adding every TrainConfig option (minus ``exclude``) and ``--no-cache`` to a click
+    command."""
     def deco(fn):
+        fn = click.option("--no-cache", is_flag=True,
+                          help="Decode real data files again instead of using the cache.")(fn)
         for name in reversed(list(_CONFIG_OPTIONS)):
             if name not in exclude:
                 fn = _CONFIG_OPTIONS[name]()(fn)
@@ -104,8 +135,32 @@ def config_options(exclude: tuple[str, ...] = ()):
 
 
 def config_fields(kwargs: dict) -> dict:
-    """The TrainConfig fields among a command's keyword arguments."""
+    """The TrainConfig fields among a command's keyword arguments (an option left at None keeps the
+    field's default). ``--samples-per-device`` on real data is refused, never ignored."""
+    from fedtiny.errors import UserError
     from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.data import BUILTIN
 
     names = set(TrainConfig.__dataclass_fields__)
-    return {k: v for k, v in kwargs.items() if k in names}
+    out = {k: v for k, v in kwargs.items() if k in names and not (k == "samples_per_device" and v is None)}
+    if "samples_per_device" in out and out.get("dataset", "electrical") not in BUILTIN:
+        raise UserError("--samples-per-device applies to the built-in generators only: real data keeps every "
+                        "window its file gives (set the CSV windows with --window-ms / --hop-ms)")
+    return out
+
+
+@contextlib.contextmanager
+def no_cache_env(off: bool):
+    """``--no-cache``: set FEDTINY_NO_CACHE for the duration of the command (not part of the config:
+    it cannot change any number), and restore the environment afterwards."""
+    old = os.environ.get("FEDTINY_NO_CACHE")
+    if off:
+        os.environ["FEDTINY_NO_CACHE"] = "1"
+    try:
+        yield
+    finally:
+        if off:
+            if old is None:
+                os.environ.pop("FEDTINY_NO_CACHE", None)
+            else:
+                os.environ["FEDTINY_NO_CACHE"] = old

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from fedtiny.errors import UserError, friendly
-from fedtiny.options import config_fields, config_options, dataset_option, devices_option, rounds_option
+from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, no_cache_env,
+                             rounds_option)
 
 
 def print_summary(report: dict, out: Path) -> None:
@@ -39,7 +40,7 @@ def print_summary(report: dict, out: Path) -> None:
 @click.option("--resume", is_flag=True, help="Continue a run that was interrupted (same options).")
 @config_options()
 @friendly
-def train(out, resume, **options):
+def train(out, resume, no_cache, **options):
     """Train a fleet with Fed-Meta-Align or a baseline and write a run directory.
 
     Fed-Meta-Align: Phase 0 pretraining on a public pool, Phase 1 serial tour, Phase 2 rounds
@@ -56,6 +57,7 @@ def train(out, resume, **options):
         out = Path("runs") / f"{name}-{cfg.method}-s{cfg.seed}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file")
-    report = run_train(cfg, out, resume=resume, reporter=RichReporter())
+    with no_cache_env(no_cache):
+        report = run_train(cfg, out, resume=resume, reporter=RichReporter())
     print_summary(report, out)
     click.echo(f"run directory: {out}")

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# decoded real-data files are cached per test session, never in the user's ~/.cache
+os.environ.setdefault("FEDTINY_CACHE", tempfile.mkdtemp(prefix="fedtiny-test-cache-"))
 
 SMALL = dict(devices=3, samples_per_device=160, public_samples=300, rounds=2, phase0_epochs=5,
              phase3_epochs=5, reference_epochs=5)

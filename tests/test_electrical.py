@@ -107,14 +107,22 @@ def test_csv_windows_never_straddle_a_label_change(tmp_path):
     assert np.allclose(xw[2], x[1000:1400].reshape(40, 10, 6).mean(axis=1))
 
 
-def test_csv_fleet_deals_whole_windows_to_devices(tmp_path):
+def test_csv_fleet_deals_whole_blocks_to_devices(tmp_path):
     rng = np.random.default_rng(1)
     codes = ["0000", "1001", "0110", "1011", "0111", "1111"]
     f = _write_class_csv(tmp_path / "c.csv", [(c, 400 * 12) for c in codes], rng)
-    fleet = E.load_csv(f, n_devices=2, alpha=5.0, seed=0)
-    assert fleet.input_shape == (40, 6) and len(fleet.devices) == 2
-    all_groups = np.concatenate([fleet.public.groups, *[d.groups for d in fleet.devices]])
-    assert len(all_groups) == len(np.unique(all_groups)) == 72      # each window dealt exactly once
+    fleet = E.load_csv(f, n_devices=2, alpha=5.0, seed=0, cache=False)
+    # default: 10 ms windows (200 rows -> 20 samples at 2 kHz) every 0.5 ms inside 12.5 ms blocks
+    assert fleet.input_shape == (20, 6) and len(fleet.devices) == 2 and fleet.sample_rate_hz == 2000.0
+    pools = [fleet.public, *fleet.devices]
+    # 4800 rows per run, blocks of 250 rows every 260 -> 18 whole blocks + a 120-row tail (dropped,
+    # shorter than a window); 6 windows per block
+    assert sum(len(p) for p in pools) == 6 * 18 * 6
+    owner = {}
+    for i, p in enumerate(pools):
+        for g in np.unique(p.groups):
+            assert owner.setdefault(int(g), i) == i                  # each block dealt exactly once
+    assert len(owner) == 6 * 18
     assert sorted(np.unique(fleet.public.y)) == list(range(6))     # the public pool has every class
-    with pytest.raises(DataError, match="too short"):
-        E.load_csv(f, n_devices=40, alpha=0.5, seed=0)
+    with pytest.raises(DataError, match="device"):
+        E.load_csv(f, n_devices=40, alpha=0.5, seed=0, cache=False)

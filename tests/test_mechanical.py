@@ -257,7 +257,7 @@ def _all_pools(f):
 
 
 def test_cwru_loads_labels_groups_and_variables(cwru_dir):
-    f = load_cwru(cwru_dir, n_devices=2, alpha=1.0, seed=0)
+    f = load_cwru(cwru_dir, n_devices=2, alpha=1.0, seed=0, group_by="recording", cache=False)
     assert f.class_names == m.CLASS_NAMES and f.input_shape == (1024, 1) and f.sample_rate_hz == 12000.0
     pools = _all_pools(f)
     seen = np.concatenate([p.groups for p in pools])
@@ -288,13 +288,13 @@ def test_cwru_loads_labels_groups_and_variables(cwru_dir):
     for d in f.devices:
         assert d.condition["rpm"] is not None and set(d.condition["rpm_values"]) <= set(map(float, RPM.values()))
     json.dumps([p.condition for p in pools] + [f.info])
-    g = load_cwru(cwru_dir, n_devices=2, alpha=1.0, seed=0)
+    g = load_cwru(cwru_dir, n_devices=2, alpha=1.0, seed=0, group_by="recording", cache=False)
     for a, b in zip(pools, _all_pools(g)):
         np.testing.assert_array_equal(a.groups, b.groups)
 
 
 def test_cwru_48k_records_are_decimated_with_anti_alias(cwru_dir):
-    f = load_cwru(cwru_dir, n_devices=2, alpha=1.0, seed=0)
+    f = load_cwru(cwru_dir, n_devices=2, alpha=1.0, seed=0, group_by="recording", cache=False)
     x = np.concatenate([p.x[p.y == 0, :, 0] for p in _all_pools(f)])
     assert len(x) == 4 * 6
     spec = np.abs(np.fft.rfft(x, axis=1)).mean(axis=0)
@@ -331,15 +331,16 @@ def test_cwru_unknown_label_and_labels_csv(tmp_path):
     rng = np.random.default_rng(3)
     sig = m.bearing_signal("ball", 1, rng, n_samples=N12, fault_rms=0.3)[0]
     savemat(tmp_path / "555.mat", {"X555_DE_time": sig[:, None]})
-    with pytest.raises(DataError, match=r"555\.mat.*no known label"):
-        load_cwru(tmp_path, n_devices=2, alpha=1.0)
+    f = load_cwru(tmp_path, n_devices=2, alpha=1.0, cache=False)      # unknown number: skipped, said why
+    assert "555.mat" in f.info["skipped"] and "labels.csv" in f.info["skipped"]
+    assert 555 not in {int(v) for p in _all_pools(f) for v in p.spans[:, 0]}
     (tmp_path / "labels.csv").write_text("file,label\n555.mat,ball\n")
-    f = load_cwru(tmp_path, n_devices=2, alpha=1.0)
+    f = load_cwru(tmp_path, n_devices=2, alpha=1.0, group_by="recording")
     ys = {int(g): int(y) for p in _all_pools(f) for g, y in zip(p.groups, p.y)}
     assert ys[555] == 3
     # labels.csv also overrides the table, and a bad label is refused naming the file
     (tmp_path / "labels.csv").write_text("file,label\n555.mat,ball\n105.mat,outer_race\n")
-    f = load_cwru(tmp_path, n_devices=2, alpha=1.0)
+    f = load_cwru(tmp_path, n_devices=2, alpha=1.0, group_by="recording")
     ys = {int(g): int(y) for p in _all_pools(f) for g, y in zip(p.groups, p.y)}
     assert ys[105] == 2
     (tmp_path / "labels.csv").write_text("file,label\n555.mat,cracked_cage\n")
@@ -348,13 +349,13 @@ def test_cwru_unknown_label_and_labels_csv(tmp_path):
 
 
 def test_cwru_too_few_recordings_for_devices(cwru_dir):
-    with pytest.raises(DataError, match=r"too few recordings.*5 devices"):
-        load_cwru(cwru_dir, n_devices=5, alpha=1.0)
+    with pytest.raises(DataError, match=r"13 recordings.*for 5 devices"):
+        load_cwru(cwru_dir, n_devices=5, alpha=1.0, group_by="recording", cache=False)
 
 
 def test_cwru_device_left_with_a_single_class(tmp_path):
     # 4 normal + 2 inner race: after one public recording of each, the devices share 3 normal + 1
     # inner-race recording, so one of two devices always ends up with a single class
     _subset(tmp_path, (97, 98, 99, 100, 105, 106))
-    with pytest.raises(DataError, match=r"device \d would get .*too few recordings.*2 devices"):
-        load_cwru(tmp_path, n_devices=2, alpha=1.0)
+    with pytest.raises(DataError, match=r"device \d would get .*1 class.*2 devices"):
+        load_cwru(tmp_path, n_devices=2, alpha=1.0, group_by="recording", cache=False)

@@ -43,6 +43,15 @@ class TrainConfig:
     default_threshold: float = 0.5     # used when Phase 3 does not run
     min_device_samples: int = 20
     rep_samples: int = 100             # representative windows for INT8 calibration
+    # real data only (a .csv file or a CWRU folder; README "Your own data / the public datasets")
+    public_fraction: float = 0.2       # share of each class's groups held out as the Phase-0 pool
+    window_ms: float = 10.0            # CSV window: half a 50 Hz cycle; 0 = per-sample (one row)
+    hop_ms: float | None = None        # CSV hop; None = one 2 kHz model sample (0.5 ms), per-sample: one row
+    block_ms: float = 12.5             # CSV time block (the group): 1.25 windows
+    guard_ms: float = 0.5              # CSV gap between blocks that belongs to no group
+    group_by: str = "block"            # CWRU: block | recording
+    blocks_per_recording: int = 8      # CWRU, group_by block
+    negate_augment: bool = True        # CSV: training windows also negated (fault incepted half a cycle later)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
@@ -78,6 +87,20 @@ class TrainConfig:
             bad("batch_size and rep_samples must be at least 1")
         if not (0 < self.phase2_val_fraction < 1 and 0 < self.phase3_val_fraction < 1):
             bad("phase2_val_fraction and phase3_val_fraction must lie between 0 and 1")
+        if self.min_device_samples < 1:
+            bad(f"--min-device-samples must be at least 1, got {self.min_device_samples}")
+        if not 0 <= self.public_fraction < 1:
+            bad(f"--public-fraction must lie in [0, 1), got {self.public_fraction}")
+        if self.group_by not in ("block", "recording"):
+            bad(f"unknown --group-by {self.group_by!r}; choose block or recording")
+        if self.blocks_per_recording < 1:
+            bad(f"--blocks-per-recording must be at least 1, got {self.blocks_per_recording}")
+        if not (self.window_ms >= 0 and self.block_ms > 0 and self.guard_ms >= 0
+                and (self.hop_ms is None or self.hop_ms > 0)):
+            bad("--window-ms and --guard-ms must be >= 0, --block-ms and --hop-ms > 0")
+        if self.dataset not in ("electrical", "mechanical") and self.samples_per_device != 400:
+            bad("--samples-per-device applies to the built-in generators only: real data keeps every "
+                "window its file gives (set the CSV windows with --window-ms / --hop-ms)")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -32,12 +32,25 @@ class ModelSpec:
     head_units: int = 16
 
     def conv_plan(self) -> list[tuple[int, int, int]]:
-        """(filters, kernel, stride) per conv layer: long vibration windows get wide, strided kernels."""
+        """(filters, kernel, stride) per conv layer: long vibration windows get wide, strided kernels;
+        short windows (T < 256) the plan (5, 1), (5, 2), (3, 2). Each layer is then fitted to the length
+        L it receives ('valid' padding, output (L - k) // s + 1): kernel k' = min(k, L) and stride 1
+        once k' = L, so any T >= 1 works. The 40- and 1024-sample windows keep their plans unchanged;
+        a (1, 6) per-sample input gets kernel 1 everywhere (a pointwise CONV_2D, still the same TFLM
+        op set)."""
         t = self.input_shape[0]
         f1, f2, f3 = self.filters
         if t >= 256:
-            return [(f1, 16, 4), (f2, 8, 4), (f3, 5, 2)]
-        return [(f1, 5, 1), (f2, 5, 2), (f3, 3, 2)]
+            plan = [(f1, 16, 4), (f2, 8, 4), (f3, 5, 2)]
+        else:
+            plan = [(f1, 5, 1), (f2, 5, 2), (f3, 3, 2)]
+        out, length = [], t
+        for f, k, s in plan:
+            k = min(k, length)
+            s = 1 if k == length else s
+            out.append((f, k, s))
+            length = (length - k) // s + 1
+        return out
 
     def to_dict(self) -> dict:
         d = asdict(self)

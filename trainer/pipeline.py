@@ -21,12 +21,11 @@ import numpy as np
 
 from . import aggregation as agg
 from .config import FEDERATED, TrainConfig
-from .data import load_fleet
-from .data.fleet import DataError, Fleet, Pool
+from .data.fleet import DataError, Fleet
 from .model import ModelSpec
 from .rundir import (Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir,
                      load_weights, save_weights)
-from .splits import DeviceSplits, check_device, split_device
+from .splits import DeviceSplits
 from .threshold import decide, dequantize, tune_threshold
 
 PHASE_KEYS = {"phase0": 0, "phase1": 1, "phase2": 2, "phase3": 3, "local": 4, "central": 5}
@@ -64,38 +63,16 @@ class Prepared:
 
 def prepare(cfg: TrainConfig, reporter: Reporter | None = None) -> Prepared:
     """Load or generate the fleet, scale inputs to model units x_m = clip(x / channel_scale, -1, 1),
-    validate and split every device."""
+    validate and split every device (``dataprep.prepare_data``: a too-little-data error names the
+    option values that would work). Notes what the loader skipped."""
+    from .dataprep import prepare_data
+
     rep = reporter or Reporter()
     rep.note(f"preparing data: {cfg.dataset}, {cfg.devices} device(s)")
-    fleet = load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed,
-                       samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples)
-    scale = np.asarray(fleet.channel_scale, dtype=np.float32)
-
-    def to_model(p: Pool) -> Pool:
-        # the front end's full scale: values beyond +-1 saturate, as an ADC does
-        return Pool(np.clip(p.x / scale, -1.0, 1.0), p.y, p.groups, p.condition)
-
-    fleet.public = to_model(fleet.public)
-    fleet.devices = [to_model(p) for p in fleet.devices]
-    splits = []
-    rep.start("Splitting device data", len(fleet.devices))
-    for i, pool in enumerate(fleet.devices):
-        check_device(pool, i, cfg.min_device_samples)
-        s = split_device(pool, cfg.test_fraction, cfg.splits, cfg.phase2_val_fraction,
-                         cfg.phase3_val_fraction, cfg.seed, i)
-        needed = ["test"]
-        if cfg.method in FEDERATED:
-            needed += ["phase2_train", "phase2_val"]      # p_k and the per-round accuracy
-            if cfg.personalize:
-                needed += ["phase3_tune", "phase3_val"]   # head fine-tuning and the threshold
-        for name in needed:
-            if len(getattr(s, name)) == 0:
-                raise DataError(f"device {i} has no windows left for its {name} split ({len(pool)} "
-                                f"windows in {len(np.unique(pool.groups))} groups); give it more data "
-                                f"or change --splits / --test-fraction")
-        splits.append(s)
-        rep.advance()
+    fleet, splits = prepare_data(cfg, on_device=rep.advance, on_start=rep.start)
     rep.finish()
+    if fleet.info.get("skipped"):
+        rep.note(fleet.info["skipped"])
     spec = ModelSpec(fleet.input_shape, fleet.n_classes)
     return Prepared(fleet, spec, splits)
 

@@ -5,6 +5,12 @@ Order of cuts for every device: a held-out *test* split first (default 20 %), th
 validation gives p_k), Phase 3's into fine-tune and threshold-validation. Cuts are stratified by
 class and never split a group (a recording or time block); the share of each class is cut at the
 cumulative fractions round(cumsum(f) * n_groups_of_class).
+
+That rounding alone fails small real-data devices (a class with two time blocks puts none in the
+test split; a device with few blocks gets an empty validation split), so ``repair_parts`` then
+moves whole groups by a fixed rule (see there). On the built-in fleets (every class of a device has
+at least four windows, each its own group) the rule never moves anything: their splits are exactly
+those of the plain rounding.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data.fleet import DataError, Pool
+from .data.fleet import DataError, Pool, TooLittleData
 
 
 def split_groups(y: np.ndarray, groups: np.ndarray, fractions, rng: np.random.Generator) -> list[np.ndarray]:
@@ -54,23 +60,88 @@ class DeviceSplits:
                     np.concatenate([p.groups for p in parts]))
 
 
+PARTS = ("test", "phase1", "phase2_train", "phase2_val", "phase3_tune", "phase3_val")
+REQUIRED = ("phase2_train", "phase2_val", "phase3_tune", "phase3_val")
+# donor preference among the training parts on ties: Phase 1 may be empty, so it gives first
+DONOR_ORDER = ("phase1", "phase2_train", "phase3_tune", "phase2_val", "phase3_val")
+
+
+def repair_parts(part_of: dict[int, str], class_of: dict[int, int]) -> dict[int, str]:
+    """Move whole groups between splits so that small devices stay trainable and testable.
+
+    ``part_of`` maps each group to its split (one of ``PARTS``), ``class_of`` to its class. Rule:
+
+    1. Test coverage: for every class with >= 2 groups of which none is in ``test``, one group moves
+       to ``test`` from the training split holding the most groups of that class (ties:
+       ``DONOR_ORDER``).
+    2. Required splits: each empty split of ``REQUIRED`` (in that order) takes one group from the
+       training split with the most groups, provided it keeps at least one (``phase1`` may give its
+       last); the group taken is of a class that keeps another training group, then of the class with
+       the most groups in that donor (ties: lower class id). If no training split can give, ``test``
+       gives one when it holds two or more: of a class with two or more test groups (lowest id), else
+       of the class with the most training groups, which then loses its test coverage (the run's
+       warnings say so).
+
+    A moved group is always the highest-numbered candidate. Pure and deterministic; groups stay whole."""
+    part = dict(part_of)
+
+    def groups_in(p, k=None):
+        return sorted(g for g, q in part.items() if q == p and (k is None or class_of[g] == k))
+
+    for k in sorted(set(class_of.values())):
+        if len([g for g in part if class_of[g] == k]) >= 2 and not groups_in("test", k):
+            donor = max(DONOR_ORDER, key=lambda p: (len(groups_in(p, k)), -DONOR_ORDER.index(p)))
+            part[groups_in(donor, k)[-1]] = "test"
+    for need in REQUIRED:
+        if groups_in(need):
+            continue
+        ok = [p for p in DONOR_ORDER if p != need and (len(groups_in(p)) >= 2 or (p == "phase1" and groups_in(p)))]
+        if ok:
+            donor = max(ok, key=lambda p: (len(groups_in(p)), -DONOR_ORDER.index(p)))
+        elif len(groups_in("test")) >= 2:
+            donor = "test"
+        else:
+            continue
+        cands = groups_in(donor)
+        by_cls = {}
+        for g in cands:
+            by_cls.setdefault(class_of[g], []).append(g)
+        n_train = {c: sum(1 for g, q in part.items() if q != "test" and class_of[g] == c) for c in by_cls}
+        if donor == "test":
+            multi = [k for k, v in by_cls.items() if len(v) >= 2]
+            k = min(multi) if multi else max(by_cls, key=lambda c: (n_train[c], -c))
+        else:
+            k = max(by_cls, key=lambda c: (n_train[c] >= 2, len(by_cls[c]), -c))
+        part[by_cls[k][-1]] = need
+    return part
+
+
 def split_device(pool: Pool, test_fraction: float, phase_fractions, phase2_val_fraction: float,
                  phase3_val_fraction: float, seed: int, device: int) -> DeviceSplits:
-    """Split one device's pool as the module doc says; deterministic in (seed, device)."""
+    """Split one device's pool as the module doc says (plain rounding, then ``repair_parts``);
+    deterministic in (seed, device)."""
     rng = np.random.default_rng([seed, 104729, device])
     test_idx, rest_idx = split_groups(pool.y, pool.groups, [test_fraction, 1 - test_fraction], rng)
-    rest = pool.take(rest_idx)
-    p1, p2, p3 = (rest.take(i) for i in split_groups(rest.y, rest.groups, phase_fractions, rng))
-    p2t, p2v = (p2.take(i) for i in split_groups(p2.y, p2.groups, [1 - phase2_val_fraction, phase2_val_fraction], rng))
-    p3t, p3v = (p3.take(i) for i in split_groups(p3.y, p3.groups, [1 - phase3_val_fraction, phase3_val_fraction], rng))
-    return DeviceSplits(pool.take(test_idx), p1, p2t, p2v, p3t, p3v)
+    p1, p2, p3 = (rest_idx[i] for i in split_groups(pool.y[rest_idx], pool.groups[rest_idx], phase_fractions, rng))
+    p2t, p2v = (p2[i] for i in split_groups(pool.y[p2], pool.groups[p2], [1 - phase2_val_fraction, phase2_val_fraction], rng))
+    p3t, p3v = (p3[i] for i in split_groups(pool.y[p3], pool.groups[p3], [1 - phase3_val_fraction, phase3_val_fraction], rng))
+    parts = dict(zip(PARTS, (test_idx, p1, p2t, p2v, p3t, p3v)))
+    uniq, first = np.unique(pool.groups, return_index=True)
+    class_of = {int(g): int(pool.y[i]) for g, i in zip(uniq, first)}
+    part_of = {int(g): name for name, idx in parts.items() for g in np.unique(pool.groups[idx])}
+    fixed = repair_parts(part_of, class_of)
+    if fixed != part_of:
+        owner = np.array([PARTS.index(fixed[int(g)]) for g in pool.groups])
+        parts = {name: np.flatnonzero(owner == j) for j, name in enumerate(PARTS)}
+    return DeviceSplits(*(pool.take(np.sort(parts[name])) for name in PARTS))
 
 
 def check_device(pool: Pool, device: int, min_samples: int) -> None:
     """Refuse a device the pipeline cannot serve: too few windows, or a single class."""
     if len(pool) < min_samples:
-        raise DataError(f"device {device} has {len(pool)} samples; at least {min_samples} are needed")
+        raise TooLittleData(f"device {device} has {len(pool)} samples; at least {min_samples} are needed "
+                            "(--min-device-samples)")
     classes = np.unique(pool.y)
     if len(classes) < 2:
-        raise DataError(f"device {device} holds a single class ({int(classes[0]) if len(classes) else 'none'}); "
+        raise TooLittleData(f"device {device} holds a single class ({int(classes[0]) if len(classes) else 'none'}); "
                         "at least two classes are needed to train and tune a threshold")

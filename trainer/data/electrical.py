@@ -493,18 +493,34 @@ def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per
 
 
 # --------------------------------------------------------------------------------------------------
-# Real data: the public classData.csv format
+# Real data: the public "Electrical Fault detection and classification" CSV files
+#
+# Two forms, told apart by the header:
+#   classData.csv       G,C,B,A,Ia,Ib,Ic,Va,Vb,Vc        six classes from [G C B A] (LABEL_CODES)
+#   detect_dataset.csv  Output (S),Ia,Ib,Ic,Va,Vb,Vc     two classes, 0 no fault / 1 fault (the public
+#                                                        copy ends every line with two empty columns)
+# Both are one 0.6 s simulation at 20 kHz in which every class is one (or a few) contiguous runs.
 
 MIN_DEVICE_WINDOWS = 2
+DETECT_COLUMNS = ["Output (S)", "Ia", "Ib", "Ic", "Va", "Vb", "Vc"]
+DETECT_CLASS_NAMES = ["no_fault", "fault"]
+CSV_LOADER_VERSION = 2
+
+# Defaults of the CSV windowing (README "Your own data / the public datasets" gives the reasons):
+WINDOW_MS = 10.0      # half a 50 Hz cycle: the shortest span over which a 50 Hz magnitude is defined
+                      # (the classic half-cycle relay window); leaves room for several blocks per event
+BLOCK_MS = 12.5       # a block holds 1.25 windows: 6 overlapping windows at the default hop, and the
+                      # shortest fault event of the public file (2.5 cycles, 50 ms) still yields 4 blocks
+GUARD_MS = 0.5        # one model sample (10 raw rows) between blocks: no block-averaged sample of one
+                      # block touches a raw row next to another block's
+PUBLIC_FRACTION = 0.2
 
 
-def read_class_csv(path) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a ``classData.csv``-format file: x (n, 6) float64 [Ia, Ib, Ic, Va, Vb, Vc] and class ids
-    y (n,) from the [G C B A] columns (see ``LABEL_CODES``). Columns are found by name (whitespace
-    stripped; CRLF or LF); blank lines are skipped. Raises DataError naming the problem: unreadable
-    file, missing / extra / duplicate columns, a row of the wrong length, a non-numeric or non-finite
-    value (row and column), an unknown label pattern (pattern and row)."""
-    path = Path(path)
+def _parse_csv(path: Path, columns: list[str]) -> np.ndarray:
+    """Rows of ``columns`` (found by name, whitespace stripped; trailing unnamed empty columns
+    ignored; CRLF or LF; blank lines skipped) as a float array (n, len(columns)). DataError names
+    the problem: unreadable file, missing / extra / duplicate columns, a row of the wrong length, a
+    non-numeric or non-finite value (row and column)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
@@ -512,30 +528,30 @@ def read_class_csv(path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"cannot read {path}: {e}") from None
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows:
-        raise DataError(f"{path} is empty; expected the header {','.join(CSV_COLUMNS)}")
+        raise DataError(f"{path} is empty; expected the header {','.join(columns)}")
     header = [c.strip() for c in rows[0]]
     # trailing unnamed columns that stay empty (a spreadsheet artefact) are ignored
     keep = [i for i, h in enumerate(header)
             if h or any(i < len(r) and r[i].strip() for r in rows[1:])]
     names = [header[i] for i in keep]
-    missing = [c for c in CSV_COLUMNS if c not in names]
-    extra = [c if c else f"(unnamed column {i + 1})" for i, c in zip(keep, names) if c not in CSV_COLUMNS]
-    dup = sorted({c for c in names if names.count(c) > 1 and c in CSV_COLUMNS})
+    missing = [c for c in columns if c not in names]
+    extra = [c if c else f"(unnamed column {i + 1})" for i, c in zip(keep, names) if c not in columns]
+    dup = sorted({c for c in names if names.count(c) > 1 and c in columns})
     if missing:
         raise DataError(f"{path.name}: missing column(s) {', '.join(missing)}; "
-                        f"expected the header {','.join(CSV_COLUMNS)}")
+                        f"expected the header {','.join(columns)}")
     if extra:
         raise DataError(f"{path.name}: unexpected column(s) {', '.join(extra)}; "
-                        f"expected the header {','.join(CSV_COLUMNS)}")
+                        f"expected the header {','.join(columns)}")
     if dup:
         raise DataError(f"{path.name}: duplicate column(s) {', '.join(dup)}")
-    col = {c: keep[names.index(c)] for c in CSV_COLUMNS}
+    col = {c: keep[names.index(c)] for c in columns}
     n_fields = len(header)
-    data = np.empty((len(rows) - 1, len(CSV_COLUMNS)))
+    data = np.empty((len(rows) - 1, len(columns)))
     for r, row in enumerate(rows[1:], start=1):
         if len(row) < max(col.values()) + 1 or (len(row) > n_fields and any(c.strip() for c in row[n_fields:])):
             raise DataError(f"{path.name}: row {r} has {len(row)} fields, the header has {n_fields}")
-        for j, c in enumerate(CSV_COLUMNS):
+        for j, c in enumerate(columns):
             text = row[col[c]].strip()
             try:
                 v = float(text)
@@ -546,6 +562,15 @@ def read_class_csv(path) -> tuple[np.ndarray, np.ndarray]:
             data[r - 1, j] = v
     if len(data) == 0:
         raise DataError(f"{path.name} has a header but no data rows")
+    return data
+
+
+def read_class_csv(path) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a ``classData.csv``-format file: x (n, 6) float64 [Ia, Ib, Ic, Va, Vb, Vc] and class ids
+    y (n,) from the [G C B A] columns (see ``LABEL_CODES``). Raises DataError naming the problem
+    (see ``_parse_csv``; also an unknown label pattern, with the pattern and row)."""
+    path = Path(path)
+    data = _parse_csv(path, CSV_COLUMNS)
     bits = data[:, :4]
     codes = ["".join(_bit(b) for b in row) for row in bits]
     y = np.empty(len(data), dtype=np.int64)
@@ -557,6 +582,36 @@ def read_class_csv(path) -> tuple[np.ndarray, np.ndarray]:
                             f"valid: {_CODES_TEXT}")
         y[r] = k
     return data[:, 4:], y
+
+
+def read_detect_csv(path) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a ``detect_dataset.csv``-format file (header ``Output (S),Ia,Ib,Ic,Va,Vb,Vc``, trailing
+    empty columns allowed): x (n, 6) and y (n,) with 0 = no fault, 1 = fault."""
+    path = Path(path)
+    data = _parse_csv(path, DETECT_COLUMNS)
+    out = data[:, 0]
+    bad = np.flatnonzero((out != 0) & (out != 1))
+    if len(bad):
+        raise DataError(f"{path.name}: row {bad[0] + 1}: Output (S) is {_fmt(out[bad[0]])}; "
+                        "valid: 0 no fault, 1 fault")
+    return data[:, 1:], out.astype(np.int64)
+
+
+def csv_form(path) -> str:
+    """``"detect"`` when the file's header names an ``Output (S)`` column, else ``"classData"``."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            first = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    return "detect" if "Output (S)" in [c.strip() for c in first] else "classData"
+
+
+def read_fault_csv(path) -> tuple[np.ndarray, np.ndarray, str]:
+    """(x, y, form) of either public form, detected by its header (``csv_form``)."""
+    form = csv_form(path)
+    x, y = read_detect_csv(path) if form == "detect" else read_class_csv(path)
+    return x, y, form
 
 
 def _bit(v: float) -> str:
@@ -582,76 +637,144 @@ def window_rows(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cut every same-label run into non-overlapping one-cycle windows of 400 rows (20 kHz), dropping
     the partial tail, and block-average each window by 10 to 40 x 6 at 2 kHz. A window never straddles
     a label change. Returns windows (m, 40, 6) and labels (m,)."""
-    xs, ys = [], []
+    xw, yw, _, _ = cut_windows(x, y, WINDOW_ACQ, WINDOW_ACQ, WINDOW_ACQ, 0, DECIMATION)
+    return xw, yw
+
+
+def ms_to_rows(ms: float) -> int:
+    """Rows of the 20 kHz file in ``ms`` milliseconds: round(ms * 20)."""
+    return int(round(float(ms) * FS_ACQ / 1000.0))
+
+
+def cut_windows(x: np.ndarray, y: np.ndarray, width: int, hop: int, block: int, guard: int,
+                decimation: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of every same-label run (``label_runs``), cut inside contiguous time blocks
+    (``blocks.blocked_windows``: blocks of ``block`` rows, ``guard`` rows between blocks, windows of
+    ``width`` rows every ``hop`` rows, none across a block or label boundary), each block-averaged by
+    ``decimation`` (x_m[t] = mean of rows t d .. t d + d - 1 of the window; 10: 20 kHz -> 2 kHz, the
+    built-in generator's front end). Returns windows (m, width / decimation, 6), labels (m,), group ids
+    (m,: the block's number in file order) and raw row spans (m, 3) [0, start, stop)."""
+    from .blocks import blocked_windows
+
+    xs, ys, gs, sp = [], [], [], []
+    next_group = 0
     for a, b in label_runs(y):
-        n = (b - a) // WINDOW_ACQ
-        if n == 0:
+        starts, blk = blocked_windows(a, b, block, guard, width, hop)
+        if len(starts) == 0:
             continue
-        w = x[a:a + n * WINDOW_ACQ].reshape(n, WINDOW, DECIMATION, x.shape[1]).mean(axis=2)
-        xs.append(w)
-        ys.append(np.full(n, y[a], dtype=np.int64))
+        idx = starts[:, None] + np.arange(width)[None, :]
+        w = x[idx]                                                   # (m, width, 6)
+        xs.append(w.reshape(len(starts), width // decimation, decimation, x.shape[1]).mean(axis=2))
+        ys.append(np.full(len(starts), y[a], np.int64))
+        gs.append(next_group + blk)
+        sp.append(np.stack([np.zeros_like(starts), starts, starts + width], axis=1))
+        next_group += int(blk.max()) + 1
     if not xs:
-        return np.zeros((0, WINDOW, x.shape[1])), np.zeros(0, np.int64)
-    return np.concatenate(xs), np.concatenate(ys)
+        return (np.zeros((0, max(1, width // decimation), x.shape[1])), np.zeros(0, np.int64),
+                np.zeros(0, np.int64), np.zeros((0, 3), np.int64))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), np.concatenate(sp)
+
+
+def csv_geometry(window_ms: float = WINDOW_MS, hop_ms: float | None = None, block_ms: float = BLOCK_MS,
+                 guard_ms: float = GUARD_MS) -> dict:
+    """Rows of the window, hop, block and guard at 20 kHz, and the decimation, from the options.
+
+    window_ms > 0: windows of round(20 window_ms) rows (a multiple of 10), averaged by 10 to the 2 kHz
+    model rate; hop default one model sample (0.5 ms = 10 rows). window_ms = 0: per-sample mode, every
+    window is one raw row (a 6-value vector, model input (1, 6)), no averaging, hop default one row.
+    Raises DataError for values that cannot be cut."""
+    if not (window_ms >= 0):
+        raise DataError(f"--window-ms must be >= 0 (0: one row per sample), got {window_ms}")
+    per_sample = window_ms == 0
+    width = 1 if per_sample else ms_to_rows(window_ms)
+    dec = 1 if per_sample else DECIMATION
+    if not per_sample and (width < DECIMATION or width % DECIMATION
+                           or abs(width - float(window_ms) * FS_ACQ / 1000.0) > 1e-6):
+        raise DataError(f"--window-ms must be a multiple of 0.5 ms (10 rows at 20 kHz, one 2 kHz model "
+                        f"sample), got {window_ms}")
+    if hop_ms is None:
+        hop = 1 if per_sample else DECIMATION
+    else:
+        hop = ms_to_rows(hop_ms)
+        if not (hop_ms > 0) or hop < 1:
+            raise DataError(f"--hop-ms must be at least 0.05 ms (one row at 20 kHz), got {hop_ms}")
+    block = ms_to_rows(block_ms)
+    if not (block_ms > 0) or block < width:
+        raise DataError(f"--block-ms ({block_ms}) must be at least the window ({width / 20:g} ms)")
+    if not (guard_ms >= 0):
+        raise DataError(f"--guard-ms must be >= 0, got {guard_ms}")
+    return {"width": width, "hop": hop, "block": block, "guard": ms_to_rows(guard_ms), "decimation": dec,
+            "per_sample": per_sample}
 
 
 def load_csv(path, n_devices: int = 10, alpha: float = 0.5, seed: int = 0,
-             public_fraction: float = 0.2) -> Fleet:
-    """Fleet from a ``classData.csv``-format file (header ``G,C,B,A,Ia,Ib,Ic,Va,Vb,Vc``, 20 kHz rows,
-    labels [G C B A]: 0000 no fault, 1001 LG, 0110 LL (B-C), 1011 LLG, 0111 LLL, 1111 LLLG).
+             public_fraction: float = PUBLIC_FRACTION, window_ms: float = WINDOW_MS, hop_ms: float | None = None,
+             block_ms: float = BLOCK_MS, guard_ms: float = GUARD_MS, min_device_samples: int = MIN_DEVICE_WINDOWS,
+             cache: bool = True) -> Fleet:
+    """Fleet from a file in either public CSV form (``read_fault_csv``; 20 kHz rows).
 
-    The file is one contiguous simulation in which each class is a contiguous block, so rows are never
-    split at random: each same-label run is cut into whole one-cycle windows (``window_rows``: 400 rows
-    -> 40 samples at 2 kHz, the generator's input) and every window is its own group. Per class,
-    round(public_fraction * n) windows (at least one when the class has two or more and
-    public_fraction > 0), chosen with ``default_rng([seed, STREAM, 3])``, form the public pool; the rest are dealt
-    to devices with ``label_skew`` + ``assign_groups`` (the generator's partitioner).
+    The file is one contiguous simulation in which each class is a contiguous run, so rows are never
+    split at random. Each run is cut into contiguous time blocks with guard gaps, windows are cut
+    inside the blocks (``cut_windows``, geometry from ``csv_geometry``) and a block is the group: a
+    split never puts windows of one block on both sides, and no raw row belongs to two blocks. Test
+    windows therefore come from *other time blocks of the same fault event* as the training windows.
 
-    The real public file (7,861 rows) yields only about 15-19 one-cycle windows, so it supports very
-    few devices (one or two): DataError says so when a device would get fewer than
-    ``MIN_DEVICE_WINDOWS`` windows."""
+    Per class, ``public_groups(public_fraction)`` blocks (``default_rng([seed, STREAM, 3])``) form the
+    public pool; the rest are dealt to devices by ``deal_devices`` (label skew + ``assign_groups`` with
+    at least two blocks per device and class, so a device can hold a class in its test split and in
+    its training data; draws repeated until every device has ``min_device_samples`` windows of two
+    classes). Raises TooLittleData when no draw works."""
+    from .cache import cached
+    from .fleet import TooLittleData, deal_devices, public_groups
+
     path = Path(path)
     if n_devices < 1:
         raise DataError(f"n_devices must be at least 1, got {n_devices}")
     if not 0 <= public_fraction < 1:
-        raise DataError(f"public_fraction must be in [0, 1), got {public_fraction}")
-    x_rows, y_rows = read_class_csv(path)
-    xw, yw = window_rows(x_rows, y_rows)
+        raise DataError(f"--public-fraction must be in [0, 1), got {public_fraction}")
+    geo = csv_geometry(window_ms, hop_ms, block_ms, guard_ms)
+    dec = cached(path, "csv", CSV_LOADER_VERSION, lambda: _decoded_csv(path), enabled=cache)
+    x_rows, y_rows, form = dec["x"], dec["y"], str(dec["form"])
+    names = DETECT_CLASS_NAMES if form == "detect" else CLASS_NAMES
+    xw, yw, gw, spans = cut_windows(x_rows, y_rows, geo["width"], geo["hop"], geo["block"], geo["guard"],
+                                    geo["decimation"])
     if len(yw) == 0:
-        raise DataError(f"{path.name}: no label run is one cycle ({WINDOW_ACQ} rows at 20 kHz) long; "
-                        "no windows can be cut")
+        raise TooLittleData(f"{path.name}: no label run holds one {geo['width'] / 20:g} ms window; "
+                            "no windows can be cut")
     rng = np.random.default_rng([seed, STREAM, 3])
-    groups = np.arange(len(yw))
-    public_idx = []
-    for k in range(len(CLASS_NAMES)):
-        idx = np.flatnonzero(yw == k)
-        n_pub = int(round(public_fraction * len(idx)))
-        if public_fraction > 0 and n_pub == 0 and len(idx) >= 2:
-            n_pub = 1
-        public_idx.extend(rng.permutation(idx)[:n_pub].tolist())
-    public_idx = np.sort(np.asarray(public_idx, dtype=np.int64))
-    rest = np.setdiff1d(np.arange(len(yw)), public_idx)
-    if len(public_idx) == 0 and public_fraction > 0:
-        raise DataError(f"{path.name}: {len(yw)} windows leave none for the public pool; "
-                        "the file is too short")
-    props = label_skew(n_devices, len(CLASS_NAMES), alpha, rng)
-    parts = assign_groups(yw[rest], groups[rest], props, rng)
-    counts = [len(p) for p in parts]
-    short = [i for i, c in enumerate(counts) if c < MIN_DEVICE_WINDOWS]
-    if short:
-        raise DataError(f"{path.name}: device {short[0]} gets {counts[short[0]]} window(s) (per device: "
-                        f"{counts}; at least {MIN_DEVICE_WINDOWS} each needed): the file, {len(yw)} "
-                        f"one-cycle windows of which {len(rest)} go to devices, is too short for "
-                        f"{n_devices} devices")
+    pub_g = public_groups(yw, gw, public_fraction, rng)
+    is_pub = np.isin(gw, pub_g)
+    if public_fraction > 0 and not is_pub.any():
+        raise TooLittleData(f"{path.name}: {len(np.unique(gw))} time blocks leave none for the public pool "
+                            "(no class has two blocks)")
+    rest = np.flatnonzero(~is_pub)
+    pub_idx = np.flatnonzero(is_pub)
+    try:
+        props, parts = deal_devices(yw[rest], gw[rest], n_devices, alpha, rng, min_windows=min_device_samples)
+    except TooLittleData as e:
+        raise TooLittleData(f"{path.name}: {e}; the file gives {len(yw)} windows in {len(np.unique(gw))} "
+                            f"time blocks, {len(rest)} of them for the devices") from None
     src = {"source": path.name, "rows": int(len(y_rows))}
-    public = Pool(xw[public_idx], yw[public_idx], groups[public_idx], {**src, "role": "public"})
-    devices = [Pool(xw[rest[p]], yw[rest[p]], groups[rest[p]], {**src, "role": f"device {i}"})
+    public = Pool(xw[pub_idx], yw[pub_idx], gw[pub_idx], {**src, "role": "public"}, spans[pub_idx])
+    devices = [Pool(xw[rest[p]], yw[rest[p]], gw[rest[p]], {**src, "role": f"device {i}"}, spans[rest[p]])
                for i, p in enumerate(parts)]
-    info = {"loader": "classData.csv", "path": str(path), "rows": int(len(y_rows)),
-            "windows": int(len(yw)), "window_rows": WINDOW_ACQ, "decimation": DECIMATION,
-            "public_fraction": public_fraction, "seed": seed, "alpha": alpha,
-            "proportions": props.tolist(), "fault_phases": FAULT_PHASES,
-            "units": "currents in A, line-to-line voltages in pu of the 11 kV line-to-line peak"}
-    return Fleet(name=path.stem, class_names=list(CLASS_NAMES), channel_names=list(CHANNELS),
-                 sample_rate_hz=SAMPLE_RATE_HZ, channel_scale=CHANNEL_SCALE.copy(), public=public,
+    fs = FS_ACQ / geo["decimation"]
+    info = {"loader": "detect_dataset.csv" if form == "detect" else "classData.csv", "form": form,
+            "path": str(path), "rows": int(len(y_rows)), "windows": int(len(yw)),
+            "blocks": int(len(np.unique(gw))), "window_rows": geo["width"], "hop_rows": geo["hop"],
+            "block_rows": geo["block"], "guard_rows": geo["guard"], "decimation": geo["decimation"],
+            "input": "sample" if geo["per_sample"] else "window", "model_rate_hz": fs,
+            "group_by": "block", "public_fraction": public_fraction, "seed": seed, "alpha": alpha,
+            "proportions": props.tolist(),
+            "units": "currents in A, line-to-line voltages in pu of the 11 kV line-to-line peak",
+            "skipped": ""}
+    if form == "classData":
+        info["fault_phases"] = FAULT_PHASES
+    return Fleet(name=path.stem, class_names=list(names), channel_names=list(CHANNELS),
+                 sample_rate_hz=fs, channel_scale=CHANNEL_SCALE.copy(), public=public,
                  devices=devices, info=info)
+
+
+def _decoded_csv(path: Path) -> dict:
+    x, y, form = read_fault_csv(path)
+    return {"x": x, "y": y, "form": np.array(form)}
