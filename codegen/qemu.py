@@ -164,7 +164,7 @@ def stop_recorded(project: Path, board: Board, timeout: float = 5.0) -> dict | N
     return rec
 
 
-def serve(project: Path, board: Board, echo=print) -> None:
+def serve(project: Path, board: Board, echo=print, hint: str | None = None) -> None:
     """``fedtiny flash --board qemu-m4``: start QEMU on the project's ELF, record it, print the
     pty, and run until Ctrl-C / SIGTERM (then stop QEMU) or until QEMU exits."""
     project = Path(project)
@@ -192,6 +192,8 @@ def serve(project: Path, board: Board, echo=print) -> None:
         echo(f"QEMU {board.qemu['machine']} runs {elf} (pid {qb.proc.pid}); its UART0 is {qb.port}; "
              f"latency clock=icount (instructions, not microseconds). Ctrl-C or "
              f"fedtiny flash --board {board.name} --stop to stop it")
+        if hint:
+            echo(hint.format(port=qb.port))
         while qb.alive():
             time.sleep(0.2)
         if not (project / STATE_FILE).exists():     # fedtiny flash --stop stopped it

@@ -1,6 +1,7 @@
 """Render a lowered ``Program`` as C: ``ft_model.h``, ``ft_model.c`` and the kernel header.
 
-Buffer plan (one static buffer, ``FT_MODEL_ARENA_BYTES``): the layers form a chain, so two
+Weights: int16, zero padded to whole groups of four and reordered within each group for the DSP
+dot product (``_padded_rows``). Buffer plan (one static buffer, ``FT_MODEL_ARENA_BYTES``): the layers form a chain, so two
 regions suffice: the input is copied into region A, layer 0 writes region B, layer 1 region A,
 and so on (ping-pong). Each region is as large as the largest tensor placed in it plus 4 bytes
 (the dot product reads whole 32-bit words past a receptive field's last byte; those bytes meet
@@ -52,12 +53,15 @@ def _array(name: str, ctype: str, values, aligned: bool = False) -> dict:
 
 
 def _padded_rows(w: np.ndarray) -> tuple[np.ndarray, int]:
-    """w: [oc][kh][L] -> [oc][kh][L4] with zero padding, L4 = L rounded up to 4."""
+    """w: [oc][kh][L] int8 -> [oc][kh][L4] int16, zero padded (L4 = L rounded up to 4), each
+    group of four (w0 w1 w2 w3) reordered to (w0 w2 w1 w3): the order in which SXTB16 and
+    SXTB16-ROR-8 unpack four input bytes (ft_kernels.h), so SMLAD pairs them directly."""
     oc, kh, n = w.shape
     n4 = _up4(n)
-    out = np.zeros((oc, kh, n4), np.int8)
+    out = np.zeros((oc, kh, n4), np.int16)
     out[:, :, :n] = w
-    return out, n4
+    groups = out.reshape(oc, kh, n4 // 4, 4)
+    return groups[..., [0, 2, 1, 3]].reshape(oc, kh, n4), n4
 
 
 def _layer_context(i: int, layer: Layer, src: int, dst: int) -> dict:
@@ -79,7 +83,7 @@ def _layer_context(i: int, layer: Layer, src: int, dst: int) -> dict:
         bias = np.asarray(p["bias"], np.int64)
         if bias.min(initial=0) < -(1 << 31) or bias.max(initial=0) >= (1 << 31):
             raise ValueError("folded bias does not fit int32")
-        arrays = [_array(f"{tag}_w", "int8_t", w, aligned=True),
+        arrays = [_array(f"{tag}_w", "int16_t", w, aligned=True),
                   _array(f"{tag}_bias", "int32_t", bias),
                   _array(f"{tag}_mult", "int32_t", p["mult"]),
                   _array(f"{tag}_shift", "int8_t", p["shift"])]

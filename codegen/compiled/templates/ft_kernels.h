@@ -60,42 +60,101 @@ static inline int32_t ft_clamp(int32_t v, int32_t lo, int32_t hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
-/* rotate right by 8 (the compiler folds it into SXTB16's ROR #8 operand) */
-static inline uint32_t ft_ror8(uint32_t v) { return (v >> 8) | (v << 24); }
+/* SXTB16 with ROR #8: bytes 1 and 3 of v, sign-extended into two int16 halves */
+static inline uint32_t ft_sxtb16_ror8(uint32_t v) {
+#if FT_KERNELS_DSP
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+#else
+  return v;   /* unused off the DSP path */
+#endif
+}
 
-/* sum of x[i] * w[i] for i < n, n a multiple of 4; w is 4-byte aligned, x need not be */
-static inline int32_t ft_dot_s8(const int8_t* x, const int8_t* w, int n, int32_t acc) {
+/* Weights are stored as int16, each group of four int8 weights (w0 w1 w2 w3) reordered to
+ * (w0 w2 w1 w3): the two 32-bit words of a group pair with SXTB16(x) = (x0, x2) and
+ * SXTB16(x ROR 8) = (x1, x3), so one SMLAD does two products (fedtiny.codegen.compiled.emit). */
+
+/* acc_a += x . wa, acc_b += x . wb over n int8 inputs (n a multiple of 4; x need not be aligned,
+ * wa and wb are 4-byte aligned int16 groups as above): two output channels share each input load */
+static inline void ft_dot2_s8(const int8_t* x, const int16_t* wa, const int16_t* wb, int n,
+                              int32_t* acc_a, int32_t* acc_b) {
+  int32_t a = *acc_a, b = *acc_b;
 #if FT_KERNELS_DSP
   for (int i = 0; i < n; i += 4) {
-    uint32_t xv, wv;
+    uint32_t xv, a0, a1, b0, b1;
     memcpy(&xv, x + i, 4);                 /* an unaligned LDR on Cortex-M4 */
-    memcpy(&wv, w + i, 4);
-    acc = __smlad(__sxtb16(xv), __sxtb16(wv), acc);                          /* bytes 0, 2 */
-    acc = __smlad(__sxtb16(ft_ror8(xv)), __sxtb16(ft_ror8(wv)), acc);        /* bytes 1, 3 */
+    memcpy(&a0, wa + i, 4);
+    memcpy(&a1, wa + i + 2, 4);
+    memcpy(&b0, wb + i, 4);
+    memcpy(&b1, wb + i + 2, 4);
+    const uint32_t xe = __sxtb16(xv), xo = ft_sxtb16_ror8(xv);
+    a = __smlad(xe, a0, a);
+    a = __smlad(xo, a1, a);
+    b = __smlad(xe, b0, b);
+    b = __smlad(xo, b1, b);
   }
 #else
-  for (int i = 0; i < n; ++i) acc += (int32_t)x[i] * (int32_t)w[i];
+  for (int i = 0; i < n; i += 4) {
+    a += x[i] * wa[i] + x[i + 2] * wa[i + 1] + x[i + 1] * wa[i + 2] + x[i + 3] * wa[i + 3];
+    b += x[i] * wb[i] + x[i + 2] * wb[i + 1] + x[i + 1] * wb[i + 2] + x[i + 3] * wb[i + 3];
+  }
+#endif
+  *acc_a = a;
+  *acc_b = b;
+}
+
+/* acc += x . w (one channel; the odd last channel of a layer) */
+static inline int32_t ft_dot_s8(const int8_t* x, const int16_t* w, int n, int32_t acc) {
+#if FT_KERNELS_DSP
+  for (int i = 0; i < n; i += 4) {
+    uint32_t xv, w0, w1;
+    memcpy(&xv, x + i, 4);
+    memcpy(&w0, w + i, 4);
+    memcpy(&w1, w + i + 2, 4);
+    acc = __smlad(__sxtb16(xv), w0, acc);
+    acc = __smlad(ft_sxtb16_ror8(xv), w1, acc);
+  }
+#else
+  for (int i = 0; i < n; i += 4)
+    acc += x[i] * w[i] + x[i + 2] * w[i + 1] + x[i + 1] * w[i + 2] + x[i + 3] * w[i + 3];
 #endif
   return acc;
 }
 
-/* CONV_2D, NHWC, VALID, batch 1. w: [oc][kh][row4], each kernel row (kw * ic values) padded with
- * zeros to row4 (a multiple of 4), so a row is one dot product over contiguous input bytes.
- * bias[c] already holds bias - input_zero_point * sum(w[c]). Output: clamp(MBQM(acc) + zp). */
+static inline int8_t ft_requant(int32_t acc, int32_t mult, int shift, int32_t out_zp, int32_t lo, int32_t hi) {
+  return (int8_t)ft_clamp(ft_mbqm(acc, mult, shift) + out_zp, lo, hi);
+}
+
+/* CONV_2D, NHWC, VALID, batch 1. w: [oc][kh][row4] int16 groups (above), each kernel row
+ * (kw * ic values) padded with zeros to row4 (a multiple of 4), so a row is one dot product over
+ * contiguous input bytes. bias[c] already holds bias - input_zero_point * sum(w[c]).
+ * Output: clamp(MBQM(acc, mult[c], shift[c]) + zp, lo, hi). */
 static inline void ft_conv_s8(const int8_t* in, int8_t* out, int iw, int ic, int oh, int ow,
-                              int oc, int kh, int row4, int sh, int sw, const int8_t* w,
+                              int oc, int kh, int row4, int sh, int sw, const int16_t* w,
                               const int32_t* bias, const int32_t* mult, const int8_t* shift,
                               int32_t out_zp, int32_t lo, int32_t hi) {
   const int in_row = iw * ic;
+  const int w_channel = kh * row4;
   for (int y = 0; y < oh; ++y) {
     for (int x = 0; x < ow; ++x) {
       const int8_t* base = in + y * sh * in_row + x * sw * ic;
-      const int8_t* wc = w;
-      for (int c = 0; c < oc; ++c) {
-        int32_t acc = bias[c];
-        for (int r = 0; r < kh; ++r, wc += row4) acc = ft_dot_s8(base + r * in_row, wc, row4, acc);
-        *out++ = (int8_t)ft_clamp(ft_mbqm(acc, mult[c], shift[c]) + out_zp, lo, hi);
+      int c = 0;
+      for (; c + 1 < oc; c += 2) {
+        int32_t acc_a = bias[c], acc_b = bias[c + 1];
+        const int16_t* wa = w + c * w_channel;
+        for (int r = 0; r < kh; ++r)
+          ft_dot2_s8(base + r * in_row, wa + r * row4, wa + w_channel + r * row4, row4, &acc_a, &acc_b);
+        out[c] = ft_requant(acc_a, mult[c], shift[c], out_zp, lo, hi);
+        out[c + 1] = ft_requant(acc_b, mult[c + 1], shift[c + 1], out_zp, lo, hi);
       }
+      if (c < oc) {
+        int32_t acc = bias[c];
+        const int16_t* wc = w + c * w_channel;
+        for (int r = 0; r < kh; ++r) acc = ft_dot_s8(base + r * in_row, wc + r * row4, row4, acc);
+        out[c] = ft_requant(acc, mult[c], shift[c], out_zp, lo, hi);
+      }
+      out += oc;
     }
   }
 }
