@@ -42,6 +42,7 @@ def board_config(board: Board) -> str:
     if board.uses_platformio:
         lines += ["/* latency: micros() ticks, one microsecond each (clock=device) */",
                   "#define FT_CLOCK FT_CLOCK_DEVICE", "#define FT_LATENCY_PER_TICK 1",
+                  "#define FT_BOARD_TICK_MASK 0xFFFFFFFFu",
                   f"#define FT_BOARD_BAUD {int(board.data['serial_baud'])}",
                   f"#define FT_BOARD_SERIAL_WAIT_MS {int(board.data['serial_wait_ms'])}",
                   f"#define FT_BOARD_RESET() {board.data['reset_statement'].rstrip(';')}"]
@@ -52,6 +53,7 @@ def board_config(board: Board) -> str:
                   f"(clock=icount: instructions, not microseconds) */",
                   f"#define FT_CLOCK FT_CLOCK_{board.clock.upper()}",
                   f"#define FT_LATENCY_PER_TICK {int(q['instructions_per_tick'])}",
+                  "#define FT_BOARD_TICK_MASK 0x00FFFFFFu   /* SysTick counts 24 bits */",
                   f"#define FT_BOARD_BAUD {int(board.data['serial_baud'])}",
                   f"#define FT_BOARD_SYSCLK_HZ {int(q['sysclk_hz'])}u"]
     lines += ["", "#endif  /* FT_BOARD_CONFIG_H */", ""]

@@ -79,7 +79,7 @@ static void put_str(char* s, int* pos, int cap, const char* t) {
 static long invoke_window(const int8_t* window) {
   const uint32_t start = ft_board_ticks();
   ft_model_invoke(window, g_scores);
-  const uint32_t ticks = ft_board_ticks() - start;
+  const uint32_t ticks = (ft_board_ticks() - start) & (uint32_t)FT_BOARD_TICK_MASK;
   return (long)ticks * (long)FT_LATENCY_PER_TICK;
 }
 

@@ -18,7 +18,8 @@ void ft_board_init(void);                          /* serial port and timer */
 int ft_board_read(void);                           /* next received byte, or -1 if none */
 void ft_board_write(const char* data, int n);      /* blocks until every byte is queued */
 void ft_board_flush(void);                         /* until every byte has left */
-uint32_t ft_board_ticks(void);                     /* free-running; FT_LATENCY_PER_TICK units each */
+uint32_t ft_board_ticks(void);                     /* free-running modulo FT_BOARD_TICK_MASK + 1;
+                                                      FT_LATENCY_PER_TICK units each */
 void ft_board_reset(void);                         /* restart the firmware (does not return) */
 
 /* the protocol application (fedtiny_app.c) */

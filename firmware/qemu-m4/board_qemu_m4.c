@@ -2,8 +2,10 @@
  * Copied by fedtiny build; do not edit.
  *
  * Serial: CMSDK APB UART0 at 0x40004000 (QEMU connects it to -serial; fedtiny flash uses
- * -serial pty). Ticks: SysTick on the processor clock, reload 2^24 - 1, an interrupt per wrap
- * extends it to 32 bits. Under -icount shift=0 QEMU retires one instruction per virtual
+ * -serial pty). Ticks: SysTick on the processor clock, free-running over its 24 bits (reload
+ * 2^24 - 1, no interrupt): ft_board_ticks() is 2^24 - 1 - CVR and differences are taken modulo
+ * 2^24 (FT_BOARD_TICK_MASK), which is exact for any interval shorter than 2^24 ticks (0.67 s of
+ * the 25 MHz clock, 671 million instructions). Under -icount shift=0 QEMU retires one instruction per virtual
  * nanosecond, so one 25 MHz tick is 40 instructions (FT_LATENCY_PER_TICK, clock=icount): the
  * latency is a deterministic instruction count, not a real board's time. Reset: SCB AIRCR
  * SYSRESETREQ (QEMU resets the machine and reloads the image).
@@ -29,17 +31,12 @@
 #define SCB_AIRCR (*(volatile uint32_t*)0xE000ED0Cu)
 #define SYSTICK_RELOAD 0x00FFFFFFu
 
-static volatile uint32_t g_systick_wraps;
-
-void SysTick_Handler(void) { g_systick_wraps += 1u; }
-
 void ft_board_init(void) {
   UART_BAUDDIV = FT_BOARD_SYSCLK_HZ / FT_BOARD_BAUD;   /* >= 16, as the CMSDK UART requires */
   UART_CTRL = UART_CTRL_TXEN | UART_CTRL_RXEN;
-  g_systick_wraps = 0u;
   SYST_RVR = SYSTICK_RELOAD;
   SYST_CVR = 0u;
-  SYST_CSR = 0x7u;                                     /* processor clock, interrupt, enable */
+  SYST_CSR = 0x5u;                                     /* processor clock, enable, no interrupt */
 }
 
 int ft_board_read(void) {
@@ -58,14 +55,7 @@ void ft_board_flush(void) {
   while (UART_STATE & UART_STATE_TXFULL) {}
 }
 
-uint32_t ft_board_ticks(void) {
-  uint32_t wraps, value;
-  do {
-    wraps = g_systick_wraps;
-    value = SYST_CVR;
-  } while (wraps != g_systick_wraps);
-  return wraps * (SYSTICK_RELOAD + 1u) + (SYSTICK_RELOAD - value);
-}
+uint32_t ft_board_ticks(void) { return (SYSTICK_RELOAD - SYST_CVR) & SYSTICK_RELOAD; }
 
 void ft_board_reset(void) {
   __asm volatile("dsb" ::: "memory");

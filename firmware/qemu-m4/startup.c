@@ -12,7 +12,6 @@
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
 int main(void);
-void SysTick_Handler(void);
 
 #define SCB_CPACR (*(volatile uint32_t*)0xE000ED88u)
 
@@ -52,5 +51,5 @@ __attribute__((section(".vectors"), used)) const ft_vector_t g_ft_vectors[16] = 
   Default_Handler,                   /* DebugMonitor */
   0,
   Default_Handler,                   /* PendSV */
-  SysTick_Handler,
+  Default_Handler,                   /* SysTick (unused: ticks are read, not counted) */
 };
