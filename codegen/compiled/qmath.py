@@ -32,12 +32,12 @@ def wrap32(x: int) -> int:
 
 
 def round_half_away(x: float) -> int:
-    """C ``round()`` / TfLiteRound: nearest integer, halves away from zero."""
-    r = math.floor(abs(x) + 0.5)
-    # floor(|x| + 0.5) can round up a value just below .5 when |x| + 0.5 is not representable;
-    # that only happens for |x| < 2^-1 ulp cases far below the magnitudes used here, but be exact:
-    if r - abs(x) > 0.5:
-        r -= 1
+    """C ``round()`` / TfLiteRound: nearest integer, halves away from zero. ``|x| - floor(|x|)``
+    is exact in floating point, so the comparison with 0.5 decides exactly as C does."""
+    a = abs(x)
+    r = math.floor(a)
+    if a - r >= 0.5:
+        r += 1
     return int(r if x >= 0 else -r)
 
 
