@@ -17,6 +17,12 @@ the fit against the board budget, and renders into RUN/firmware/devNN-<board>/ (
 The folder is written atomically (rendered beside it, then swapped in). Compiling is attempted
 only if PlatformIO and the board's platform are installed; otherwise ``compile_hint`` is the exact
 command to run where they are.
+
+``runtime="compiled"`` (``build_compiled``; the only runtime of qemu-m4) writes instead the model
+as generated C, the protocol application in C and the board's glue (``compiled.project`` lists the
+files): no TFLM, no model flatbuffer in the firmware. A qemu-m4 project is compiled with
+arm-none-eabi-gcc (``armgcc``) in the temporary folder before the swap, so a compile error leaves
+the previous project untouched.
 """
 from __future__ import annotations
 
