@@ -11,7 +11,9 @@ board. Checked here:
   the error paths answer as the emulator does, ``reset`` reboots, and ``fedtiny bench`` (reset,
   embedded windows, streamed windows) passes with every decision equal to the run's;
 * ``fedtiny flash --board qemu-m4`` prints the pty, serves ``fedtiny bench`` and is stopped by
-  ``fedtiny flash --stop`` (its QEMU process ends).
+  ``fedtiny flash --stop`` (its QEMU process ends);
+* a compile that fails leaves the previous project byte for byte (the build compiles in the
+  temporary folder before swapping it in).
 
 Every QEMU started here is stopped in a ``finally`` (SIGTERM, then SIGKILL), every wait is
 bounded, and the pty descriptors are closed. The tests skip only when the toolchain is missing
@@ -298,3 +300,24 @@ def test_flash_serves_bench_and_stop_ends_qemu(qemu_builds, tmp_path):
         if qemu_pid is not None and Path(f"/proc/{qemu_pid}/cmdline").exists() and \
                 b"qemu-system-arm" in Path(f"/proc/{qemu_pid}/cmdline").read_bytes():
             os.kill(qemu_pid, signal.SIGKILL)
+
+
+def test_failed_compile_leaves_the_previous_project(small_run, tmp_path):
+    from fedtiny.codegen.boards import load_board
+    from fedtiny.codegen.build import build_project
+    from fedtiny.codegen.errors import CodegenError
+
+    run = small_run
+    out = tmp_path / "proj"
+    build_project(run, 2, "qemu-m4", out, test_samples=2)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("build/firmware.elf") in before
+    bad = json.loads(load_board("qemu-m4").path.read_text())
+    bad["toolchain"]["cflags"] = bad["toolchain"]["cflags"] + ["-DFT_N_TEST=oops"]
+    board_file = tmp_path / "bad-board.json"
+    board_file.write_text(json.dumps(bad))
+    with pytest.raises(CodegenError, match="arm-none-eabi-gcc failed"):
+        build_project(run, 2, str(board_file), out, test_samples=3)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".proj.")]   # no temp folder left
