@@ -175,7 +175,9 @@ def _flash_qemu(proj: Path, brd, device: int, run: str | None, port: str | None,
         raise CodegenError(f"{proj} has no compiled firmware ({elf}); build it with arm-none-eabi-gcc: "
                            f"fedtiny build --device {device} --board {brd.name}")
     hint = "bench it with: fedtiny bench --port {port} --device %d%s" % (device, f" --run {run}" if run else "")
-    qemu.serve(proj, brd, echo=lambda s: click.echo(s), hint=hint)
+    where = f" --run {run}" if run else ""
+    stop_command = f"fedtiny flash --device {device} --board {brd.name}{where} --stop"
+    qemu.serve(proj, brd, echo=lambda s: click.echo(s), hint=hint, stop_command=stop_command)
 
 
 RUNNER: piomod.Runner = piomod.run_command  # tests replace this to assert the upload argv

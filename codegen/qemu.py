@@ -164,14 +164,15 @@ def stop_recorded(project: Path, board: Board, timeout: float = 5.0) -> dict | N
     return rec
 
 
-def serve(project: Path, board: Board, echo=print, hint: str | None = None) -> None:
+def serve(project: Path, board: Board, echo=print, hint: str | None = None,
+          stop_command: str | None = None) -> None:
     """``fedtiny flash --board qemu-m4``: start QEMU on the project's ELF, record it, print the
     pty, and run until Ctrl-C / SIGTERM (then stop QEMU) or until QEMU exits."""
     project = Path(project)
     rec = running(project, board)
     if rec is not None:
         raise CodegenError(f"QEMU already runs this firmware on {rec['port']} (pid {rec['pid']}); "
-                           f"stop it with: fedtiny flash --board {board.name} --stop ...")
+                           f"stop it with: {stop_command or f'fedtiny flash --board {board.name} --stop'}")
     manifest = json.loads((project / "fedtiny_build.json").read_text())
     elf = (project / manifest.get("elf", "build/firmware.elf")).resolve()
     qb = QemuBoard(elf, board)
@@ -191,7 +192,7 @@ def serve(project: Path, board: Board, echo=print, hint: str | None = None) -> N
         echo(qb.port)
         echo(f"QEMU {board.qemu['machine']} runs {elf} (pid {qb.proc.pid}); its UART0 is {qb.port}; "
              f"latency clock=icount (instructions, not microseconds). Ctrl-C or "
-             f"fedtiny flash --board {board.name} --stop to stop it")
+             f"{stop_command or f'fedtiny flash --board {board.name} --stop'} to stop it")
         if hint:
             echo(hint.format(port=qb.port))
         while qb.alive():
