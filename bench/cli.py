@@ -39,13 +39,19 @@ def _fmt_acc(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"   # the format of the train and demo tables
 
 
+def _fmt_lat(v, clock: str) -> str:
+    """A latency cell: clock=icount values are instruction counts, never microseconds."""
+    return f"{v} instr" if clock == "icount" else str(v)
+
+
 def _table(items, ports):
     from rich.table import Table
 
     from .host import BenchResult
 
     t = Table(title="fedtiny bench (latency in µs, measured by the clock in the 'clock' column; "
-                    "clock=host means the emulator's host time, not a board)")
+                    "clock=host means the emulator's host time, not a board; clock=icount means "
+                    "instructions counted by QEMU, not µs)")
     for col in ("port", "board", "dev", "clock", "n", "accuracy", "run INT8", "mismatch", "borderline",
                 "p50 µs", "p95 µs", "max µs", "stream acc", "dropped", "status"):
         t.add_column(col, justify="right" if col not in ("port", "board", "clock", "status") else "left")
@@ -56,8 +62,8 @@ def _table(items, ports):
             t.add_row(it.port, it.board, str(it.device_id), it.clock, str(it.n), _fmt_acc(it.accuracy),
                       _fmt_acc(it.expected_accuracy), str(it.n_mismatch) if it.run_dir else "-",
                       str(it.n_borderline) if it.run_dir else "-",
-                      str(lat["p50"]), str(lat["p95"]),
-                      str(lat["max"]), _fmt_acc(it.stream["accuracy"]) if it.stream else "-",
+                      _fmt_lat(lat["p50"], it.clock), _fmt_lat(lat["p95"], it.clock),
+                      _fmt_lat(lat["max"], it.clock), _fmt_acc(it.stream["accuracy"]) if it.stream else "-",
                       str(it.link.get("dropped_lines", 0)), status)
         else:
             t.add_row(port, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "[red]error[/]")
@@ -142,6 +148,11 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
     except OSError as e:
         _fail(f"cannot write the results to {out_dir}: {e}")
     for it in good:
+        if it.clock == "icount":
+            lat = it.latency_us
+            click.echo(f"latency {it.port}: clock=icount: {lat['p50']} instructions per inference (p50; "
+                       f"min {lat['min']}, max {lat['max']}) counted by QEMU -icount, not microseconds "
+                       f"of a real board", err=True)
         for w in it.warnings:
             click.echo(f"warning: {it.port}: {w}", err=True)
         diffs = list(it.borderline) + (list(it.stream.get("borderline", [])) if it.stream else [])

@@ -188,6 +188,12 @@ class _Session:
         boot banner arrives on it; a native-USB board (Nano 33 BLE) drops off USB and
         re-enumerates, so the port is waited for, reopened and handshaken again."""
         try:
+            # Nothing may be in flight when 'reset' goes out: a boot banner taken as the answer
+            # to the handshake's 'info' leaves that answer (banner, ready) still coming, and it
+            # would be read as the board's boot after the reset, so the next command would reach
+            # the board while it resets (seen on QEMU, where a reset drops that byte).
+            self._settle()
+            self._drain(idle=min(self.timeout, READY_GRACE))
             self.link.send("reset")
             self._await_ready(idle=min(self.timeout, READY_GRACE))
             deadline = time.monotonic() + self.timeout + self.reconnect_wait
@@ -205,6 +211,12 @@ class _Session:
             return self.banner
 
     # ------------------------------------------------------------ handshake / resync
+    def _drain(self, idle: float) -> None:
+        """Read and drop messages until ``idle`` seconds of silence (at most ``timeout`` in all)."""
+        deadline = time.monotonic() + self.timeout
+        while self.link.next_message(idle=idle, deadline=deadline) is not None:
+            pass
+
     def _await_ready(self, idle: float) -> bool:
         """Read up to the next 'ready' (True), or until ``idle`` seconds of silence or 4 x ``idle``
         in all (False; the 'ready' is then owed, see ``_settle``)."""

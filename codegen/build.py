@@ -17,6 +17,12 @@ the fit against the board budget, and renders into RUN/firmware/devNN-<board>/ (
 The folder is written atomically (rendered beside it, then swapped in). Compiling is attempted
 only if PlatformIO and the board's platform are installed; otherwise ``compile_hint`` is the exact
 command to run where they are.
+
+``runtime="compiled"`` (``build_compiled``; the only runtime of qemu-m4) writes instead the model
+as generated C, the protocol application in C and the board's glue (``compiled.project`` lists the
+files): no TFLM, no model flatbuffer in the firmware. A qemu-m4 project is compiled with
+arm-none-eabi-gcc (``armgcc``) in the temporary folder before the swap, so a compile error leaves
+the previous project untouched.
 """
 from __future__ import annotations
 
@@ -58,6 +64,8 @@ class BuildResult:
     ram_budget: int
     compiled: bool
     compile_hint: str       # the exact command to compile when not compiled here
+    runtime: str = "tflm"
+    sizes: dict | None = None   # text/data/bss/stack bytes of the ELF (qemu-m4, compiled)
 
 
 def default_out_dir(run_dir: Path, device: int, board: Board) -> Path:
@@ -92,8 +100,11 @@ def _check_model(facts: ModelFacts, info: dict, x_int8: np.ndarray) -> None:
 
 
 def config_values(board: Board, device: int, info: dict, facts: ModelFacts, sha256: str,
-                  host_arena: int, arena: int) -> dict:
+                  host_arena: int, arena: int, arena_comment: list[str] | None = None) -> dict:
     """The config header's values, already as C literals."""
+    if arena_comment is None:
+        arena_comment = [f"Tensor arena: host TFLM figure {host_arena} B (64-bit, an upper bound for 32-bit boards)",
+                         f"plus the margin ({fitmod.ARENA_MARGIN_TEXT}), rounded up to 16."]
     shape = facts.input.shape[1:] if len(facts.input.shape) == 3 else facts.input.shape[-2:]
     t, c = (int(shape[0]), int(shape[1])) if len(shape) == 2 else (facts.input.size, 1)
     threshold = float(info["threshold"])
@@ -105,12 +116,14 @@ def config_values(board: Board, device: int, info: dict, facts: ModelFacts, sha2
         input_scale=c_float(facts.input.scale), input_zero_point=facts.input.zero_point,
         output_scale=c_float(facts.output.scale), output_zero_point=facts.output.zero_point,
         n_classes=len(info["class_names"]), class_names=[c_string(n) for n in info["class_names"]],
-        host_arena=host_arena, arena_bytes=arena, arena_margin_text=fitmod.ARENA_MARGIN_TEXT,
+        host_arena=host_arena, arena_bytes=arena, arena_comment=arena_comment,
         arena_on_heap=1 if board.data["arena_on_heap"] else 0, baud=int(board.data["serial_baud"]),
         serial_wait_ms=int(board.data["serial_wait_ms"]))
 
 
-def _write_atomically(out_dir: Path, files: Mapping[str, str]) -> None:
+def _write_atomically(out_dir: Path, files: Mapping[str, str], before_swap=None) -> None:
+    """Render ``files`` into a temporary folder beside ``out_dir``, call ``before_swap(tmp)``
+    (compiling there; an exception leaves the previous project as it was), then swap it in."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir / BUILD_MANIFEST).is_file() and any(out_dir.iterdir()):
         raise CodegenError(f"{out_dir} exists and is not a fedtiny firmware project; refusing to replace it")
@@ -123,6 +136,8 @@ def _write_atomically(out_dir: Path, files: Mapping[str, str]) -> None:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
         os.chmod(tmp, 0o755)
+        if before_swap is not None:
+            before_swap(tmp)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
             old.rmdir()
@@ -137,10 +152,25 @@ def _write_atomically(out_dir: Path, files: Mapping[str, str]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def resolve_runtime(brd: Board, runtime: str | None) -> str:
+    """The runtime to build: ``runtime``, or the board's default. Raises CodegenError when the
+    board cannot be built with it (saying why for qemu-m4 and TFLM)."""
+    from .boards import RUNTIMES
+
+    rt = brd.default_runtime if runtime is None else str(runtime)
+    if rt not in RUNTIMES:
+        raise CodegenError(f"unknown runtime {rt!r} (runtimes: {', '.join(RUNTIMES)})")
+    if rt not in brd.runtimes:
+        why = (brd.data.get("tflm", {}) or {}).get("why", "") if rt == "tflm" else ""
+        raise CodegenError(f"board {brd.name} cannot be built with the {rt} runtime"
+                           + (f": {why}" if why else "") + f" (runtimes of {brd.name}: {', '.join(brd.runtimes)})")
+    return rt
+
+
 def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
                   test_samples: int | None = None, compile: bool = True, *,
                   runner: piomod.Runner | None = None, op_table: Mapping[str, str] | None = None,
-                  host_arena: int | None = None) -> BuildResult:
+                  host_arena: int | None = None, runtime: str | None = None) -> BuildResult:
     """Generate (and, where PlatformIO can, compile) device ``device``'s firmware project.
 
     ``board``: a built-in board name or a board JSON path. ``test_samples``: cap on embedded test
@@ -148,10 +178,14 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     ``op_table``: the op -> resolver-method table (default ``ops.OP_TABLE``). ``host_arena``: the
     host tflite-micro arena figure to start from (default: device.json's ``arena_bytes``, which the
     trainer measured on the same model bytes; measured here if absent). Raises CodegenError on any
-    user error.
+    user error. ``runtime``: ``tflm`` (the TFLM sketch, default of the real boards) or
+    ``compiled`` (the model as generated C, ``build_compiled``; the only runtime of qemu-m4).
     """
     brd = load_board(board)
+    rt = resolve_runtime(brd, runtime)
     run_dir = Path(run_dir)
+    if rt == "compiled":
+        return build_compiled(run_dir, device, brd, out_dir, test_samples, compile, runner=runner)
     rd = _load(run_dir, device)
     model = rd.model_bytes
     sha256 = rd.model_sha256                       # load_run_device checked it against the bytes
@@ -191,7 +225,7 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
         "test_samples": n, "flash_used": fit.flash_used, "flash_budget": fit.flash_budget,
         "ram_used": fit.ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,
         "serial_baud": int(brd.data["serial_baud"]), "usb_ids": list(brd.data["usb_ids"]),
-        "native_usb": bool(brd.data["native_usb"]),
+        "native_usb": bool(brd.data["native_usb"]), "runtime": "tflm",
     }
     files[BUILD_MANIFEST] = json.dumps(manifest, indent=2) + "\n"
     _write_atomically(out, files)
@@ -221,3 +255,77 @@ def compile_project(project: Path, board: Board, compile: bool = True,
     if rc != 0:
         raise CodegenError(f"PlatformIO build failed (exit {rc}): {cmd}")
     return True, cmd
+
+
+def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_samples: int | None = None,
+                   compile: bool = True, *, runner: piomod.Runner | None = None) -> BuildResult:
+    """The ``compiled`` runtime: the model as C (``compiled.graph`` + ``compiled.emit``), the
+    protocol application in C and the board's glue (``compiled.project``). qemu-m4 projects are
+    compiled with arm-none-eabi-gcc inside the temporary folder, before it replaces the old
+    project (so a failed compile changes nothing); PlatformIO boards as in the TFLM build."""
+    from . import armgcc
+    from .compiled.emit import plan
+    from .compiled.graph import lower
+    from .compiled.project import build_script, project_files
+
+    rd = _load(run_dir, device)
+    model = rd.model_bytes
+    sha256 = rd.model_sha256
+    facts = read_model(model)
+    program = lower(model)                          # refuses unsupported ops and variants by name
+    _check_model(facts, rd.info, rd.x_int8)
+    arena = plan(program).arena_bytes
+    window = facts.input.size
+    fit = fitmod.plan_fit(brd, device, 0, window, len(rd.y), test_samples, arena)
+    n = fit.n_test
+    comment = [f"Activation buffer of the compiled runtime: {arena} B (ft_model.h FT_MODEL_ARENA_BYTES,",
+               "one static buffer planned at build time; no interpreter, no TFLM arena)."]
+    files: dict[str, str] = project_files(brd, program, int(device), sha256)
+    files["include/fedtiny_protocol.h"] = P.render_c_header()
+    files["include/fedtiny_config.h"] = config_header(
+        **config_values(brd, device, rd.info, facts, sha256, arena, arena, comment))
+    files.update(test_files(rd.x_int8[:n], rd.y[:n], int(device), window, source="src/test_data.c"))
+    c_sources = armgcc.sources(files)
+    cmd = "" if brd.uses_platformio else armgcc.shell_join(armgcc.compile_argv(brd, c_sources))
+    if cmd:
+        files["build.sh"] = build_script(cmd)
+    manifest = {
+        "board": brd.name, "env": brd.env, "device": int(device), "model_sha256": sha256,
+        "model_bytes": len(model), "ops": list(facts.ops), "input_shape": list(facts.input.shape),
+        "fc_weight_scales": [w.n_scales for w in facts.fc_weights], "runtime": "compiled",
+        "arena_bytes": arena, "layers": [layer.kind for layer in program.layers],
+        "test_samples": n, "flash_used": fit.flash_used, "flash_budget": fit.flash_budget,
+        "ram_used": fit.ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,
+        "serial_baud": int(brd.data["serial_baud"]), "usb_ids": list(brd.data["usb_ids"]),
+        "native_usb": bool(brd.data["native_usb"]), "clock": brd.clock,
+    }
+    if cmd:
+        manifest.update(build=brd.build_system, compile_command=cmd, elf=armgcc.ELF)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, device, brd)
+    state = {"compiled": False, "hint": "", "sizes": None}
+
+    def compile_here(tmp: Path) -> None:
+        if not cmd:
+            return
+        if not compile:
+            state["hint"] = f"not compiled (compile disabled); run: sh {out}/build.sh"
+            return
+        if armgcc.find_tool(str(brd.toolchain["cc"])) is None:
+            state["hint"] = (f"not compiled: {brd.toolchain['cc']} is not installed "
+                             f"({armgcc.install_hint(brd)}); then run: sh {out}/build.sh")
+            return
+        armgcc.compile_project(tmp, brd, c_sources)
+        sizes = armgcc.size_of(tmp / armgcc.ELF, str(brd.toolchain["size"]))
+        state.update(compiled=True, hint=cmd, sizes=sizes)
+        manifest["elf_sizes"] = sizes
+        (tmp / BUILD_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    files[BUILD_MANIFEST] = json.dumps(manifest, indent=2) + "\n"
+    _write_atomically(out, files, before_swap=compile_here)
+    if brd.uses_platformio:
+        compiled, hint = compile_project(out, brd, compile, runner)
+    else:
+        compiled, hint = state["compiled"], state["hint"]
+    return BuildResult(out, brd.name, int(device), len(model), arena, n, fit.flash_used,
+                       fit.flash_budget, fit.ram_used, fit.ram_budget, compiled, hint,
+                       runtime="compiled", sizes=state["sizes"])

@@ -39,22 +39,42 @@ def _margin(used: int, budget: int) -> str:
 @click.option("--test-samples", type=int, default=None,
               help="Embed at most this many test windows (default: all that fit the flash budget).")
 @click.option("--compile/--no-compile", "do_compile", default=True, show_default=True,
-              help="Compile with PlatformIO when it and the board's platform are installed.")
+              help="Compile: with PlatformIO when it and the board's platform are installed; "
+                   "qemu-m4 with arm-none-eabi-gcc.")
+@click.option("--runtime", type=click.Choice(["tflm", "compiled"]), default=None,
+              help="tflm: the TFLM interpreter sketch (default of esp32dev and nano33ble); compiled: "
+                   "the model as generated C, no TFLM library (the only runtime of qemu-m4).")
 @friendly
-def build(device, board, run, out, test_samples, do_compile):
-    """Generate the TFLM PlatformIO firmware project of one device of a run."""
+def build(device, board, run, out, test_samples, do_compile, runtime):
+    """Generate the firmware project of one device of a run (TFLM sketch or compiled C)."""
     from .build import build_project
 
-    r = build_project(_run_dir(run), device, board, out, test_samples, do_compile, runner=RUNNER)
+    brd = load_board(board)
+    r = build_project(_run_dir(run), device, board, out, test_samples, do_compile, runner=RUNNER,
+                      runtime=runtime)
     click.echo(f"wrote {r.project_dir}")
-    click.echo(f"  board        {r.board} ({load_board(board).describe()})")
+    click.echo(f"  board        {r.board} ({brd.describe()})")
+    click.echo(f"  runtime      {r.runtime}" + (" (the model as generated C, no TFLM library)"
+                                                 if r.runtime == "compiled" else " (TFLM interpreter)"))
+    if not brd.uses_platformio:
+        click.echo(f"  toolchain    {brd.toolchain['cc']}, not PlatformIO: {brd.toolchain['why_not_platformio']}")
     click.echo(f"  device       {r.device}")
     click.echo(f"  model        {r.model_bytes:,} bytes")
-    click.echo(f"  arena        {r.arena_bytes:,} bytes allocated by the firmware")
+    if r.runtime == "compiled":
+        click.echo(f"  activations  {r.arena_bytes:,} bytes (one static buffer, planned at build time)")
+    else:
+        click.echo(f"  arena        {r.arena_bytes:,} bytes allocated by the firmware")
     click.echo(f"  test windows {r.test_samples}")
     click.echo(f"  flash        {_margin(r.flash_used, r.flash_budget)}")
     click.echo(f"  RAM          {_margin(r.ram_used, r.ram_budget)}")
+    if r.sizes:
+        z = r.sizes
+        click.echo(f"  ELF          text {z['text']:,} B, data {z['data']:,} B, bss {z['bss']:,} B, "
+                   f"stack {z['stack']:,} B reserved (arm-none-eabi-size)")
     click.echo(f"  compiled     yes: {r.compile_hint}" if r.compiled else f"  {r.compile_hint}")
+    if not brd.uses_platformio and r.compiled:
+        click.echo(f"  run it       fedtiny flash --device {r.device} --board {r.board}"
+                   + (f" --run {run}" if run else "") + " (starts QEMU, prints the serial pty)")
 
 
 def _usb_identity(port: str | None, usb_ids: list[str]):
@@ -82,13 +102,22 @@ def _usb_identity(port: str | None, usb_ids: list[str]):
               help="Firmware project folder (default: RUN/firmware/devNN-BOARD/ written by fedtiny build).")
 @click.option("--reconnect-wait", type=float, default=15.0, show_default=True,
               help="Seconds to wait for a native-USB board (Nano 33 BLE) to re-enumerate after upload.")
+@click.option("--stop", is_flag=True,
+              help="qemu-m4: stop the QEMU that an earlier 'fedtiny flash' started for this project.")
 @friendly
-def flash(device, board, port, run, project, reconnect_wait):
-    """Upload a device's firmware project with PlatformIO (pio run -t upload)."""
+def flash(device, board, port, run, project, reconnect_wait, stop):
+    """Upload a device's firmware project with PlatformIO (pio run -t upload).
+
+    qemu-m4: start QEMU (mps2-an386, -icount shift=0, UART0 on a new pty) on the built ELF, print
+    the pty, and run until Ctrl-C or `fedtiny flash --board qemu-m4 --stop`."""
     from .build import BUILD_MANIFEST, default_out_dir
 
     brd = load_board(board)
     proj = Path(project) if project else default_out_dir(_run_dir(run), device, brd)
+    if not brd.uses_platformio:
+        return _flash_qemu(proj, brd, device, run, port, stop)
+    if stop:
+        raise CodegenError(f"--stop is for QEMU boards (qemu-m4); {brd.name} is a real board")
     if not (proj / "platformio.ini").is_file() or not (proj / BUILD_MANIFEST).is_file():
         raise CodegenError(f"no firmware project at {proj}; run: fedtiny build --device {device} --board {brd.name}")
     built = json.loads((proj / BUILD_MANIFEST).read_text())
@@ -123,6 +152,32 @@ def flash(device, board, port, run, project, reconnect_wait):
         click.echo(f"board is back on {back}")
     click.echo(f"flashed device {device} to {brd.name}; bench it with: fedtiny bench --port "
                f"{port or 'PORT'} --device {device}" + (f" --run {run}" if run else ""))
+
+
+def _flash_qemu(proj: Path, brd, device: int, run: str | None, port: str | None, stop: bool) -> None:
+    from . import qemu
+    from .build import BUILD_MANIFEST
+
+    if port is not None:
+        raise CodegenError(f"--port does not apply to {brd.name}: QEMU creates the pty and prints it")
+    if stop:
+        rec = qemu.stop_recorded(proj, brd)
+        click.echo(f"stopped QEMU (pid {rec['pid']}, {rec['port']})" if rec else f"no QEMU runs for {proj}")
+        return
+    if not (proj / BUILD_MANIFEST).is_file():
+        raise CodegenError(f"no firmware project at {proj}; run: fedtiny build --device {device} --board {brd.name}")
+    built = json.loads((proj / BUILD_MANIFEST).read_text())
+    if built.get("board") != brd.name or int(built.get("device", -1)) != int(device):
+        raise CodegenError(f"{proj} was built for device {built.get('device')} on {built.get('board')}, "
+                           f"not device {device} on {brd.name}")
+    elf = proj / str(built.get("elf", "build/firmware.elf"))
+    if not elf.is_file():
+        raise CodegenError(f"{proj} has no compiled firmware ({elf}); build it with arm-none-eabi-gcc: "
+                           f"fedtiny build --device {device} --board {brd.name}")
+    hint = "bench it with: fedtiny bench --port {port} --device %d%s" % (device, f" --run {run}" if run else "")
+    where = f" --run {run}" if run else ""
+    stop_command = f"fedtiny flash --device {device} --board {brd.name}{where} --stop"
+    qemu.serve(proj, brd, echo=lambda s: click.echo(s), hint=hint, stop_command=stop_command)
 
 
 RUNNER: piomod.Runner = piomod.run_command  # tests replace this to assert the upload argv

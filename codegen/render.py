@@ -62,17 +62,19 @@ def model_files(model: bytes, device: int, sha256: str) -> dict[str, str]:
             "src/model_data.cpp": render("model_data.cpp.j2", **ctx)}
 
 
-def test_files(x_int8: np.ndarray, y: np.ndarray, device: int, window_bytes: int) -> dict[str, str]:
+def test_files(x_int8: np.ndarray, y: np.ndarray, device: int, window_bytes: int,
+               source: str = "src/test_data.cpp") -> dict[str, str]:
+    """The test windows as ``include/test_data.h`` and ``source`` (valid C and C++)."""
     x = np.asarray(x_int8, dtype=np.int8).reshape(len(x_int8), -1) if len(x_int8) else np.zeros((0, window_bytes), np.int8)
     n = int(x.shape[0])
     labels = [int(v) for v in y]
     if any(v < 0 or v > 255 for v in labels):
         raise ValueError("labels must fit uint8")
-    ctx = dict(device=device, n_test=n, window_bytes=window_bytes,
+    ctx = dict(device=device, n_test=n, window_bytes=window_bytes, filename=Path(source).name,
                x_len=max(1, n * window_bytes), y_len=max(1, n),
                x_rows=rows(x.reshape(-1).tolist(), str), y_rows=rows(labels, str))
     return {"include/test_data.h": render("test_data.h.j2", **ctx),
-            "src/test_data.cpp": render("test_data.cpp.j2", **ctx)}
+            source: render("test_data.cpp.j2", **ctx)}
 
 
 def config_header(**values) -> str:

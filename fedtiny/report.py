@@ -12,7 +12,8 @@ from pathlib import Path
 from fedtiny import plots
 from fedtiny.errors import UserError
 
-CLOCKS = {"host": "host (the emulator's host time, not a board)", "device": "device (the board's own timer)"}
+CLOCKS = {"host": "host (the emulator's host time, not a board)", "device": "device (the board's own timer)",
+          "icount": "icount (instructions counted by QEMU -icount on qemu-m4, not microseconds of a real board)"}
 
 
 def _img(png: io.BytesIO | None) -> str:

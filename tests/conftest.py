@@ -29,3 +29,19 @@ def small_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "small"
     train(small_config(), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_mech_run(tmp_path_factory) -> Path:
+    """A finished small Fed-Meta-Align run on the built-in mechanical (CWRU-like) data."""
+    from fedtiny.trainer.pipeline import train
+
+    out = tmp_path_factory.mktemp("runs") / "small-mech"
+    train(small_config(dataset="mechanical"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def builtin_runs(small_run, small_mech_run) -> dict:
+    """Small runs of both built-in fleets, by dataset name."""
+    return {"electrical": small_run, "mechanical": small_mech_run}
