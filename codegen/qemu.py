@@ -151,6 +151,9 @@ def stop_recorded(project: Path, board: Board, timeout: float = 5.0) -> dict | N
     if rec is None:
         return None
     pid = int(rec["pid"])
+    # the record goes first: the serving ``fedtiny flash`` sees QEMU end and must find it gone, or
+    # it would report the stop as an unexpected exit (a race seen under load)
+    (Path(project) / STATE_FILE).unlink(missing_ok=True)
     try:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
