@@ -176,6 +176,21 @@ def check_artifacts(art: dict | None, dev: int) -> str | None:
     return None
 
 
+def prepare_server(cfg: TrainConfig, reporter: Reporter | None = None) -> ServerData:
+    """The server's data for the Flower backends: the public pool (scaled to model units as
+    ``prepare`` scales it), the model's shape and the class names. The device pools the loader
+    also returns are dropped at once: no server step reads them."""
+    rep = reporter or Reporter()
+    rep.note(f"preparing the public pool: {cfg.dataset}")
+    fleet = load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed,
+                       samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples)
+    fleet.devices = []
+    scale = np.asarray(fleet.channel_scale, dtype=np.float32)
+    p = fleet.public
+    public = Pool(np.clip(p.x / scale, -1.0, 1.0), p.y, p.groups, p.condition)
+    return ServerData(ModelSpec(fleet.input_shape, fleet.n_classes), public, list(fleet.class_names))
+
+
 def steps_for(cfg: TrainConfig) -> list[str]:
     devs = [f"dev{i:02d}" for i in range(cfg.devices)]
     if cfg.method == "local":
