@@ -8,7 +8,7 @@ site:   a SuperNode plus our long-lived site worker on the machine that holds on
 from __future__ import annotations
 
 import json
-import sys
+import os
 import time
 from pathlib import Path
 
@@ -225,8 +225,10 @@ def _builtin(ctx, param, value):
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="This site's local run copy: its device's artifacts and test windows, logs "
                    "[default: site-devK].")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the SuperNode's local API for its ClientApp processes, on 127.0.0.1 (0: a free one).")
 @friendly
-def site(data, builtin, device_id, server_addr, insecure, root_certificates, auth_key, work):
+def site(data, builtin, device_id, server_addr, insecure, root_certificates, auth_key, work, port):
     """Serve one device's data to a federation: a Flower SuperNode plus fedtiny's site worker.
 
     The site trains on its own windows when the server asks and sends back weights and metrics;
@@ -276,11 +278,12 @@ def site(data, builtin, device_id, server_addr, insecure, root_certificates, aut
     node = None
     try:
         nc = {"device-id": device_id, "site-socket": str(sock_dir / "worker.sock"), "site-key": str(key_file)}
-        port = fp.free_port()
+        port = port or fp.free_port()
         node_log = work / "supernode.log"
         node = fp.start(fp.supernode_cmd(server_addr, port, nc, root_certificates, auth_key), node_log,
                         fp.child_env(FLWR_HOME=work / "flwr-home"))
-        log(f"device {device_id} ({dataset}) serving; SuperNode -> {server_addr} (log {node_log})")
+        log(f"device {device_id} ({dataset}) serving in process {os.getpid()}; SuperNode -> {server_addr} "
+            f"(log {node_log})")
         while node.poll() is None:
             time.sleep(0.5)
         raise UserError(f"flower-supernode exited with code {node.returncode}{fp.tail(node_log)}")

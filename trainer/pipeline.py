@@ -313,6 +313,7 @@ class Run:
         groups = _group_steps(todo)
         epochs_of = {"phase0": cfg.phase0_epochs, "central": cfg.reference_epochs}
         undelivered = []
+        self._todo, self._phase3 = todo, {}
         self.backend = factory.connect(self)
         try:
             for label, steps in groups:
@@ -448,7 +449,13 @@ class Run:
     def _device(self, dev: int) -> bool:
         """Send the final global weights to site ``dev`` for Phase 3; store what it returns (a
         remote site keeps its test windows). False when the site did not deliver."""
-        reply = self.backend.finalize([Task(dev, self.global_weights, {"phase": "phase3"})])[0]
+        if dev not in self._phase3:
+            # remote sites run Phase 3 at the same time: one request to each site still to do
+            devs = [int(x[3:]) for x in self._todo if x.startswith("dev") and int(x[3:]) >= dev] \
+                if self.backend.remote else [dev]
+            tasks = [Task(d, self.global_weights, {"phase": "phase3"}) for d in devs]
+            self._phase3.update({r.device: r for r in self.backend.finalize(tasks)})
+        reply = self._phase3.pop(dev)
         bad = reply.error or check_artifacts(reply.artifacts, dev)
         if bad:
             self.rep.note(f"device {dev}: Phase 3 failed ({bad})")

@@ -78,7 +78,7 @@ class SiteWorker:
                              f"round {config.get('round', config.get('tour', '-'))}")
                     result = self.service.handle(kind, weights, config, run, device)
                     self.log(f"answered {kind} device {device} phase {config.get('phase')} "
-                             f"round {config.get('round', config.get('tour', '-'))}")
+                             f"round {config.get('round', config.get('tour', '-'))} (process {os.getpid()})")
                 conn.send(("ok", result))
             except Exception as e:  # the error goes back to Flower as the ClientApp's error reply
                 self.log(f"error: {type(e).__name__}: {e}")
