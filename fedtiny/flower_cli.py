@@ -45,7 +45,8 @@ def _check_tls(host: str, insecure: bool, have_certs: bool, what: str) -> None:
 @click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535),
               help="SuperLink port (sites connect here; flwr run too).")
 @click.option("--superlink", "superlink_addr", default=None, metavar="HOST:PORT",
-              help="Use this running SuperLink instead of starting one.")
+              help="Use this running SuperLink (on this machine: the ServerApp it runs writes --out here) "
+                   "instead of starting one.")
 @click.option("--insecure", is_flag=True, help=INSECURE_HELP)
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="SuperLink TLS certificate (PEM).")
@@ -114,7 +115,7 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     status = work / "status.json"
     status.unlink(missing_ok=True)
     job.write_text(json.dumps({"cfg": cfg.to_dict(), "out": str(out), "resume": resume, "min_sites": min_sites,
-                               "timeout": timeout, "wait": wait}, indent=2))
+                               "timeout": timeout, "wait": wait, "watch_pid": os.getpid()}, indent=2))
     app_dir = fp.write_app(work / "app")
     connect = "127.0.0.1" if link_host in ("0.0.0.0", "::") else link_host
     address = f"{connect}:{link_port}"

@@ -1,7 +1,12 @@
 """Processes of a loopback Flower deployment for tests: a SuperLink, ``fedtiny site`` processes and
 ``fedtiny server``, each in its own process group on 127.0.0.1 with a free port, waited for, and
-all stopped (SIGTERM, then SIGKILL, whole groups) when the ``Cluster`` context ends, also on
-failure."""
+all stopped when the ``Cluster`` context ends, also on failure.
+
+Flower starts processes of its own (SuperExec, per-message ClientApps and ServerApps), some in
+sessions of their own; every process a test starts carries the environment variable
+``FEDTINY_TEST_PROC=<cluster id>:<name>``, which all its descendants inherit, so ``kill_tree``
+finds and ends exactly the processes of one started command (a crashed site machine), and the
+cluster's exit ends every process it caused."""
 from __future__ import annotations
 
 import json
@@ -10,7 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+
+MARK = "FEDTINY_TEST_PROC"
 
 SMALL_JSON = {"samples_per_device": 160, "public_samples": 300, "phase0_epochs": 5, "phase3_epochs": 5,
               "reference_epochs": 5}
@@ -25,6 +33,7 @@ class Cluster:
         self.root = Path(root)
         self.procs: list[subprocess.Popen] = []
         self.sites: dict[int, subprocess.Popen] = {}
+        self.id = uuid.uuid4().hex
 
     def __enter__(self) -> "Cluster":
         return self
@@ -39,6 +48,30 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 pass
             self.kill(p, signal.SIGKILL)
+        self.kill_tree(None)
+
+    def marked(self, name: str | None) -> list[int]:
+        """Pids of the live processes started (directly or not) by command ``name`` (None: any)."""
+        want = f"{MARK}={self.id}:{name}".encode() if name else f"{MARK}={self.id}:".encode()
+        out = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit() or int(d.name) == os.getpid():
+                continue
+            try:
+                env = (d / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(e == want or (name is None and e.startswith(want)) for e in env):
+                out.append(int(d.name))
+        return out
+
+    def kill_tree(self, name: str | None) -> None:
+        """SIGKILL every process of command ``name`` (None: of the whole cluster), as a crash would."""
+        for pid in self.marked(name):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     @staticmethod
     def kill(p: subprocess.Popen, sig) -> None:
@@ -47,12 +80,13 @@ class Cluster:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def start(self, cmd: list[str], log: str, env: dict | None = None) -> subprocess.Popen:
+    def start(self, cmd: list[str], log: str, env: dict | None = None, name: str | None = None) -> subprocess.Popen:
         from fedtiny.trainer.flower.processes import child_env
 
         f = open(self.root / log, "ab")
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True, env=child_env(**(env or {})))
+                             start_new_session=True,
+                             env=child_env(**(env or {}), **{MARK: f"{self.id}:{name or log}"}))
         f.close()
         self.procs.append(p)
         return p
@@ -75,7 +109,7 @@ class Cluster:
         port = free_port()
         p = self.start(fedtiny_cmd("site", "--builtin", f"electrical:{k}", "--server", f"127.0.0.1:{link_port}",
                                    "--insecure", "--work", str(self.root / f"site{k}"), "--port", str(port)),
-                       f"site{k}.log")
+                       f"site{k}.log", name=f"site{k}")
         wait_port("127.0.0.1", port, timeout, p, f"site {k}", self.root / f"site{k}.log")
         self.sites[k] = p
         return p

@@ -27,7 +27,7 @@ def _report(run):
 def _server(cluster, link_port, run, cfg_file, *extra):
     return cluster.start(fedtiny_cmd("server", "--superlink", f"127.0.0.1:{link_port}", "--insecure",
                                      "--devices", "3", "--config", str(cfg_file), "--out", str(run), *extra),
-                         "server.log")
+                         "server.log", name="server")
 
 
 def _finish(proc, cluster, timeout=600):
@@ -67,33 +67,52 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
         assert len(serving) == 1 and len(answered) >= 4 and set(answered) == set(serving)
 
 
-def test_a_site_killed_mid_round_does_not_end_the_run_and_rejoins(tmp_path):
+def test_a_killed_site_does_not_end_the_round_and_a_killed_server_resumes(tmp_path):
+    """Site 2 is killed during round 1: the round aggregates sites 0 and 1. The server is then
+    killed (-9) after round 1; site 2 restarts and rejoins; `fedtiny server --resume` finishes
+    the run with all three."""
     run = tmp_path / "run"
     with Cluster(tmp_path) as c:
         port = c.superlink()
         for k in range(3):
             c.site(k, port)
-        srv = _server(c, port, run, c.small_config(), "--rounds", "2", "--min-sites", "2",
-                      "--timeout", "40", "--wait", "240")
+        args = ("--rounds", "2", "--min-sites", "2", "--timeout", "40", "--wait", "240")
+        srv = _server(c, port, run, c.small_config(), *args)
         log2 = tmp_path / "site2" / "site.log"
         wait_for(lambda: "request fit device 2 phase phase2 round 1" in log2.read_text(), 400,
                  "round 1 to reach site 2")
-        Cluster.kill(c.sites[2], signal.SIGKILL)               # the site and everything it started
+        c.kill_tree("site2")                                   # the site and everything it started
         c.sites[2].wait(30)
+        wait_for(lambda: not c.marked("site2"), 30, "every process of site 2 to end")
 
-        def round1():
-            if not (run / "metrics.jsonl").exists():
-                return None
-            lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-            return next((x for x in lines if x["phase"] == "phase2" and x["round"] == 1), None)
-        r1 = wait_for(round1, 300, "round 1 to end without site 2")
+        def done():
+            p = run / "state" / "progress.json"
+            return p.exists() and "round01" in json.loads(p.read_text())["done"]
+        wait_for(done, 300, "round 1 to end without site 2")
+        Cluster.kill(srv, signal.SIGKILL)                      # kill -9 of fedtiny server alone
+        srv.wait(30)
+
+        def serverapp_alive():                                 # it runs under the SuperLink, not the server
+            for pid in c.marked("superlink.log"):
+                try:
+                    if b"flwr-serverapp" in open(f"/proc/{pid}/cmdline", "rb").read():
+                        return True
+                except OSError:
+                    pass
+            return False
+        wait_for(lambda: not serverapp_alive(), 60, "the orphaned ServerApp to stop")
+        assert not (run / "report.json").exists()
         c.site(2, port)                                        # restarted: it rejoins
+        srv = _server(c, port, run, c.small_config(), *args, "--resume")
         _finish(srv, c)
-    assert r1["devices"] == [0, 1] and "2" in r1["failed"] and len(r1["weights"]) == 2
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    r1, r2 = [x for x in lines if x["phase"] == "phase2"]
+    assert r1["devices"] == [0, 1] and "no reply within 40 s" in r1["failed"]["2"] and len(r1["weights"]) == 2
+    assert "failed" not in r2 and len(r2["weights"]) == 3       # the restarted site is back in round 2
     rep = json.loads((run / "report.json").read_text())
     assert [d["device"] for d in rep["devices"]] == [0, 1, 2]
     assert (tmp_path / "site2" / "devices" / "dev02" / "test_split.npz").exists()
-    assert "no reply within 40 s" in r1["failed"]["2"]
+    assert "resuming" in (tmp_path / "server.log").read_text()
 
 
 def test_a_site_that_never_connects_is_a_clear_error(tmp_path):

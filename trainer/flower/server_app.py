@@ -63,11 +63,34 @@ class Deployed(BackendFactory):
         return self.backend
 
 
+def watch(pid: int) -> None:
+    """End this process, as a kill would, once process ``pid`` (the ``fedtiny server`` that
+    submitted the job) is gone: a killed server must not leave its run going on without it (a
+    ``--resume`` would then write beside it). Finished steps are checkpointed, so nothing is lost."""
+    import threading
+    import time
+
+    def loop() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                print("fedtiny: the fedtiny server that submitted this run is gone; stopping", flush=True)
+                os._exit(1)
+            except PermissionError:
+                pass
+            time.sleep(1.0)
+
+    threading.Thread(target=loop, name="server-watch", daemon=True).start()
+
+
 def run_job(grid, job_path: Path) -> dict:
     """Execute one job file; returns the status written to ``status.json``."""
     from ..config import TrainConfig
 
     job = json.loads(Path(job_path).read_text())
+    if job.get("watch_pid"):
+        watch(int(job["watch_pid"]))
     cfg = TrainConfig.from_dict(job["cfg"])
     factory = Deployed(grid, job["timeout"], job["wait"])
     run = Run(cfg, Path(job["out"]), job["resume"], PrintReporter(), factory, job["min_sites"])
