@@ -66,3 +66,17 @@ def test_simulation_equals_inprocess_and_sends_no_windows(small_run, tmp_path):
             dev = int(c["reply"]["device"])
             assert c["reply"]["model_int8"] == (out / "devices" / f"dev{dev:02d}" / "model_int8.tflite").read_bytes()
     assert kinds == {"finalize"}
+
+
+def test_flower_engines_refuse_the_non_federated_references(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from fedtiny.cli import run; run()"
+    p = subprocess.run([sys.executable, "-c", code, "train", "--engine", "flower-sim", "--method", "local",
+                        "--devices", "2", "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "error: --engine flower-sim runs the federated methods (fedmetaalign, fedavg, fedprox); local pools or "
+        "never shares data: use --engine inprocess"]
+    assert not (tmp_path / "r").exists()

@@ -13,8 +13,10 @@ from fedtiny.trainer.strategies import FedAvg, FedMetaAlign, FedProx, Reply, che
 
 
 def test_strategy_and_aggregation_code_never_imports_tensorflow():
+    """Also the ClientApp module: Flower starts a process for every message, which must stay light
+    (the site's TF lives in its long-lived worker)."""
     code = ("import sys; import fedtiny.trainer.strategies, fedtiny.trainer.aggregation, "
-            "fedtiny.trainer.backends; "
+            "fedtiny.trainer.backends, fedtiny.trainer.flower.client_app, fedtiny.trainer.flower.backend; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -44,9 +44,12 @@ class Deployed(BackendFactory):
         self.backend = None
 
     def check(self, cfg) -> None:
-        from .simulation import FlowerSim
+        from ..config import FEDERATED
+        from ..data.fleet import DataError
 
-        FlowerSim.check(self, cfg)   # the same methods as the simulation
+        if cfg.method not in FEDERATED:
+            raise DataError(f"a federation runs the federated methods ({', '.join(FEDERATED)}); "
+                            f"{cfg.method} pools or never shares data: use fedtiny train")
 
     def prepare(self, run: Run):
         return prepare_server(run.cfg, run.rep)

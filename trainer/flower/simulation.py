@@ -30,6 +30,11 @@ class FlowerSim(BackendFactory):
         self.backend = None
 
     def check(self, cfg) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise DataError(f"--engine {self.name} needs Ray: pip install -e \".[simulation]\" "
+                            "(flwr[simulation]==1.42.0)")
         if cfg.method not in FEDERATED:
             raise DataError(f"--engine {self.name} runs the federated methods ({', '.join(FEDERATED)}); "
                             f"{cfg.method} pools or never shares data: use --engine inprocess")
@@ -53,18 +58,20 @@ def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, fa
               num_cpus: int | None = None):
     """Run (or resume) ``cfg`` into ``out`` on Flower's simulation engine; returns the report
     (None with ``until``), like ``pipeline.train``."""
-    from flwr.serverapp import ServerApp
-    from flwr.simulation import run_simulation
-
-    from . import client_app
-
     factory = factory or FlowerSim()
-    run = Run(cfg, out, resume, reporter, factory, min_sites)
+    run = Run(cfg, out, resume, reporter, factory, min_sites)     # every check before any import
     if resume and until is None:
         done = run.finished_report()
         if done is not None:
             run.rep.note(f"{out} is already finished; nothing to resume (its report follows)")
             return done
+    from ..tfquiet import import_tensorflow
+
+    import_tensorflow()          # flwr.simulation imports TensorFlow; quietly, as everywhere else
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    from . import client_app
     result = {}
     server_app = ServerApp()
 
