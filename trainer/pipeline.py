@@ -215,7 +215,9 @@ class Run:
         self.state = self.out / "state"
         self.backend_factory = backend or InProcess()
         self.backend_factory.check(cfg)
-        self.min_sites = max(1, min(int(min_sites), cfg.devices))
+        if not 1 <= int(min_sites) <= cfg.devices:
+            raise RunError(f"--min-sites {min_sites} must lie between 1 and --devices {cfg.devices}")
+        self.min_sites = int(min_sites)
         self.progress = self._check(resume)
         self.metrics: Metrics | None = None
         self._on_epoch = None
