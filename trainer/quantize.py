@@ -99,6 +99,8 @@ class Converter:
 
     MAX_TASKS = 40
     _pool: ProcessPoolExecutor | None = None
+    _tasks = 0
+    _atexit = False
 
     def __enter__(self) -> "Converter":
         return self
@@ -108,11 +110,20 @@ class Converter:
 
     @classmethod
     def _executor(cls) -> ProcessPoolExecutor:
+        """The pool for the next task. The worker is replaced here, after ``MAX_TASKS`` tasks (the
+        old one is shut down and waited for first), not with ``max_tasks_per_child``: with that
+        option CPython 3.11's pool can deadlock when its worker retires (seen in this project's
+        suite on a loaded machine: the submitted conversion waited forever, no worker alive)."""
+        if cls._pool is not None and cls._tasks >= cls.MAX_TASKS:
+            cls.shutdown()
         if cls._pool is None:
             cls._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                            initializer=_worker_init, initargs=(os.getpid(),),
-                                            max_tasks_per_child=cls.MAX_TASKS)
-            atexit.register(cls.shutdown)
+                                            initializer=_worker_init, initargs=(os.getpid(),))
+            cls._tasks = 0
+            if not cls._atexit:
+                atexit.register(cls.shutdown)
+                cls._atexit = True
+        cls._tasks += 1
         return cls._pool
 
     @classmethod
