@@ -38,7 +38,7 @@ def _device_accuracies(run: Path, cfg, data, dev: int, converter) -> tuple[float
     info = json.loads((ddir / "device.json").read_text())
     weights = keras.models.load_model(ddir / "model_float.keras", compile=False).get_weights()
     s = data.splits[dev]
-    # the trainer's representative set (Run._finalize): same pool, same keyed permutation
+    # the trainer's representative set (client.SiteClient._artifacts): same pool, same keyed permutation
     rep_pool = np.concatenate([s.phase2_train.x, s.phase3_tune.x, s.phase1.x])
     rng = np.random.default_rng(key(cfg.seed, "phase3", dev, 1))
     rep_x = rep_pool[np.sort(rng.permutation(len(rep_pool))[:cfg.rep_samples])]

@@ -1,4 +1,5 @@
-"""The ``fedtiny`` command line: train, build, flash, bench, emulate, compare, ablate, report, demo.
+"""The ``fedtiny`` command line: train, build, flash, bench, emulate, compare, ablate, report, demo,
+server, site.
 
 Subcommands load lazily so that ``fedtiny --help`` answers without importing TensorFlow.
 """
@@ -23,6 +24,8 @@ LAZY = {
     "ablate": ("fedtiny.experiments_cli", "ablate"),
     "report": ("fedtiny.experiments_cli", "report"),
     "demo": ("fedtiny.demo", "demo"),
+    "server": ("fedtiny.flower_cli", "server"),
+    "site": ("fedtiny.flower_cli", "site"),
 }
 SHORT_HELP = {
     "train": "Train a fleet (Fed-Meta-Align, FedAvg, FedProx, references) into a run directory.",
@@ -34,6 +37,8 @@ SHORT_HELP = {
     "ablate": "Fed-Meta-Align ablations (Phase 1, floor c, splits): table, JSON and plots.",
     "report": "Write a self-contained HTML report of one run.",
     "demo": "Train, build, emulate and bench on the built-in data, end to end.",
+    "server": "Run a federation's server over Flower: the same run directory as train.",
+    "site": "Serve one device's data to a federation (a Flower SuperNode + the site worker).",
 }
 
 

@@ -40,6 +40,13 @@ def rounds_option():
                         help="Phase-2 federated rounds.")
 
 
+def min_sites_option():
+    return click.option("--min-sites", default=1, show_default=True, type=click.IntRange(1),
+                        help="A Phase-2 round aggregates the sites that answered when at least this many "
+                             "did (the others are logged in metrics.jsonl); fewer stops the run (resume "
+                             "later).")
+
+
 # name -> option; the name is the TrainConfig field
 _CONFIG_OPTIONS = {
     "method": lambda: click.option(

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from fedtiny.errors import UserError, friendly
-from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, no_cache_env,
+from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, min_sites_option,
+                             no_cache_env,
                              rounds_option)
 
 
@@ -38,9 +39,13 @@ def print_summary(report: dict, out: Path) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [default: runs/<dataset>-<method>-s<seed>].")
 @click.option("--resume", is_flag=True, help="Continue a run that was interrupted (same options).")
+@click.option("--engine", type=click.Choice(["inprocess", "flower-sim"]), default="inprocess", show_default=True,
+              help="inprocess: every site in this process; flower-sim: the same run through Flower's "
+                   "simulation engine (Ray, one worker per CPU, 127.0.0.1 only). Same seed, same numbers.")
+@min_sites_option()
 @config_options()
 @friendly
-def train(out, resume, no_cache, **options):
+def train(out, resume, engine, min_sites, no_cache, **options):
     """Train a fleet with Fed-Meta-Align or a baseline and write a run directory.
 
     Fed-Meta-Align: Phase 0 pretraining on a public pool, Phase 1 serial tour, Phase 2 rounds
@@ -58,6 +63,11 @@ def train(out, resume, no_cache, **options):
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file")
     with no_cache_env(no_cache):
-        report = run_train(cfg, out, resume=resume, reporter=RichReporter())
+        if engine == "flower-sim":
+            from fedtiny.trainer.flower.simulation import train_sim
+
+            report = train_sim(cfg, out, resume=resume, reporter=RichReporter(), min_sites=min_sites)
+        else:
+            report = run_train(cfg, out, resume=resume, reporter=RichReporter(), min_sites=min_sites)
     print_summary(report, out)
     click.echo(f"run directory: {out}")

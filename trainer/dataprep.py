@@ -91,13 +91,29 @@ def negate_augment(fleet: Fleet, splits: list[DeviceSplits]) -> None:
             setattr(s, name, with_negated(getattr(s, name)))
 
 
+def augments(cfg: TrainConfig, fleet: Fleet) -> bool:
+    """Whether this run sign-augments its training windows (``negate_augment``: real CSV only)."""
+    return bool(cfg.negate_augment and fleet.info.get("loader") in ("classData.csv", "detect_dataset.csv"))
+
+
+def public_pool(cfg: TrainConfig) -> Fleet:
+    """The fleet as the server may hold it: the public pool in model units (sign-augmented as
+    ``load_and_split`` augments it) and no device windows (they are dropped at once)."""
+    fleet = load(cfg)
+    fleet.devices = []
+    fleet = to_model_units(fleet)
+    if augments(cfg, fleet):
+        fleet.public = with_negated(fleet.public)
+    return fleet
+
+
 def load_and_split(cfg: TrainConfig, on_device=None, on_start=None) -> tuple[Fleet, list[DeviceSplits]]:
     """Load, scale and split; ``on_start(label, n)`` / ``on_device()`` report the splitting."""
     fleet = to_model_units(load(cfg))
     if on_start is not None:
         on_start("Splitting device data", len(fleet.devices))
     splits = split_all(cfg, fleet, on_device)
-    if cfg.negate_augment and fleet.info.get("loader") in ("classData.csv", "detect_dataset.csv"):
+    if augments(cfg, fleet):
         negate_augment(fleet, splits)
         fleet.info["negate_augment"] = True
     return fleet, splits

@@ -7,10 +7,15 @@ after each step the working weights and the metrics-line count are checkpointed 
 ``RUN/state/``. ``--resume`` skips the finished steps; since every random choice is keyed by
 (seed, step, device) and TF ops are deterministic, a resumed run ends with the same numbers as an
 uninterrupted one.
+
+Where each step runs: ``Run`` is the server. Phase 0 (public pool) and the centralized reference
+run here; the Phase-1 tour (one site at a time), the Phase-2 rounds (``strategies``: every site
+trains, the strategy aggregates, every site evaluates) and Phase 3 (``client.SiteClient.finalize``)
+are requests to the sites through a backend (``backends``: in-process by default; Flower
+simulation and deployment in ``trainer/flower/``). Same seed, same requests, same numbers.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -20,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from . import aggregation as agg
+from .backends import Backend, InProcessBackend, Task
 from .config import FEDERATED, TrainConfig
-from .data.fleet import DataError, Fleet
+from .data.fleet import DataError, Fleet, Pool
 from .model import ModelSpec
-from .rundir import (Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir,
-                     load_weights, save_weights)
+from .rundir import Metrics, atomic_write_bytes, atomic_write_json, device_dir, load_weights, save_weights
 from .splits import DeviceSplits
-from .threshold import decide, dequantize, tune_threshold
+from .strategies import check_reply, make_strategy
 
 PHASE_KEYS = {"phase0": 0, "phase1": 1, "phase2": 2, "phase3": 3, "local": 4, "central": 5}
 
@@ -77,6 +82,89 @@ def prepare(cfg: TrainConfig, reporter: Reporter | None = None) -> Prepared:
     return Prepared(fleet, spec, splits)
 
 
+@dataclass
+class ServerData:
+    """What the server holds: the model's shape, the public pool (Phase 0) and the class names.
+    No device's windows."""
+
+    spec: ModelSpec
+    public: Pool
+    class_names: list[str]
+
+    @classmethod
+    def from_prepared(cls, p: Prepared) -> "ServerData":
+        return cls(p.spec, p.fleet.public, list(p.fleet.class_names))
+
+
+class BackendFactory:
+    """How a Run reaches its sites: ``check(cfg)`` refuses, before anything is written, a run this
+    backend cannot execute; ``prepare(run)`` loads (and checks) the data the server needs and
+    returns a ``ServerData``; ``connect(run)`` (after the server's engine exists) returns the
+    ``backends.Backend``."""
+
+    name = "inprocess"
+
+    def check(self, cfg: TrainConfig) -> None:
+        pass
+
+    def prepare(self, run: "Run") -> ServerData:
+        raise NotImplementedError
+
+    def connect(self, run: "Run") -> Backend:
+        raise NotImplementedError
+
+
+class InProcess(BackendFactory):
+    """Every site in this process, on the server's TF engine (the default ``--engine``)."""
+
+    def prepare(self, run: "Run") -> ServerData:
+        from .quantize import Converter
+
+        Converter.warm_up()       # the conversion worker starts (imports TF) while Phases 0-2 run
+        run.data = prepare(run.cfg, run.rep)
+        return ServerData.from_prepared(run.data)
+
+    def connect(self, run: "Run") -> Backend:
+        from .client import SiteClient, SiteData
+
+        sites = [SiteClient(run.cfg, SiteData.from_prepared(run.data, i), run.engine, run.out)
+                 for i in range(run.cfg.devices)]
+        return InProcessBackend(sites)
+
+
+def check_artifacts(art: dict | None, dev: int) -> str | None:
+    """Why a Phase-3 reply of device ``dev`` cannot be stored (None when it can)."""
+    import math
+
+    if not art:
+        return "no artifacts in the reply"
+    for k, typ in (("model_int8", bytes), ("model_float", bytes), ("device_json", dict), ("record", dict)):
+        if not isinstance(art.get(k), typ):
+            return f"artifact {k!r} is missing or not {typ.__name__}"
+    info = art["device_json"]
+    if info.get("device") != dev:
+        return f"device.json names device {info.get('device')}, expected {dev}"
+    for k in ("threshold", "float_acc", "int8_acc"):
+        v = info.get(k)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"device.json {k} is not a finite number ({v!r})"
+    if info.get("model_bytes") != len(art["model_int8"]):
+        return "device.json model_bytes differs from the model it came with"
+    return None
+
+
+def prepare_server(cfg: TrainConfig, reporter: Reporter | None = None) -> ServerData:
+    """The server's data for the Flower backends: the public pool (scaled to model units as
+    ``prepare`` scales it), the model's shape and the class names. The device pools the loader
+    also returns are dropped at once: no server step reads them."""
+    from .dataprep import public_pool
+
+    rep = reporter or Reporter()
+    rep.note(f"preparing the public pool: {cfg.dataset}")
+    fleet = public_pool(cfg)
+    return ServerData(ModelSpec(fleet.input_shape, fleet.n_classes), fleet.public, list(fleet.class_names))
+
+
 def steps_for(cfg: TrainConfig) -> list[str]:
     devs = [f"dev{i:02d}" for i in range(cfg.devices)]
     if cfg.method == "local":
@@ -93,11 +181,17 @@ def steps_for(cfg: TrainConfig) -> list[str]:
 class Run:
     """A run directory plus the state needed to execute or resume its steps."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter | None = None):
+    def __init__(self, cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter | None = None,
+                 backend: "BackendFactory | None" = None, min_sites: int = 1):
         self.cfg = cfg
         self.out = Path(out)
         self.rep = reporter or Reporter()
         self.state = self.out / "state"
+        self.backend_factory = backend or InProcess()
+        self.backend_factory.check(cfg)
+        if not 1 <= int(min_sites) <= cfg.devices:
+            raise RunError(f"--min-sites {min_sites} must lie between 1 and --devices {cfg.devices}")
+        self.min_sites = int(min_sites)
         self.progress = self._check(resume)
         self.metrics: Metrics | None = None
         self._on_epoch = None
@@ -179,23 +273,25 @@ class Run:
             nxt = next((s for s in all_steps if s not in done), None)
             self.rep.note(f"resuming {self.out} at {describe_step(nxt)} ({len(done)} of {len(all_steps)} "
                           "steps done)" if nxt else f"{self.out}: every step is done; writing the report")
-        from .quantize import Converter
-
-        Converter.warm_up()       # the conversion worker starts (imports TF) while Phases 0-2 run
-        self.data = prepare(cfg, self.rep)
+        factory = self.backend_factory
+        self.server_data = factory.prepare(self)      # data checked before anything is written
         self._create()
         from .engine import Engine
 
-        self.engine = Engine(self.data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
+        self.engine = Engine(self.server_data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
         weights = (load_weights(self.state / self.progress["weights"]) if self.progress["weights"]
                    else self.engine.init_weights)
         self.global_weights = [np.array(w) for w in weights]
+        self.strategy = make_strategy(cfg) if cfg.method in FEDERATED else None
         todo = [s for s in all_steps if s not in done]
         if until is not None:
             todo = [s for s in todo if all_steps.index(s) <= all_steps.index(until)]
         groups = _group_steps(todo)
         epochs_of = {"phase0": cfg.phase0_epochs, "central": cfg.reference_epochs}
-        with Converter() as self.converter:
+        undelivered = []
+        self._todo, self._phase3 = todo, {}
+        self.backend = factory.connect(self)
+        try:
             for label, steps in groups:
                 # one-step groups that train for many epochs show their epochs instead
                 per_epoch = steps[0] in epochs_of
@@ -205,12 +301,20 @@ class Run:
                 for step in steps:
                     t0 = time.perf_counter()
                     changed = self._run_step(step)
-                    self._checkpoint(step, self.global_weights if changed else None, time.perf_counter() - t0)
+                    if changed is None:                  # a site did not deliver its Phase 3
+                        undelivered.append(step)
+                    else:
+                        self._checkpoint(step, self.global_weights if changed else None, time.perf_counter() - t0)
                     if not per_epoch:
                         self.rep.advance()
                     if os.environ.get("FEDTINY_CRASH_AFTER") == step:   # tests: die like a kill -9
                         os._exit(137)
                 self.rep.finish()
+        finally:
+            self.backend.close()
+        if undelivered:
+            raise RunError(f"{', '.join(describe_step(s) for s in undelivered)} did not deliver "
+                           "(see metrics.jsonl); every other step is kept: continue with --resume")
         if until is not None:
             return None
         report = self._report()
@@ -219,8 +323,9 @@ class Run:
         atomic_write_json(self.out / "report.json", report)
         return report
 
-    def _run_step(self, step: str) -> bool:
-        """Run one step; True when it changed the working (global) weights."""
+    def _run_step(self, step: str) -> bool | None:
+        """Run one step; True when it changed the working (global) weights, None when a site did
+        not deliver it (the step stays undone)."""
         if step == "phase0":
             self._phase0()
         elif step == "phase1":
@@ -230,12 +335,12 @@ class Run:
         elif step == "central":
             self._central()
         elif step.startswith("dev"):
-            self._device(int(step[3:]))
-            return False
+            return False if self._device(int(step[3:])) else None
         return True
 
     def _phase0(self) -> None:
-        pub = self.data.fleet.public
+        """Server step: train on the public pool that no device owns."""
+        pub = self.server_data.public
         e = self.engine
         e.set_weights(self.global_weights)
         loss = e.fit(pub.x, pub.y, self.cfg.phase0_epochs, key(self.cfg.seed, "phase0"), on_epoch=self._on_epoch)
@@ -244,58 +349,69 @@ class Run:
         self.metrics.log({"phase": "phase0", "epochs": self.cfg.phase0_epochs, "loss": loss, "public_acc": acc})
 
     def _phase1(self) -> None:
-        """Serial tour: carry one model through the devices, a few epochs on each Phase-1 share."""
-        cfg, e = self.cfg, self.engine
-        e.set_weights(self.global_weights)
+        """Server step: the serial tour. The model goes to one site at a time in tour order, the
+        site trains a few epochs on its Phase-1 share, the returned model goes on to the next site.
+        A site that fails (or sends an unusable reply) is skipped: the model goes on unchanged."""
+        cfg = self.cfg
 
         def visit(tour: int, visit_no: int, dev: int) -> None:
-            s = self.data.splits[dev].phase1
-            loss = e.fit(s.x, s.y, cfg.phase1_epochs, key(cfg.seed, "phase1", tour, dev)) if len(s) else float("nan")
-            self.metrics.log({"phase": "phase1", "tour": tour, "visit": visit_no, "device": dev, "loss": loss})
+            task = Task(dev, self.global_weights, {"phase": "phase1", "tour": tour, "epochs": cfg.phase1_epochs})
+            reply = self.backend.fit([task])[0]
+            bad = check_reply(reply, self.global_weights, ("n",))
+            rec = {"phase": "phase1", "tour": tour, "visit": visit_no, "device": dev}
+            if bad:
+                self.metrics.log({**rec, "loss": float("nan"), "failed": bad})
+                self.rep.note(f"Phase 1: device {dev} skipped ({bad})")
+                return
+            self.global_weights = [np.array(w) for w in reply.weights]
+            self.metrics.log({**rec, "loss": reply.metrics.get("train_loss", float("nan"))})
 
         run_tours(cfg.devices, cfg.tours, cfg.tour, cfg.seed, visit)
-        self.global_weights = e.get_weights()
-
-    def _local_round(self, r: int):
-        """Every device trains from the global weights on its Phase-2 share."""
-        cfg, e = self.cfg, self.engine
-        mu = cfg.mu if cfg.method == "fedprox" else 0.0
-        client_w, perf, val_acc, n = [], [], [], []
-        for i, s in enumerate(self.data.splits):
-            e.set_weights(self.global_weights)
-            before = e.evaluate(s.phase2_val.x, s.phase2_val.y)[0] if cfg.perf == "loss_improvement" else None
-            e.fit(s.phase2_train.x, s.phase2_train.y, cfg.local_epochs, key(cfg.seed, "phase2", r, i),
-                  mu=mu, anchor=self.global_weights)
-            after, acc = e.evaluate(s.phase2_val.x, s.phase2_val.y)
-            client_w.append(e.get_weights())
-            val_acc.append(acc)
-            perf.append(acc if cfg.perf == "accuracy" else max(before - after, 0.0) / max(before, 1e-12))
-            n.append(len(s.phase2_train))
-        return client_w, np.asarray(perf, dtype=np.float64), val_acc, n
 
     def _round(self, r: int) -> None:
-        cfg = self.cfg
-        client_w, perf, val_acc, n = self._local_round(r)
-        rec = {"phase": "phase2", "round": r, "method": cfg.method, "local_val_acc": val_acc,
-               "n_samples": n}
-        if cfg.method == "fedmetaalign":
-            d = agg.client_deltas(client_w, self.global_weights)
-            aw = agg.align_weights(d, perf, cfg.floor)
-            self.global_weights = agg.apply_weighted_update(self.global_weights, d, aw.w, cfg.server_lr)
-            rec.update(weights=aw.w.tolist(), cos=aw.cos.tolist(), perf=aw.p.tolist())
-        else:
-            self.global_weights = agg.fedavg(client_w, n)
-            rec.update(weights=(np.asarray(n) / np.sum(n)).tolist())
+        """Server step: one Phase-2 round. Every site trains from the global weights; the strategy
+        aggregates the usable replies (at least ``min_sites``); every site then evaluates the new
+        global weights on its Phase-2 validation windows."""
+        cfg, strategy = self.cfg, self.strategy
+        conf = strategy.fit_config(r)
+        replies = self.backend.fit([Task(i, self.global_weights, conf) for i in range(cfg.devices)])
+        good, failed = [], {}
+        for rep in replies:
+            bad = check_reply(rep, self.global_weights, strategy.needs)
+            if bad:
+                failed[rep.device] = bad
+            else:
+                good.append(rep)
+        if failed:
+            self.rep.note(f"round {r}: no usable reply from "
+                          + "; ".join(f"device {d} ({why})" for d, why in sorted(failed.items())))
+        if len(good) < self.min_sites:
+            raise RunError(f"round {r}: only {len(good)} of {cfg.devices} sites answered usably "
+                           f"(--min-sites {self.min_sites}); failed: "
+                           + "; ".join(f"device {d}: {why}" for d, why in sorted(failed.items()))
+                           + ". Finished steps are kept: continue with --resume")
+        rec = {"phase": "phase2", "round": r, "method": cfg.method,
+               "local_val_acc": [x.metrics["acc"] for x in good], "n_samples": [int(x.metrics["n"]) for x in good]}
+        if failed:
+            rec.update(devices=[x.device for x in good], failed={str(d): why for d, why in sorted(failed.items())})
+        self.global_weights, agg_rec = strategy.aggregate(self.global_weights, good)
+        rec.update(agg_rec)
         accs = self._global_val_acc()
-        rec.update(global_val_acc=float(np.mean(accs)), global_val_acc_per_device=accs)
+        answered = [a for a in accs if a is not None]
+        rec.update(global_val_acc=float(np.mean(answered)) if answered else float("nan"),
+                   global_val_acc_per_device=accs)
         self.metrics.log(rec)
 
-    def _global_val_acc(self) -> list[float]:
-        self.engine.set_weights(self.global_weights)
-        return [self.engine.evaluate(s.phase2_val.x, s.phase2_val.y)[1] for s in self.data.splits]
+    def _global_val_acc(self) -> list[float | None]:
+        """Every site's accuracy of the global weights on its Phase-2 validation windows (None for
+        a site that did not answer)."""
+        replies = self.backend.evaluate([Task(i, self.global_weights, {"phase": "phase2"})
+                                         for i in range(self.cfg.devices)])
+        return [x.metrics["acc"] if check_reply(x, None, ("acc",)) is None else None for x in replies]
 
     def _central(self) -> None:
-        """Centralized reference: one model on the pooled non-test windows of every device."""
+        """Centralized reference: one model on the pooled non-test windows of every device (not a
+        federated step: only the in-process backend, which holds every device, can run it)."""
         pools = [s.train_all() for s in self.data.splits]
         x = np.concatenate([p.x for p in pools])
         y = np.concatenate([p.y for p in pools])
@@ -305,101 +421,43 @@ class Run:
         self.global_weights = e.get_weights()
         self.metrics.log({"phase": "central", "epochs": self.cfg.reference_epochs, "loss": loss, "n": int(len(y))})
 
-    # --- per device: Phase 3 and artifacts ---------------------------------------------------
-    def _device(self, dev: int) -> None:
-        cfg, e, s = self.cfg, self.engine, self.data.splits[dev]
-        rec = {"phase": "phase3", "device": dev}
-        if cfg.method == "local":
-            tr = s.train_all()
-            e.set_weights(e.init_weights)
-            rec["loss"] = e.fit(tr.x, tr.y, cfg.reference_epochs, key(cfg.seed, "local", dev))
-        else:
-            e.set_weights(self.global_weights)
-        threshold = cfg.default_threshold
-        warnings = []
-        if cfg.method in FEDERATED and cfg.personalize:
-            fx_before = [w.copy() for w in e.get_weights()[:e.n_fx]]
-            rec["loss"] = e.fit(s.phase3_tune.x, s.phase3_tune.y, cfg.phase3_epochs,
-                                key(cfg.seed, "phase3", dev), head_only=True)
-            if not all(np.array_equal(a, b) for a, b in zip(fx_before, e.get_weights()[:e.n_fx])):
-                raise RuntimeError("Phase 3 changed the frozen feature extractor")
-            side = one_sided(s.phase3_val.y)
-            if side:
-                warnings.append(f"device {dev}: its threshold-validation split holds only {side} windows "
-                                f"({len(s.phase3_val)}); the threshold stays at the default "
-                                f"{cfg.default_threshold:g}")
-            else:
-                threshold, value = tune_threshold(e.predict(s.phase3_val.x), s.phase3_val.y, cfg.threshold_metric)
-                rec.update(threshold_metric=cfg.threshold_metric, threshold_metric_value=value)
-        weights = e.get_weights()
-        names = self.data.fleet.class_names
-        missing = missing_test_classes(s.train_all().y, s.test.y)
-        if missing:
-            warnings.append(f"device {dev}: its test split holds no {', '.join(names[k] for k in missing)} "
-                            f"window although it trains on them; its accuracy says nothing about "
-                            f"{'that class' if len(missing) == 1 else 'those classes'}")
-        info = self._finalize(dev, weights, threshold, s, warnings)
-        rec.update(threshold=threshold, float_acc=info["float_acc"], int8_acc=info["int8_acc"])
-        self.metrics.log(rec)
-
-    def _finalize(self, dev: int, weights, threshold: float, s: DeviceSplits, warnings: list[str]) -> dict:
-        """Convert to INT8, evaluate float and INT8 (tflite-micro) on the test split, write artifacts.
-        ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``) beside its
-        decisions, so the bench can tell a borderline disagreement from a real one without running
-        the model; ``device.json`` records how dense layers were quantized (``dense_quantization``)."""
-        from .quantize import DENSE_QUANTIZATION, quant_params, quantize_input
-        from .tflm import arena_bytes, run_int8
-
-        cfg, e = self.cfg, self.engine
-        rep_pool = np.concatenate([s.phase2_train.x, s.phase3_tune.x, s.phase1.x])
-        rng = np.random.default_rng(key(cfg.seed, "phase3", dev, 1))
-        rep_x = rep_pool[np.sort(rng.permutation(len(rep_pool))[:cfg.rep_samples])]
-        tfl = self.converter.convert(self.data.spec, weights, rep_x)
-        q = quant_params(tfl)
-        float_pred = decide(e.predict(s.test.x), threshold)
-        x_int8 = quantize_input(s.test.x, q["input_scale"], q["input_zero_point"])
-        out = run_int8(tfl, x_int8)
-        int8_pred = decide(dequantize(out, q["output_scale"], q["output_zero_point"]), threshold)
-        ddir = device_dir(self.out, dev)
-        ddir.mkdir(parents=True, exist_ok=True)
-        e.set_weights(weights)
-        tmp = ddir / ".model_float.tmp.keras"
-        e.model.save(tmp)
-        tmp.replace(ddir / "model_float.keras")
-        atomic_write_bytes(ddir / "model_int8.tflite", tfl)
-        atomic_savez(ddir / "test_split.npz", x=s.test.x, y=s.test.y, x_int8=x_int8, pred_int8=int8_pred,
-                     out_int8=out)
-        info = {
-            "device": dev, "threshold": float(threshold),
-            "class_names": self.data.fleet.class_names,
-            "channel_names": self.data.fleet.channel_names,
-            "input_shape": list(self.data.spec.input_shape),
-            "channel_scale": [float(v) for v in self.data.fleet.channel_scale],
-            **q,
-            "dense_quantization": DENSE_QUANTIZATION,
-            "float_acc": float(np.mean(float_pred == s.test.y)),
-            "int8_acc": float(np.mean(int8_pred == s.test.y)),
-            "n_test": int(len(s.test)),
-            "model_bytes": len(tfl),
-            "arena_bytes": arena_bytes(tfl),
-            "model_sha256": hashlib.sha256(tfl).hexdigest(),
-            "condition": self.data.fleet.devices[dev].condition,
-            "class_counts": np.bincount(self.data.fleet.devices[dev].y, minlength=self.data.fleet.n_classes).tolist(),
-            "test_class_counts": np.bincount(s.test.y, minlength=self.data.fleet.n_classes).tolist(),
-            "warnings": warnings,
-        }
-        atomic_write_json(ddir / "device.json", info)
-        return info
+    # --- per device: Phase 3 and artifacts (a site step) -------------------------------------
+    def _device(self, dev: int) -> bool:
+        """Send the final global weights to site ``dev`` for Phase 3; store what it returns (a
+        remote site keeps its test windows). False when the site did not deliver."""
+        if dev not in self._phase3:
+            # remote sites run Phase 3 at the same time: one request to each site still to do
+            devs = [int(x[3:]) for x in self._todo if x.startswith("dev") and int(x[3:]) >= dev] \
+                if self.backend.remote else [dev]
+            tasks = [Task(d, self.global_weights, {"phase": "phase3"}) for d in devs]
+            self._phase3.update({r.device: r for r in self.backend.finalize(tasks)})
+        reply = self._phase3.pop(dev)
+        bad = reply.error or check_artifacts(reply.artifacts, dev)
+        if bad:
+            self.rep.note(f"device {dev}: Phase 3 failed ({bad})")
+            self.metrics.log({"phase": "phase3", "device": dev, "failed": bad})
+            return False
+        art = reply.artifacts
+        if self.backend.remote:
+            ddir = device_dir(self.out, dev)
+            atomic_write_bytes(ddir / "model_int8.tflite", art["model_int8"])
+            atomic_write_bytes(ddir / "model_float.keras", art["model_float"])
+            atomic_write_json(ddir / "device.json", art["device_json"])
+        self.metrics.log(art["record"])
+        return True
 
     def _report(self) -> dict:
-        devs, warnings = [], []
+        devs, warnings, infos = [], [], []
         for i in range(self.cfg.devices):
             d = json.loads((device_dir(self.out, i) / "device.json").read_text())
+            infos.append(d)
             devs.append({k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold", "n_test",
                                            "test_class_counts", "model_bytes", "arena_bytes", "model_sha256")})
             warnings += d["warnings"]
-        names = self.data.fleet.class_names
-        trained = [k for k in range(len(names)) if any(np.any(s.train_all().y == k) for s in self.data.splits)]
+        names = self.server_data.class_names
+        # a device trains on every window but its test split: class_counts - test_class_counts
+        train_counts = [np.subtract(d["class_counts"], d["test_class_counts"]) for d in infos]
+        trained = [k for k in range(len(names)) if any(c[k] > 0 for c in train_counts)]
         untested = [k for k in trained if not any(d["test_class_counts"][k] for d in devs)]
         if untested:
             warnings.append(f"no device's test split holds a {', '.join(names[k] for k in untested)} window: "
@@ -410,7 +468,7 @@ class Run:
         return {
             "run": self.out.name, "dataset": self.cfg.dataset, "method": self.cfg.method,
             "personalize": self.cfg.personalize if self.cfg.method in FEDERATED else False,
-            "seed": self.cfg.seed, "class_names": self.data.fleet.class_names,
+            "seed": self.cfg.seed, "class_names": self.server_data.class_names,
             "devices": devs,
             "summary": {"mean_float_acc": float(np.mean(fa)), "mean_int8_acc": float(np.mean(ia)),
                         "max_int8_drop_pp": float(100 * np.max(np.subtract(fa, ia))),
@@ -485,10 +543,12 @@ def describe_step(step: str) -> str:
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter | None = None,
-          until: str | None = None) -> dict | None:
+          until: str | None = None, backend: BackendFactory | None = None, min_sites: int = 1) -> dict | None:
     """Run (or resume) one training run into ``out``; returns the report dict (None with ``until``).
-    ``resume`` on a finished run returns its report at once (nothing is recomputed)."""
-    run = Run(cfg, out, resume, reporter)
+    ``resume`` on a finished run returns its report at once (nothing is recomputed). ``backend``
+    chooses how the server reaches the sites (default: all in this process); a Phase-2 round
+    needs usable replies from at least ``min_sites`` sites."""
+    run = Run(cfg, out, resume, reporter, backend, min_sites)
     if resume and until is None:
         done = run.finished_report()
         if done is not None:

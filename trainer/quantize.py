@@ -95,16 +95,12 @@ def _worker_init(parent_pid: int) -> None:
 class Converter:
     """Conversions run in a spawned worker process shared by every run of this process and replaced
     after ``MAX_TASKS`` conversions, which bounds the converter's memory growth (about 7 MB a call)
-    to a few hundred MB. ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the worker.
-
-    The replacement is done here (shut the pool down, start a new one) rather than with
-    ProcessPoolExecutor's ``max_tasks_per_child``: on Python 3.11 that option can deadlock when the
-    worker exits while the next task is being fed to it (seen here: a compare hung in
-    ``Future.result`` with no worker left)."""
+    to a few hundred MB. ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the worker."""
 
     MAX_TASKS = 40
     _pool: ProcessPoolExecutor | None = None
     _tasks = 0
+    _atexit = False
 
     def __enter__(self) -> "Converter":
         return self
@@ -114,13 +110,20 @@ class Converter:
 
     @classmethod
     def _executor(cls) -> ProcessPoolExecutor:
+        """The pool for the next task. The worker is replaced here, after ``MAX_TASKS`` tasks (the
+        old one is shut down and waited for first), not with ``max_tasks_per_child``: with that
+        option CPython 3.11's pool can deadlock when its worker retires (seen in this project's
+        suite on a loaded machine: the submitted conversion waited forever, no worker alive)."""
         if cls._pool is not None and cls._tasks >= cls.MAX_TASKS:
             cls.shutdown()
         if cls._pool is None:
             cls._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
                                             initializer=_worker_init, initargs=(os.getpid(),))
             cls._tasks = 0
-            atexit.register(cls.shutdown)
+            if not cls._atexit:
+                atexit.register(cls.shutdown)
+                cls._atexit = True
+        cls._tasks += 1
         return cls._pool
 
     @classmethod
@@ -131,9 +134,7 @@ class Converter:
             cls._executor().submit(_import_tf)
 
     def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False) -> bytes:
-        pool = self._executor()
-        type(self)._tasks += 1
-        return pool.submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
+        return self._executor().submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
                            np.asarray(rep_x), per_channel_dense).result()
 
     @classmethod

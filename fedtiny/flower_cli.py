@@ -1,0 +1,296 @@
+"""``fedtiny server`` and ``fedtiny site``: a real multi-site federation over Flower 1.42.
+
+server: starts (or connects to) a SuperLink, submits our ServerApp with ``flwr run`` and waits
+        for it; the ServerApp runs the same steps as ``fedtiny train`` and writes the same run
+        directory (Flower's own files go to ``--work``, default ``RUNS/.NAME.flower``).
+site:   a SuperNode plus our long-lived site worker on the machine that holds one device's data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import click
+
+from fedtiny.errors import UserError, friendly
+from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, min_sites_option,
+                             rounds_option)
+
+INSECURE_HELP = ("Plain-text connections, no TLS. Allowed only on loopback (127.0.0.1 / localhost): "
+                 "for tests and demos on one machine; across machines give certificates instead.")
+
+
+def _check_tls(host: str, insecure: bool, have_certs: bool, what: str) -> None:
+    from fedtiny.trainer.flower.processes import is_loopback
+
+    if insecure and not is_loopback(host):
+        raise UserError(f"--insecure is allowed only on loopback; {what} {host} is not: give TLS certificates")
+    if not insecure and not have_certs:
+        raise UserError(f"give TLS certificates for {what} {host}, or --insecure on loopback")
+
+
+# --- server --------------------------------------------------------------------------------------
+@click.command()
+@dataset_option()
+@devices_option()
+@rounds_option()
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the run.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory [default: runs/<dataset>-<method>-s<seed>].")
+@click.option("--resume", is_flag=True, help="Continue a run that was interrupted (same options).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the SuperLink listens on (0.0.0.0: every interface; needs TLS).")
+@click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535),
+              help="SuperLink port (sites connect here; flwr run too).")
+@click.option("--superlink", "superlink_addr", default=None, metavar="HOST:PORT",
+              help="Use this running SuperLink (on this machine: the ServerApp it runs writes --out here) "
+                   "instead of starting one.")
+@click.option("--insecure", is_flag=True, help=INSECURE_HELP)
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="SuperLink TLS certificate (PEM).")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="SuperLink TLS private key (PEM).")
+@click.option("--ssl-ca-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA certificate (PEM) that signed the SuperLink's certificate; flwr run verifies with it.")
+@click.option("--enable-supernode-auth", is_flag=True,
+              help="Flower node authentication: only SuperNodes whose public keys were registered may join "
+                   "(passed to flower-superlink).")
+@min_sites_option()
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds a site has to answer one request before the server goes on without it.")
+@click.option("--wait", default=300.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds to wait for sites to connect (all of them at the start; the one a Phase-1 visit "
+                   "or a Phase-3 step needs later) before a clear error.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for Flower's files (SuperLink database, logs, job) [default: next to --out].")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON object of run settings (TrainConfig fields, e.g. a run's config.json); options given "
+                   "on the command line take precedence.")
+@config_options()
+@click.pass_context
+@friendly
+def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile, ssl_keyfile, ssl_ca_certfile,
+           enable_supernode_auth, min_sites, timeout, wait, work, config_file, **options):
+    """Run a federation's server: Phase 0 here on the public pool, every site step on the sites.
+
+    Starts a SuperLink on HOST:PORT (or uses --superlink), submits fedtiny's ServerApp with
+    `flwr run`, and writes the same run directory as `fedtiny train` (config, metrics, report,
+    each device's models and device.json). Each device's test windows stay at its site.
+    """
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.flower import processes as fp
+    from fedtiny.trainer.flower.server_app import Deployed
+    from fedtiny.trainer.pipeline import Run
+
+    cfg = TrainConfig.from_dict(merged_config(ctx, options, config_file))
+    if out is None:
+        name = Path(cfg.dataset).stem if cfg.dataset not in ("electrical", "mechanical") else cfg.dataset
+        out = Path("runs") / f"{name}-{cfg.method}-s{cfg.seed}"
+    out = out.absolute()
+    certs = None
+    if any((ssl_certfile, ssl_keyfile, ssl_ca_certfile)):
+        if not all((ssl_certfile, ssl_keyfile, ssl_ca_certfile)):
+            raise UserError("TLS needs all of --ssl-certfile, --ssl-keyfile and --ssl-ca-certfile")
+        certs = {"certfile": ssl_certfile, "keyfile": ssl_keyfile, "ca_certfile": ssl_ca_certfile}
+    if superlink_addr:
+        try:
+            link_host, link_port = fp.split_address(superlink_addr)
+        except ValueError as e:
+            raise UserError(f"--superlink: {e}") from None
+    else:
+        link_host, link_port = host, port
+    _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
+               "the SuperLink")
+    run = Run(cfg, out, resume, backend=Deployed(None, timeout, wait), min_sites=min_sites)   # checks only
+    if resume and (done := run.finished_report()) is not None:
+        click.echo(f"{out} is already finished; nothing to resume (its report follows)")
+        _summary(done, out)
+        return
+    work = (work or out.parent / f".{out.name}.flower").absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    job = work / "job.json"
+    status = work / "status.json"
+    status.unlink(missing_ok=True)
+    job.write_text(json.dumps({"cfg": cfg.to_dict(), "out": str(out), "resume": resume, "min_sites": min_sites,
+                               "timeout": timeout, "wait": wait, "watch_pid": os.getpid()}, indent=2))
+    app_dir = fp.write_app(work / "app")
+    connect = "127.0.0.1" if link_host in ("0.0.0.0", "::") else link_host
+    address = f"{connect}:{link_port}"
+    home = fp.write_flwr_home(work / "flwr-home", address, ssl_ca_certfile)
+    link = flwr_run = None
+    try:
+        if not superlink_addr:
+            link_log = work / f"superlink-{stamp}.log"
+            link = fp.start(fp.superlink_cmd(host, port, work / "superlink.db", certs, enable_supernode_auth),
+                            link_log, fp.child_env(FLWR_HOME=home))
+            try:
+                fp.wait_port(connect, port, 120, link, "flower-superlink", link_log)
+            except RuntimeError as e:
+                raise UserError(str(e)) from None
+            click.echo(f"SuperLink listening on {host}:{port} (log {link_log})")
+        run_log = work / f"flwr-run-{stamp}.log"
+        flwr_run = fp.start([fp.bin_path("flwr"), "run", str(app_dir), "fedtiny", "--stream",
+                             "--run-config", f'job="{job}"'], run_log, fp.child_env(FLWR_HOME=home))
+        click.echo(f"ServerApp submitted; waiting for {cfg.devices} site(s) (--wait {wait:g} s); log {run_log}")
+        _follow(run_log, status, flwr_run, link)
+    finally:
+        fp.stop(flwr_run)
+        fp.stop(link)
+    st = json.loads(status.read_text())
+    if not st.get("ok"):
+        raise UserError(st.get("error", "the ServerApp failed") + f" (log: {run_log})")
+    _summary(json.loads((out / "report.json").read_text()), out)
+
+
+def merged_config(ctx, options: dict, config_file: Path | None) -> dict:
+    """TrainConfig fields: the command line's explicit options over ``config_file``'s over defaults."""
+    from click.core import ParameterSource
+
+    fields = config_fields(options)
+    if config_file is None:
+        return fields
+    try:
+        base = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"--config {config_file}: {e}") from None
+    if not isinstance(base, dict):
+        raise UserError(f"--config {config_file}: expected a JSON object of run settings")
+    out = dict(base)
+    for k, v in fields.items():
+        if ctx.get_parameter_source(k) != ParameterSource.DEFAULT or k not in base:
+            out[k] = v
+    return out
+
+
+def _follow(log: Path, status: Path, flwr_run, link) -> None:
+    """Echo the ServerApp's progress lines until it wrote its status (or flwr run / the SuperLink died)."""
+    from fedtiny.trainer.flower.processes import tail
+
+    pos, ended = 0, None
+    while True:
+        if log.exists():
+            with open(log, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+            cut = chunk.rfind(b"\n") + 1
+            pos += cut
+            for line in chunk[:cut].decode(errors="replace").splitlines():
+                if "fedtiny:" in line:
+                    click.echo(line[line.index("fedtiny:") + 9:])
+        if status.exists():
+            return
+        if link is not None and link.poll() is not None:
+            raise UserError(f"flower-superlink exited with code {link.returncode}")
+        if flwr_run.poll() is not None:
+            ended = ended or time.monotonic()
+            if time.monotonic() - ended > 10:      # the status file may trail flwr run's exit
+                raise UserError(f"flwr run ended (code {flwr_run.returncode}) before the run finished{tail(log)}")
+        time.sleep(0.5)
+
+
+def _summary(report: dict, out: Path) -> None:
+    from fedtiny.train_cli import print_summary
+
+    print_summary(report, out)
+    click.echo(f"run directory: {out}")
+
+
+# --- site ----------------------------------------------------------------------------------------
+def _builtin(ctx, param, value):
+    if value is None:
+        return None
+    name, sep, k = value.partition(":")
+    if name not in ("electrical", "mechanical") or not sep or not k.isdigit():
+        raise click.BadParameter("give NAME:K with NAME electrical or mechanical, e.g. electrical:2")
+    return name, int(k)
+
+
+@click.command()
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="This site's data, in any format `fedtiny train --dataset` reads (a classData .csv or a "
+                   "folder of CWRU .mat files); the site keeps device K's pool of it.")
+@click.option("--builtin", callback=_builtin, default=None, metavar="NAME:K",
+              help="Demo data instead of --data: device K of a built-in fleet (electrical:K, mechanical:K).")
+@click.option("--device-id", type=click.IntRange(0), default=None, help="The device K this site holds.")
+@click.option("--server", "server_addr", required=True, metavar="HOST:PORT",
+              help="The SuperLink of `fedtiny server` (its --host/--port).")
+@click.option("--insecure", is_flag=True, help=INSECURE_HELP)
+@click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA certificate (PEM) that verifies the SuperLink's TLS certificate.")
+@click.option("--auth-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="This SuperNode's private key for Flower node authentication (flower-supernode "
+                   "--auth-supernode-private-key).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="This site's local run copy: its device's artifacts and test windows, logs "
+                   "[default: site-devK].")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the SuperNode's local API for its ClientApp processes, on 127.0.0.1 (0: a free one).")
+@friendly
+def site(data, builtin, device_id, server_addr, insecure, root_certificates, auth_key, work, port):
+    """Serve one device's data to a federation: a Flower SuperNode plus fedtiny's site worker.
+
+    The site trains on its own windows when the server asks and sends back weights and metrics;
+    at the end it runs Phase 3 (fine-tune, threshold, INT8) and keeps the device's artifacts,
+    including its test windows, in --work (run `fedtiny build --run WORK --device K` here).
+    Stop it with Ctrl-C.
+    """
+    import tempfile
+
+    from fedtiny.trainer.flower import processes as fp
+
+    if (data is None) == (builtin is None):
+        raise UserError("give exactly one of --data PATH or --builtin NAME:K")
+    if builtin is not None:
+        dataset, k = builtin
+        if device_id is not None and device_id != k:
+            raise UserError(f"--builtin {dataset}:{k} holds device {k}, not --device-id {device_id}")
+        device_id = k
+    else:
+        dataset = str(data.absolute())
+        if device_id is None:
+            raise UserError("--device-id is required with --data")
+    try:
+        host, _ = fp.split_address(server_addr)
+    except ValueError as e:
+        raise UserError(f"--server: {e}") from None
+    _check_tls(host, insecure, root_certificates is not None, "the server")
+    work = (work or Path(f"site-dev{device_id:02d}")).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    from fedtiny.trainer.flower.site_service import SiteService
+    from fedtiny.trainer.flower.site_worker import SiteWorker, make_key
+    from fedtiny.trainer.tfquiet import import_tensorflow
+
+    log_path = work / "site.log"
+
+    def log(line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with open(log_path, "a") as f:
+            f.write(f"{stamp} {line}\n")
+        click.echo(f"{stamp} {line}")
+
+    import_tensorflow()              # once, here: every request of this site runs in this process
+    sock_dir = Path(tempfile.mkdtemp(prefix="fedtiny-site-"))   # short path: Unix sockets allow ~100 bytes
+    key_file = sock_dir / "key"
+    worker = SiteWorker(SiteService(dataset, device_id, work), sock_dir / "worker.sock", make_key(key_file), log)
+    worker.start()
+    node = None
+    try:
+        nc = {"device-id": device_id, "site-socket": str(sock_dir / "worker.sock"), "site-key": str(key_file)}
+        port = port or fp.free_port()
+        node_log = work / "supernode.log"
+        node = fp.start(fp.supernode_cmd(server_addr, port, nc, root_certificates, auth_key), node_log,
+                        fp.child_env(FLWR_HOME=work / "flwr-home"))
+        log(f"device {device_id} ({dataset}) serving in process {os.getpid()}; SuperNode -> {server_addr} "
+            f"(log {node_log})")
+        while node.poll() is None:
+            time.sleep(0.5)
+        raise UserError(f"flower-supernode exited with code {node.returncode}{fp.tail(node_log)}")
+    finally:
+        fp.stop(node)
+        worker.stop()
+        import shutil
+
+        shutil.rmtree(sock_dir, ignore_errors=True)

@@ -1,0 +1,139 @@
+"""A real loopback deployment: one SuperLink and three SuperNodes (``fedtiny site``) on
+127.0.0.1, driven by ``fedtiny server``. Every process runs in its own process group and is
+stopped when the test ends, also on failure; every wait is bounded."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import small_config
+from flowerfixture import Cluster, fedtiny_cmd, wait_for
+
+pytest.importorskip("flwr")
+
+
+def _report(run):
+    r = json.loads((run / "report.json").read_text())
+    r.pop("timings_s")
+    r.pop("run")
+    return r
+
+
+def _server(cluster, link_port, run, cfg_file, *extra):
+    return cluster.start(fedtiny_cmd("server", "--superlink", f"127.0.0.1:{link_port}", "--insecure",
+                                     "--devices", "3", "--config", str(cfg_file), "--out", str(run), *extra),
+                         "server.log", name="server")
+
+
+def _finish(proc, cluster, timeout=600):
+    try:
+        rc = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail("fedtiny server did not finish in time:\n" + (cluster.root / "server.log").read_text()[-3000:])
+    assert rc == 0, (cluster.root / "server.log").read_text()[-3000:]
+
+
+def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
+    from fedtiny.trainer.pipeline import train
+
+    ref = tmp_path / "inprocess"
+    train(small_config(rounds=1), ref)
+    run = tmp_path / "run"
+    with Cluster(tmp_path) as c:
+        port = c.superlink()
+        for k in range(3):
+            c.site(k, port)
+        srv = _server(c, port, run, c.small_config(), "--rounds", "1", "--wait", "120", "--timeout", "300")
+        _finish(srv, c)
+    assert _report(run) == _report(ref)                       # accuracies, thresholds, model bytes
+    assert (run / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
+    for k in range(3):
+        d = f"dev{k:02d}"
+        assert (run / "devices" / d / "model_int8.tflite").read_bytes() == \
+            (ref / "devices" / d / "model_int8.tflite").read_bytes()
+        assert not (run / "devices" / d / "test_split.npz").exists()     # the test windows stay at the site
+        za = np.load(tmp_path / f"site{k}" / "devices" / d / "test_split.npz")
+        zb = np.load(ref / "devices" / d / "test_split.npz")
+        assert all(np.array_equal(za[n], zb[n]) for n in zb.files)
+        # one site process answered every request: TensorFlow was imported once per site
+        log = (tmp_path / f"site{k}" / "site.log").read_text()
+        serving = re.findall(r"serving in process (\d+)", log)
+        answered = re.findall(r"answered \w+ .*\(process (\d+)\)", log)
+        assert len(serving) == 1 and len(answered) >= 4 and set(answered) == set(serving)
+
+
+def test_a_killed_site_does_not_end_the_round_and_a_killed_server_resumes(tmp_path):
+    """Site 2 is killed during round 1: the round aggregates sites 0 and 1. The server is then
+    killed (-9) after round 1; site 2 restarts and rejoins; `fedtiny server --resume` finishes
+    the run with all three."""
+    run = tmp_path / "run"
+    with Cluster(tmp_path) as c:
+        port = c.superlink()
+        for k in range(3):
+            c.site(k, port)
+        args = ("--rounds", "2", "--min-sites", "2", "--timeout", "40", "--wait", "240")
+        srv = _server(c, port, run, c.small_config(), *args)
+        log2 = tmp_path / "site2" / "site.log"
+        wait_for(lambda: "request fit device 2 phase phase2 round 1" in log2.read_text(), 400,
+                 "round 1 to reach site 2")
+        c.kill_tree("site2")                                   # the site and everything it started
+        c.sites[2].wait(30)
+        wait_for(lambda: not c.marked("site2"), 30, "every process of site 2 to end")
+
+        def done():
+            p = run / "state" / "progress.json"
+            return p.exists() and "round01" in json.loads(p.read_text())["done"]
+        wait_for(done, 300, "round 1 to end without site 2")
+        Cluster.kill(srv, signal.SIGKILL)                      # kill -9 of fedtiny server alone
+        srv.wait(30)
+
+        def serverapp_alive():                                 # it runs under the SuperLink, not the server
+            for pid in c.marked("superlink.log"):
+                try:
+                    if b"flwr-serverapp" in open(f"/proc/{pid}/cmdline", "rb").read():
+                        return True
+                except OSError:
+                    pass
+            return False
+        wait_for(lambda: not serverapp_alive(), 60, "the orphaned ServerApp to stop")
+        assert not (run / "report.json").exists()
+        c.site(2, port)                                        # restarted: it rejoins
+        srv = _server(c, port, run, c.small_config(), *args, "--resume")
+        _finish(srv, c)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    r1, r2 = [x for x in lines if x["phase"] == "phase2"]
+    assert r1["devices"] == [0, 1] and "no reply within 40 s" in r1["failed"]["2"] and len(r1["weights"]) == 2
+    assert "failed" not in r2 and len(r2["weights"]) == 3       # the restarted site is back in round 2
+    rep = json.loads((run / "report.json").read_text())
+    assert [d["device"] for d in rep["devices"]] == [0, 1, 2]
+    assert (tmp_path / "site2" / "devices" / "dev02" / "test_split.npz").exists()
+    assert "resuming" in (tmp_path / "server.log").read_text()
+
+
+def test_a_site_that_never_connects_is_a_clear_error(tmp_path):
+    from fedtiny.trainer.flower.processes import free_port
+
+    with Cluster(tmp_path) as c:
+        p = c.start(fedtiny_cmd("server", "--insecure", "--port", str(free_port()), "--devices", "2",
+                                "--rounds", "1", "--config", str(c.small_config()), "--out", str(tmp_path / "run"),
+                                "--wait", "3"), "server.log")
+        rc = p.wait(300)
+    out = (tmp_path / "server.log").read_text()
+    assert rc == 2, out[-2000:]
+    assert "error: no site connected for device(s) 0, 1 within --wait 3 s" in out
+    assert "Traceback" not in out
+
+
+def test_insecure_is_refused_off_loopback():
+    p = subprocess.run(fedtiny_cmd("site", "--builtin", "electrical:0", "--server", "10.1.2.3:9092", "--insecure"),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "error: --insecure is allowed only on loopback; the server 10.1.2.3 is not: give TLS certificates"]
+    p = subprocess.run(fedtiny_cmd("server", "--host", "0.0.0.0", "--insecure", "--devices", "2"),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "allowed only on loopback" in p.stderr

@@ -1,0 +1,201 @@
+"""The site step: what runs where one device's data lives.
+
+A ``SiteClient`` holds one device's splits (``SiteData``), a TF ``Engine`` (shared by all sites of
+one process in the in-process backend; one per site process in Flower) and the folder of its
+local run copy. It answers three requests, each given weights and a config dict:
+
+- ``fit(weights, config)`` with ``config["phase"]``:
+  ``phase1`` (``tour``, ``epochs``): train the Phase-1 share, key (seed, phase1, tour, device);
+  ``phase2`` (``round``, ``epochs``, ``mu``): train the Phase-2 share from the sent weights,
+  key (seed, phase2, round, device), FedProx term anchored at the sent weights when mu > 0.
+  Returns the trained weights and metrics: ``n`` (training windows), ``train_loss`` (mean CE of
+  the last epoch; absent when the share is empty), and for phase2 ``loss_before``, ``loss_after``,
+  ``acc_before``, ``acc`` (CE and accuracy of the sent / trained weights on the Phase-2
+  validation windows; ``acc`` is p_k under ``--perf accuracy``).
+- ``evaluate(weights, config)``: ``loss``, ``acc`` on the Phase-2 validation windows.
+- ``finalize(weights, config)`` (Phase 3): fine-tune the head (federated methods with
+  personalization) or train a local model (method ``local``), tune the threshold, convert to
+  INT8, evaluate float and INT8 on the test split, and write the device's artifacts into the local
+  run copy (``devices/devNN/``: model_float.keras, model_int8.tflite, device.json,
+  test_split.npz). Returns the artifacts a server may store: ``model_int8`` and ``model_float``
+  (bytes), ``device_json`` and ``record`` (the metrics line) as dicts. ``test_split.npz`` (raw test
+  windows) is never returned: it stays with the site.
+
+Every random choice is keyed by (run seed, phase, round/tour, device), so a request gives the same
+answer in any process on any backend.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import FEDERATED, TrainConfig
+from .model import ModelSpec
+from .rundir import atomic_savez, atomic_write_bytes, atomic_write_json, device_dir
+from .splits import DeviceSplits
+from .threshold import decide, dequantize, tune_threshold
+
+
+@dataclass
+class SiteData:
+    """Everything one site holds: its splits and the facts its device.json records."""
+
+    device: int
+    splits: DeviceSplits
+    spec: ModelSpec
+    class_names: list[str]
+    channel_names: list[str]
+    channel_scale: list[float]
+    condition: dict
+    class_counts: list[int]
+
+    @classmethod
+    def from_prepared(cls, prepared, device: int) -> "SiteData":
+        """Device ``device``'s share of a ``pipeline.Prepared`` (fleet + splits)."""
+        fleet = prepared.fleet
+        pool = fleet.devices[device]
+        return cls(device=device, splits=prepared.splits[device], spec=prepared.spec,
+                   class_names=list(fleet.class_names), channel_names=list(fleet.channel_names),
+                   channel_scale=[float(v) for v in fleet.channel_scale], condition=pool.condition,
+                   class_counts=np.bincount(pool.y, minlength=fleet.n_classes).tolist())
+
+
+class SiteClient:
+    """One device's site step (module doc)."""
+
+    def __init__(self, cfg: TrainConfig, data: SiteData, engine, out: Path):
+        self.cfg, self.data, self.engine, self.out = cfg, data, engine, Path(out)
+
+    @property
+    def device(self) -> int:
+        return self.data.device
+
+    def _key(self, phase: str, *parts: int) -> list[int]:
+        from .pipeline import key
+
+        return key(self.cfg.seed, phase, *parts)
+
+    # --- fit / evaluate ----------------------------------------------------------------------
+    def fit(self, weights, config: dict) -> tuple[list[np.ndarray], dict]:
+        e, s, dev = self.engine, self.data.splits, self.device
+        phase = config["phase"]
+        e.set_weights(weights)
+        if phase == "phase1":
+            share = s.phase1
+            out = {"n": int(len(share))}
+            if len(share):
+                out["train_loss"] = e.fit(share.x, share.y, int(config["epochs"]),
+                                          self._key("phase1", int(config["tour"]), dev))
+            return e.get_weights(), out
+        if phase != "phase2":
+            raise ValueError(f"unknown fit phase {phase!r}")
+        tr, va = s.phase2_train, s.phase2_val
+        before, acc_before = e.evaluate(va.x, va.y)
+        loss = e.fit(tr.x, tr.y, int(config["epochs"]), self._key("phase2", int(config["round"]), dev),
+                     mu=float(config.get("mu", 0.0)), anchor=weights)
+        after, acc = e.evaluate(va.x, va.y)
+        return e.get_weights(), {"n": int(len(tr)), "train_loss": loss, "loss_before": before,
+                                 "acc_before": acc_before, "loss_after": after, "acc": acc}
+
+    def evaluate(self, weights, config: dict | None = None) -> dict:
+        va = self.data.splits.phase2_val
+        self.engine.set_weights(weights)
+        loss, acc = self.engine.evaluate(va.x, va.y)
+        return {"loss": loss, "acc": acc, "n": int(len(va))}
+
+    # --- Phase 3 ------------------------------------------------------------------------------
+    def finalize(self, weights, config: dict | None = None, converter=None) -> dict:
+        from .pipeline import missing_test_classes, one_sided
+
+        cfg, e, s, dev = self.cfg, self.engine, self.data.splits, self.device
+        rec = {"phase": "phase3", "device": dev}
+        if cfg.method == "local":
+            tr = s.train_all()
+            e.set_weights(e.init_weights)
+            rec["loss"] = e.fit(tr.x, tr.y, cfg.reference_epochs, self._key("local", dev))
+        else:
+            e.set_weights(weights)
+        threshold = cfg.default_threshold
+        warnings = []
+        if cfg.method in FEDERATED and cfg.personalize:
+            fx_before = [w.copy() for w in e.get_weights()[:e.n_fx]]
+            rec["loss"] = e.fit(s.phase3_tune.x, s.phase3_tune.y, cfg.phase3_epochs,
+                                self._key("phase3", dev), head_only=True)
+            if not all(np.array_equal(a, b) for a, b in zip(fx_before, e.get_weights()[:e.n_fx])):
+                raise RuntimeError("Phase 3 changed the frozen feature extractor")
+            side = one_sided(s.phase3_val.y)
+            if side:
+                warnings.append(f"device {dev}: its threshold-validation split holds only {side} windows "
+                                f"({len(s.phase3_val)}); the threshold stays at the default "
+                                f"{cfg.default_threshold:g}")
+            else:
+                threshold, value = tune_threshold(e.predict(s.phase3_val.x), s.phase3_val.y, cfg.threshold_metric)
+                rec.update(threshold_metric=cfg.threshold_metric, threshold_metric_value=value)
+        final = e.get_weights()
+        names = self.data.class_names
+        missing = missing_test_classes(s.train_all().y, s.test.y)
+        if missing:
+            warnings.append(f"device {dev}: its test split holds no {', '.join(names[k] for k in missing)} "
+                            f"window although it trains on them; its accuracy says nothing about "
+                            f"{'that class' if len(missing) == 1 else 'those classes'}")
+        art = self._artifacts(final, threshold, warnings, converter)
+        info = art["device_json"]
+        rec.update(threshold=threshold, float_acc=info["float_acc"], int8_acc=info["int8_acc"])
+        art["record"] = rec
+        return art
+
+    def _artifacts(self, weights, threshold: float, warnings: list[str], converter=None) -> dict:
+        """Convert to INT8, evaluate float and INT8 (tflite-micro) on the test split, write the
+        artifacts. ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``)
+        beside its decisions, so the bench can tell a borderline disagreement from a real one
+        without running the model; ``device.json`` records how dense layers were quantized
+        (``dense_quantization``)."""
+        from .quantize import DENSE_QUANTIZATION, Converter, quant_params, quantize_input
+        from .tflm import arena_bytes, run_int8
+
+        from .pipeline import key
+
+        cfg, e, s, d, dev = self.cfg, self.engine, self.data.splits, self.data, self.device
+        rep_pool = np.concatenate([s.phase2_train.x, s.phase3_tune.x, s.phase1.x])
+        rng = np.random.default_rng(key(cfg.seed, "phase3", dev, 1))
+        rep_x = rep_pool[np.sort(rng.permutation(len(rep_pool))[:cfg.rep_samples])]
+        tfl = (converter or Converter()).convert(d.spec, weights, rep_x)
+        q = quant_params(tfl)
+        float_pred = decide(e.predict(s.test.x), threshold)
+        x_int8 = quantize_input(s.test.x, q["input_scale"], q["input_zero_point"])
+        out = run_int8(tfl, x_int8)
+        int8_pred = decide(dequantize(out, q["output_scale"], q["output_zero_point"]), threshold)
+        ddir = device_dir(self.out, dev)
+        ddir.mkdir(parents=True, exist_ok=True)
+        e.set_weights(weights)
+        tmp = ddir / ".model_float.tmp.keras"
+        e.model.save(tmp)
+        tmp.replace(ddir / "model_float.keras")
+        atomic_write_bytes(ddir / "model_int8.tflite", tfl)
+        atomic_savez(ddir / "test_split.npz", x=s.test.x, y=s.test.y, x_int8=x_int8, pred_int8=int8_pred,
+                     out_int8=out)
+        info = {
+            "device": dev, "threshold": float(threshold),
+            "class_names": d.class_names,
+            "channel_names": d.channel_names,
+            "input_shape": list(d.spec.input_shape),
+            "channel_scale": d.channel_scale,
+            **q,
+            "dense_quantization": DENSE_QUANTIZATION,
+            "float_acc": float(np.mean(float_pred == s.test.y)),
+            "int8_acc": float(np.mean(int8_pred == s.test.y)),
+            "n_test": int(len(s.test)),
+            "model_bytes": len(tfl),
+            "arena_bytes": arena_bytes(tfl),
+            "model_sha256": hashlib.sha256(tfl).hexdigest(),
+            "condition": d.condition,
+            "class_counts": d.class_counts,
+            "test_class_counts": np.bincount(s.test.y, minlength=d.spec.n_classes).tolist(),
+            "warnings": warnings,
+        }
+        atomic_write_json(ddir / "device.json", info)
+        return {"model_int8": tfl, "model_float": (ddir / "model_float.keras").read_bytes(),
+                "device_json": info}

@@ -1,0 +1,142 @@
+"""``backends.Backend`` over a Flower ``Grid``: the server's requests become Flower messages.
+
+Sites are found by asking every connected node which device it holds (``query.hello``); the
+answer maps device -> node id. A site that does not answer a request within ``timeout`` seconds
+(killed, hung, network gone) or answers with an error gets a Reply with ``error`` set, and its
+node is forgotten; before every request the server asks nodes it does not know yet, so a site
+that restarts (a new node id) rejoins at the next request. ``wait`` bounds how long the server
+waits for sites that are not connected: for all of them before the first step (then a clear
+error names the missing devices), and for the one site a Phase-1 visit or a Phase-3 step needs;
+a Phase-2 round goes on with the sites it has.
+"""
+from __future__ import annotations
+
+import time
+
+from flwr.app import Message
+
+from ..backends import Backend, Task
+from ..strategies import Reply
+from .messages import HELLO, KIND_OF, parse_reply, request_content
+
+HELLO_TIMEOUT = 30.0
+SILENT_RETRY = 300.0   # a node that let a request time out is asked again after this long
+
+
+class SitesMissing(Exception):
+    """Sites that never connected within ``wait`` seconds."""
+
+
+class FlowerBackend(Backend):
+    remote = True
+
+    def __init__(self, grid, run: dict, n_devices: int, timeout: float, wait: float,
+                 site_dir: str | None = None, note=print):
+        self.grid, self.run, self.n = grid, run, int(n_devices)
+        self.timeout, self.wait = float(timeout), float(wait)
+        self.site_dir = site_dir            # simulation: where the (local) sites write artifacts
+        self.note = note
+        self.nodes: dict[int, int] = {}     # device -> node id
+        self.ignored: set[int] = set()      # nodes that hold no usable device
+        self.silent: dict[int, float] = {}  # node -> when it last let a request time out
+        self.sent: list = []                # every message sent (tests inspect them)
+        self.received: list = []
+
+    # --- discovery -----------------------------------------------------------------------------
+    def discover(self, need: set[int] | None = None, wait: float = 0.0) -> None:
+        """Map connected nodes to devices; wait up to ``wait`` s until every device of ``need``
+        has a node."""
+        deadline = time.monotonic() + wait
+        while True:
+            online = set(self.grid.get_node_ids())
+            self.nodes = {d: n for d, n in self.nodes.items() if n in online}
+            now = time.monotonic()
+            self.silent = {n: t for n, t in self.silent.items() if n in online and now - t < SILENT_RETRY}
+            unknown = sorted(online - set(self.nodes.values()) - self.ignored - set(self.silent))
+            if unknown:
+                msgs = [Message(request_content(None, {}, self.run), dst_node_id=n, message_type=HELLO,
+                                group_id="hello") for n in unknown]
+                answered = set()
+                for msg in self.grid.send_and_receive(msgs, timeout=HELLO_TIMEOUT):
+                    node = msg.metadata.src_node_id
+                    answered.add(node)
+                    if msg.has_error():
+                        continue                      # asked again next time
+                    try:
+                        dev = int(msg.content["reply"]["device"])
+                    except (KeyError, TypeError, ValueError):
+                        self.ignored.add(node)
+                        continue
+                    if not 0 <= dev < self.n:
+                        self.note(f"node {node} holds device {dev}, which this {self.n}-device run "
+                                  "does not have; ignored")
+                        self.ignored.add(node)
+                    elif dev in self.nodes and self.nodes[dev] != node:
+                        self.note(f"node {node} also claims device {dev} (held by node "
+                                  f"{self.nodes[dev]}); ignored")
+                        self.ignored.add(node)
+                    else:
+                        if dev not in self.nodes:
+                            self.note(f"site of device {dev} connected (node {node})")
+                        self.nodes[dev] = node
+                for n in set(unknown) - answered:
+                    self.silent[n] = time.monotonic()
+            missing = (need or set()) - set(self.nodes)
+            if not missing or time.monotonic() >= deadline:
+                return
+            time.sleep(1.0)
+
+    def connect_all(self) -> None:
+        """Wait up to ``wait`` s for a site of every device; SitesMissing names those that did not come."""
+        self.discover(set(range(self.n)), self.wait)
+        missing = sorted(set(range(self.n)) - set(self.nodes))
+        if missing:
+            raise SitesMissing(f"no site connected for device(s) {', '.join(map(str, missing))} within "
+                               f"--wait {self.wait:g} s ({len(self.nodes)} of {self.n} connected); start "
+                               "`fedtiny site --device-id K ...` for each, or raise --wait")
+
+    # --- requests ------------------------------------------------------------------------------
+    def _send(self, kind: str, tasks: list[Task], wait: float = 0.0) -> list[Reply]:
+        self.discover({t.device for t in tasks}, wait)
+        by_msg, out = {}, {}
+        msgs = []
+        for t in tasks:
+            node = self.nodes.get(t.device)
+            if node is None:
+                out[t.device] = Reply(t.device, error="site not connected")
+                continue
+            conf = {**t.config, "device": t.device}
+            if self.site_dir is not None:
+                conf["site_dir"] = self.site_dir
+            msg = Message(request_content(t.weights, conf, self.run), dst_node_id=node,
+                          message_type=KIND_OF[kind], group_id=str(t.config.get("round", t.config.get("phase", ""))))
+            msgs.append(msg)
+            by_msg[node] = t.device
+        self.sent += msgs
+        t0 = time.monotonic()
+        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout)) if msgs else []
+        self.received += replies
+        for msg in replies:
+            dev = by_msg.get(msg.metadata.src_node_id)
+            if dev is not None:
+                out[dev] = parse_reply(msg, dev)
+        for t in tasks:
+            if t.device not in out:
+                out[t.device] = Reply(t.device, error=f"no reply within {self.timeout:g} s "
+                                                       f"(waited {time.monotonic() - t0:.0f} s)")
+        for dev, rep in out.items():
+            if not rep.ok and dev in self.nodes:
+                node = self.nodes.pop(dev)    # ask again who is there before the next request
+                if rep.error.startswith("no reply"):
+                    self.silent[node] = time.monotonic()
+        return [out[t.device] for t in tasks]
+
+    def fit(self, tasks):
+        phase1 = any(t.config.get("phase") == "phase1" for t in tasks)
+        return self._send("fit", tasks, self.wait if phase1 else 0.0)
+
+    def evaluate(self, tasks):
+        return self._send("evaluate", tasks)
+
+    def finalize(self, tasks):
+        return self._send("finalize", tasks, self.wait)

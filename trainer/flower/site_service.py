@@ -1,0 +1,90 @@
+"""The site side of every Flower backend: turn a request into a ``client.SiteClient`` call.
+
+One ``SiteService`` lives per process that answers requests (a Ray worker in simulation; the
+``fedtiny site`` worker in deployment) and keeps, for the life of that process, one TF engine per
+model shape and the data of the devices it serves, so TensorFlow is imported and the data loaded
+once per process, not once per message.
+
+The site's data comes from the request's run config (seed, split fractions, fleet options) and
+the site's own ``dataset`` (``fedtiny site --data``; in simulation the run's dataset): the site
+loads it and keeps only its device's pool, split exactly as the in-process engine splits it.
+Artifacts (``devices/devNN/``, including the raw ``test_split.npz``) are written under the site's
+own ``site_dir``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from ..rundir import atomic_write_json
+
+
+class SiteService:
+    """Answers (kind, weights, config, run) requests; ``device`` fixes the device this site holds
+    (deployment), None serves whatever device a request names (simulation)."""
+
+    def __init__(self, dataset: str | None = None, device: int | None = None, site_dir: Path | None = None):
+        self.dataset, self.device = dataset, device
+        self.site_dir = Path(site_dir) if site_dir is not None else None
+        self._engines: dict = {}
+        self._sites: dict = {}
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def _cfg(self, run: dict):
+        from ..config import TrainConfig
+
+        cfg = TrainConfig.from_dict(run)
+        return replace(cfg, dataset=self.dataset) if self.dataset else cfg
+
+    def site(self, run: dict, device: int, site_dir: Path | None = None):
+        """The SiteClient of ``device`` under run config ``run`` (built once per process)."""
+        from ..client import SiteClient, SiteData
+        from ..engine import Engine
+        from ..pipeline import prepare
+
+        cfg = self._cfg(run)
+        out = self.site_dir or (Path(site_dir) if site_dir else None)
+        if out is None:
+            raise ValueError("this site has no folder for its artifacts")
+        k = (json.dumps(cfg.to_dict(), sort_keys=True), device, str(out))
+        if k not in self._sites:
+            if device >= cfg.devices:
+                raise ValueError(f"this site holds device {device}, but the run has {cfg.devices} devices")
+            prepared = prepare(cfg)
+            data = SiteData.from_prepared(prepared, device)   # keep this device's pool only
+            del prepared
+            ek = (data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
+            if ek not in self._engines:
+                self._engines[ek] = Engine(data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
+            # the site's local run copy: its config, artifacts and test windows
+            atomic_write_json(out / "config.json", run)
+            atomic_write_json(out / "site.json", {"device": device, "dataset": cfg.dataset})
+            self._sites[k] = SiteClient(cfg, data, self._engines[ek], out)
+        return self._sites[k]
+
+    def hello(self, fallback: int | None) -> int:
+        dev = self.device if self.device is not None else fallback
+        if dev is None:
+            raise ValueError("this node has no device id (node config device-id or partition-id)")
+        return int(dev)
+
+    def handle(self, kind: str, weights, config: dict, run: dict, device: int) -> tuple:
+        """(weights or None, metrics, artifacts or None) of one request for ``device``."""
+        with self._lock:                         # one TF engine: requests run one at a time
+            self.requests += 1
+            if self.device is not None and device != self.device:
+                raise ValueError(f"this site holds device {self.device}, not {device}")
+            client = self.site(run, device, config.get("site_dir"))
+            if kind == "fit":
+                w, m = client.fit(weights, config)
+                return w, m, None
+            if kind == "evaluate":
+                return None, client.evaluate(weights, config), None
+            if kind == "finalize":
+                art = client.finalize(weights, config)
+                return None, {}, art
+            raise ValueError(f"unknown request {kind!r}")
+
