@@ -26,3 +26,14 @@ def small_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "small"
     train(small_config(), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_run_loop(tmp_path_factory) -> Path:
+    """The same run with the per-device engine (``--engine in-process-loop``), the one every
+    Flower backend reproduces byte for byte."""
+    from fedtiny.trainer.pipeline import InProcess, train
+
+    out = tmp_path_factory.mktemp("runs") / "small-loop"
+    train(small_config(), out, backend=InProcess(vectorized=False))
+    return out

@@ -107,23 +107,34 @@ class SiteClient:
         return {"loss": loss, "acc": acc, "n": int(len(va))}
 
     # --- Phase 3 ------------------------------------------------------------------------------
-    def finalize(self, weights, config: dict | None = None, converter=None) -> dict:
+    def finalize(self, weights, config: dict | None = None, converter=None, tuned=None) -> dict:
+        """``tuned`` (optional): (weights, loss) of this device's Phase-3 local training already
+        done elsewhere (the vectorized backend trains a block of devices at once); otherwise the
+        engine trains here."""
         from .pipeline import missing_test_classes, one_sided
 
         cfg, e, s, dev = self.cfg, self.engine, self.data.splits, self.device
         rec = {"phase": "phase3", "device": dev}
         if cfg.method == "local":
             tr = s.train_all()
-            e.set_weights(e.init_weights)
-            rec["loss"] = e.fit(tr.x, tr.y, cfg.reference_epochs, self._key("local", dev))
+            if tuned is not None:
+                e.set_weights(tuned[0])
+                rec["loss"] = tuned[1]
+            else:
+                e.set_weights(e.init_weights)
+                rec["loss"] = e.fit(tr.x, tr.y, cfg.reference_epochs, self._key("local", dev))
         else:
             e.set_weights(weights)
         threshold = cfg.default_threshold
         warnings = []
         if cfg.method in FEDERATED and cfg.personalize:
             fx_before = [w.copy() for w in e.get_weights()[:e.n_fx]]
-            rec["loss"] = e.fit(s.phase3_tune.x, s.phase3_tune.y, cfg.phase3_epochs,
-                                self._key("phase3", dev), head_only=True)
+            if tuned is not None:
+                e.set_weights(tuned[0])
+                rec["loss"] = tuned[1]
+            else:
+                rec["loss"] = e.fit(s.phase3_tune.x, s.phase3_tune.y, cfg.phase3_epochs,
+                                    self._key("phase3", dev), head_only=True)
             if not all(np.array_equal(a, b) for a, b in zip(fx_before, e.get_weights()[:e.n_fx])):
                 raise RuntimeError("Phase 3 changed the frozen feature extractor")
             side = one_sided(s.phase3_val.y)
