@@ -72,8 +72,14 @@ def prepare(cfg: TrainConfig, reporter: Reporter | None = None) -> Prepared:
     validate and split every device."""
     rep = reporter or Reporter()
     rep.note(f"preparing data: {cfg.dataset}, {cfg.devices} device(s)")
+    builtin = cfg.dataset in ("electrical", "mechanical")
+    if builtin:
+        rep.start("Generating device data", cfg.devices)
     fleet = load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed,
-                       samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples)
+                       samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples,
+                       progress=rep.advance if builtin else None)
+    if builtin:
+        rep.finish()
     scale = np.asarray(fleet.channel_scale, dtype=np.float32)
 
     def to_model(p: Pool) -> Pool:

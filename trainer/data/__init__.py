@@ -8,17 +8,20 @@ BUILTIN = ("electrical", "mechanical")
 
 
 def load_fleet(dataset: str, n_devices: int, alpha: float, seed: int, samples_per_device: int,
-               public_samples: int) -> Fleet:
-    """``electrical`` / ``mechanical`` generate the built-in fleets; a ``.csv`` path loads the
-    electrical-fault CSV format; a folder loads CWRU ``.mat`` recordings."""
+               public_samples: int, progress=None) -> Fleet:
+    """``electrical`` / ``mechanical`` generate the built-in fleets (``progress()``, optional, is
+    called after each generated device); a ``.csv`` path loads the electrical-fault CSV format; a
+    folder loads CWRU ``.mat`` recordings."""
     if dataset == "electrical":
         from .electrical import generate
         return generate(n_devices=n_devices, alpha=alpha, seed=seed,
-                        samples_per_device=samples_per_device, public_samples=public_samples)
+                        samples_per_device=samples_per_device, public_samples=public_samples,
+                        progress=progress)
     if dataset == "mechanical":
         from .mechanical import generate
         return generate(n_devices=n_devices, alpha=alpha, seed=seed,
-                        samples_per_device=samples_per_device, public_samples=public_samples)
+                        samples_per_device=samples_per_device, public_samples=public_samples,
+                        progress=progress)
     path = Path(dataset)
     if path.is_file() and path.suffix.lower() == ".csv":
         from .electrical import load_csv
