@@ -121,3 +121,41 @@ def test_vectorized_run_equals_loop_run(small_run, small_run_loop):
 
     diffs = [float(np.max(np.abs(x - y))) for x, y in zip(final(small_run), final(small_run_loop))]
     assert max(diffs) < 1e-5
+
+
+def test_prefetched_conversion_is_used_only_for_the_same_inputs():
+    from fedtiny.trainer.model import ModelSpec
+    from fedtiny.trainer.quantize import Prefetched
+
+    class Done:
+        def __init__(self, v):
+            self.v = v
+
+        def result(self):
+            return self.v
+
+    class Base:
+        def __init__(self):
+            self.submitted, self.converted = 0, 0
+
+        def submit(self, spec, weights, rep_x, per_channel_dense=False):
+            self.submitted += 1
+            return Done(b"pre" + bytes([int(weights[0][0] * 10)]))
+
+        def convert(self, spec, weights, rep_x, per_channel_dense=False):
+            self.converted += 1
+            return b"new"
+
+    spec, base = ModelSpec((40, 6), 6), Base()
+    p = Prefetched(base)
+    w, rep = [np.array([0.5], np.float32)], np.zeros((2, 40, 6), np.float32)
+    p.start(spec, w, rep)
+    p.start(spec, w, rep)                                           # started once
+    assert base.submitted == 1
+    assert p.convert(spec, [np.array([0.5], np.float32)], rep.copy()) == b"pre\x05" and base.converted == 0
+    assert p.convert(spec, w, rep) == b"new"                        # used up: converted afresh
+    p.start(spec, w, rep)
+    assert p.convert(spec, [np.array([0.6], np.float32)], rep) == b"new"          # other weights
+    assert p.convert(spec, w, rep + 1) == b"new"                                   # other windows
+    assert p.convert(spec, w, rep, per_channel_dense=True) == b"new"
+    assert p.convert(spec, w, rep) == b"pre\x05"

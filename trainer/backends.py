@@ -95,6 +95,10 @@ class VectorizedBackend(InProcessBackend):
         self.vt = trainer
         self.block = int(block)
         self._tuned: dict = {}
+        self._blocks: set = set()
+        from .quantize import Prefetched
+
+        self.prefetch = Prefetched(converter)   # INT8 conversions of a block start ahead, 2 at a time
 
     def fit(self, tasks):
         if not tasks or any(t.config.get("phase") != "phase2" for t in tasks):
@@ -125,6 +129,8 @@ class VectorizedBackend(InProcessBackend):
                 for t, (l, a), v in zip(tasks, res, va)]
 
     def _tune_block(self, dev: int, weights, digest: str) -> None:
+        import numpy as np
+
         from .config import FEDERATED
 
         cfg = self.sites[dev].cfg
@@ -141,9 +147,16 @@ class VectorizedBackend(InProcessBackend):
             W, L = self.vt.fit([weights] * len(devs), data, cfg.phase3_epochs,
                                [s._key("phase3", d) for s, d in zip(sites, devs)], head_only=True)
         else:
-            return
-        for d, w, l in zip(devs, W, L):
-            self._tuned[(d, digest)] = (w, l)
+            W, L = None, None
+        for i, (d, s) in enumerate(zip(devs, sites)):
+            if W is not None:
+                self._tuned[(d, digest)] = (W[i], L[i])
+            # start converting the model this device will convert (its tuned weights, or the sent
+            # ones) for the devices still to come
+            if d >= dev:
+                w = W[i] if W is not None else weights
+                self.prefetch.start(s.data.spec, [np.asarray(a, np.float32) for a in w], s.representative_set())
+        self._blocks.add((b0, digest))
 
     def finalize(self, tasks):
         import hashlib
@@ -156,9 +169,9 @@ class VectorizedBackend(InProcessBackend):
             for w in t.weights:
                 h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
             digest = h.hexdigest()
-            if (t.device, digest) not in self._tuned:
+            if ((t.device // self.block) * self.block, digest) not in self._blocks:
                 self._tune_block(t.device, t.weights, digest)
             tuned = self._tuned.pop((t.device, digest), None)
-            art = self.sites[t.device].finalize(t.weights, t.config, self.converter, tuned=tuned)
+            art = self.sites[t.device].finalize(t.weights, t.config, self.prefetch, tuned=tuned)
             out.append(Reply(t.device, None, {}, art))
         return out

@@ -158,6 +158,16 @@ class SiteClient:
         art["record"] = rec
         return art
 
+    def representative_set(self) -> np.ndarray:
+        """The INT8 calibration windows: ``rep_samples`` of the device's training windows (Phase 2
+        train, Phase 3 fine-tune, Phase 1), chosen with key (seed, phase3, device, 1)."""
+        from .pipeline import key
+
+        s = self.data.splits
+        rep_pool = np.concatenate([s.phase2_train.x, s.phase3_tune.x, s.phase1.x])
+        rng = np.random.default_rng(key(self.cfg.seed, "phase3", self.device, 1))
+        return rep_pool[np.sort(rng.permutation(len(rep_pool))[:self.cfg.rep_samples])]
+
     def _artifacts(self, weights, threshold: float, warnings: list[str], converter=None) -> dict:
         """Convert to INT8, evaluate float and INT8 (tflite-micro) on the test split, write the
         artifacts. ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``)
@@ -170,9 +180,7 @@ class SiteClient:
         from .pipeline import key
 
         cfg, e, s, d, dev = self.cfg, self.engine, self.data.splits, self.data, self.device
-        rep_pool = np.concatenate([s.phase2_train.x, s.phase3_tune.x, s.phase1.x])
-        rng = np.random.default_rng(key(cfg.seed, "phase3", dev, 1))
-        rep_x = rep_pool[np.sort(rng.permutation(len(rep_pool))[:cfg.rep_samples])]
+        rep_x = self.representative_set()
         tfl = (converter or Converter()).convert(d.spec, weights, rep_x)
         q = quant_params(tfl)
         float_pred = decide(e.predict(s.test.x), threshold)

@@ -98,6 +98,7 @@ class Converter:
     to a few hundred MB. ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the worker."""
 
     MAX_TASKS = 40
+    WORKERS = max(1, min(2, os.cpu_count() or 1))   # conversions of prefetched devices run side by side
     _pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> "Converter":
@@ -109,7 +110,7 @@ class Converter:
     @classmethod
     def _executor(cls) -> ProcessPoolExecutor:
         if cls._pool is None:
-            cls._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+            cls._pool = ProcessPoolExecutor(max_workers=cls.WORKERS, mp_context=mp.get_context("spawn"),
                                             initializer=_worker_init, initargs=(os.getpid(),),
                                             max_tasks_per_child=cls.MAX_TASKS)
             atexit.register(cls.shutdown)
@@ -119,11 +120,16 @@ class Converter:
     def warm_up(cls) -> None:
         """Start the worker now (it imports TensorFlow, tens of seconds on a loaded machine), so that
         the first conversion does not wait for it; returns at once."""
-        cls._executor().submit(_import_tf)
+        for _ in range(cls.WORKERS):
+            cls._executor().submit(_import_tf)
+
+    def submit(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False):
+        """Start a conversion; returns its future (``.result()`` gives the bytes)."""
+        return self._executor().submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
+                                       np.asarray(rep_x), per_channel_dense)
 
     def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False) -> bytes:
-        return self._executor().submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
-                                       np.asarray(rep_x), per_channel_dense).result()
+        return self.submit(spec, weights, rep_x, per_channel_dense).result()
 
     @classmethod
     def shutdown(cls) -> None:
@@ -148,3 +154,36 @@ def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     (TFLite's rounding)."""
     v = np.asarray(x, dtype=np.float64) / scale
     return np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point, -128, 127).astype(np.int8)
+
+
+class Prefetched:
+    """A converter whose conversions may have been started ahead (``start``): ``convert`` returns
+    the started conversion when its spec, weights and representative set are exactly the ones asked
+    for, and converts afresh otherwise, so the bytes never depend on what was prefetched."""
+
+    def __init__(self, base: Converter | None = None):
+        self.base = base or Converter()
+        self._started: dict = {}
+
+    @staticmethod
+    def _key(spec: ModelSpec, weights, rep_x) -> str:
+        import hashlib
+
+        h = hashlib.sha256(repr(spec.to_dict()).encode())
+        for a in list(weights) + [rep_x]:
+            a = np.ascontiguousarray(a)
+            h.update(str((a.dtype, a.shape)).encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+    def start(self, spec: ModelSpec, weights, rep_x) -> None:
+        k = self._key(spec, weights, rep_x)
+        if k not in self._started:
+            self._started[k] = self.base.submit(spec, weights, rep_x)
+
+    def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False) -> bytes:
+        if not per_channel_dense:
+            fut = self._started.pop(self._key(spec, weights, rep_x), None)
+            if fut is not None:
+                return fut.result()
+        return self.base.convert(spec, weights, rep_x, per_channel_dense)
