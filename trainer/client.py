@@ -177,9 +177,7 @@ class SiteClient:
         from .quantize import DENSE_QUANTIZATION, Converter, quant_params, quantize_input
         from .tflm import arena_bytes, run_int8
 
-        from .pipeline import key
-
-        cfg, e, s, d, dev = self.cfg, self.engine, self.data.splits, self.data, self.device
+        e, s, d, dev = self.engine, self.data.splits, self.data, self.device
         rep_x = self.representative_set()
         tfl = (converter or Converter()).convert(d.spec, weights, rep_x)
         q = quant_params(tfl)
