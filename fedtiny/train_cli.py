@@ -39,9 +39,12 @@ def print_summary(report: dict, out: Path) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [default: runs/<dataset>-<method>-s<seed>].")
 @click.option("--resume", is_flag=True, help="Continue a run that was interrupted (same options).")
-@click.option("--engine", type=click.Choice(["inprocess", "flower-sim"]), default="inprocess", show_default=True,
-              help="inprocess: every site in this process; flower-sim: the same run through Flower's "
-                   "simulation engine (Ray, one worker per CPU, 127.0.0.1 only). Same seed, same numbers.")
+@click.option("--engine", type=click.Choice(["inprocess", "in-process-loop", "flower-sim"]), default="inprocess",
+              show_default=True,
+              help="inprocess: every site in this process, local copies trained together (vectorized); "
+                   "in-process-loop: every site in this process, one after another (the per-device engine; "
+                   "the numbers of earlier versions); flower-sim: the per-device engine through Flower's "
+                   "simulation engine (Ray, one worker per CPU, 127.0.0.1 only), equal to in-process-loop.")
 @min_sites_option()
 @config_options()
 @friendly
@@ -68,6 +71,9 @@ def train(out, resume, engine, min_sites, no_cache, **options):
 
             report = train_sim(cfg, out, resume=resume, reporter=RichReporter(), min_sites=min_sites)
         else:
-            report = run_train(cfg, out, resume=resume, reporter=RichReporter(), min_sites=min_sites)
+            from fedtiny.trainer.pipeline import InProcess
+
+            report = run_train(cfg, out, resume=resume, reporter=RichReporter(), min_sites=min_sites,
+                               backend=InProcess(vectorized=(engine == "inprocess")))
     print_summary(report, out)
     click.echo(f"run directory: {out}")

@@ -45,3 +45,14 @@ def small_mech_run(tmp_path_factory) -> Path:
 def builtin_runs(small_run, small_mech_run) -> dict:
     """Small runs of both built-in fleets, by dataset name."""
     return {"electrical": small_run, "mechanical": small_mech_run}
+
+
+@pytest.fixture(scope="session")
+def small_run_loop(tmp_path_factory) -> Path:
+    """The same run with the per-device engine (``--engine in-process-loop``), the one every
+    Flower backend reproduces byte for byte."""
+    from fedtiny.trainer.pipeline import InProcess, train
+
+    out = tmp_path_factory.mktemp("runs") / "small-loop"
+    train(small_config(), out, backend=InProcess(vectorized=False))
+    return out

@@ -1,24 +1,26 @@
-"""The INT8 conversion worker is replaced after MAX_TASKS tasks, and conversions go on (no
-deadlock, same bytes)."""
+"""The conversion pool is replaced after MAX_TASKS conversions per worker without losing queued
+work: many conversions queued at once (as the vectorized backend's prefetch does) all finish, with
+the bytes of a direct conversion."""
 from __future__ import annotations
 
 import numpy as np
 
 
-def test_worker_is_replaced_and_conversions_continue(monkeypatch):
+def test_queued_conversions_survive_pool_replacement(monkeypatch):
     from fedtiny.trainer.model import ModelSpec, build_model
-    from fedtiny.trainer.quantize import Converter
+    from fedtiny.trainer.quantize import Converter, convert_int8
 
-    Converter.shutdown()
-    monkeypatch.setattr(Converter, "MAX_TASKS", 2)
     spec = ModelSpec((40, 6), 6)
     w = build_model(spec, 0).get_weights()
     rep = np.random.default_rng(0).uniform(-1, 1, (8, 40, 6)).astype(np.float32)
-    c = Converter()
-    out, pools = [], []
-    for _ in range(3):
-        out.append(c.convert(spec, w, rep))
-        pools.append(Converter._pool)
-    assert out[0] == out[1] == out[2]
-    assert pools[0] is pools[1] and pools[2] is not pools[1]      # a fresh worker for the third
     Converter.shutdown()
+    monkeypatch.setattr(Converter, "MAX_TASKS", 1)
+    monkeypatch.setattr(Converter, "WORKERS", 2)
+    try:
+        c = Converter()
+        futs = [c.submit(spec, [a * (1 + 0.01 * i) for a in w], rep) for i in range(5)]   # 3 pools
+        out = [f.result(timeout=600) for f in futs]
+    finally:
+        Converter.shutdown()
+    assert out[3] == convert_int8(spec.to_dict(), [a * 1.03 for a in w], rep)
+    assert len(set(out)) == 5

@@ -1,5 +1,6 @@
 """``--engine flower-sim``: the same run through Flower's simulation engine (Ray) gives the
-in-process engine's splits, weights, accuracies and thresholds, and its messages carry weights and
+per-device in-process engine's (``--engine in-process-loop``: each Flower site runs that engine)
+splits, weights, accuracies and thresholds, and its messages carry weights and
 metrics only."""
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _report(run):
     return r
 
 
-def test_simulation_equals_inprocess_and_sends_no_windows(small_run, tmp_path):
+def test_simulation_equals_inprocess_and_sends_no_windows(small_run_loop, tmp_path):
+    small_run = small_run_loop
     from fedtiny.trainer.flower.messages import REPLY_KEYS
     from fedtiny.trainer.flower.simulation import FlowerSim, train_sim
     from fedtiny.trainer.rundir import load_weights

@@ -107,23 +107,34 @@ class SiteClient:
         return {"loss": loss, "acc": acc, "n": int(len(va))}
 
     # --- Phase 3 ------------------------------------------------------------------------------
-    def finalize(self, weights, config: dict | None = None, converter=None) -> dict:
+    def finalize(self, weights, config: dict | None = None, converter=None, tuned=None) -> dict:
+        """``tuned`` (optional): (weights, loss) of this device's Phase-3 local training already
+        done elsewhere (the vectorized backend trains a block of devices at once); otherwise the
+        engine trains here."""
         from .pipeline import missing_test_classes, one_sided
 
         cfg, e, s, dev = self.cfg, self.engine, self.data.splits, self.device
         rec = {"phase": "phase3", "device": dev}
         if cfg.method == "local":
             tr = s.train_all()
-            e.set_weights(e.init_weights)
-            rec["loss"] = e.fit(tr.x, tr.y, cfg.reference_epochs, self._key("local", dev))
+            if tuned is not None:
+                e.set_weights(tuned[0])
+                rec["loss"] = tuned[1]
+            else:
+                e.set_weights(e.init_weights)
+                rec["loss"] = e.fit(tr.x, tr.y, cfg.reference_epochs, self._key("local", dev))
         else:
             e.set_weights(weights)
         threshold = cfg.default_threshold
         warnings = []
         if cfg.method in FEDERATED and cfg.personalize:
             fx_before = [w.copy() for w in e.get_weights()[:e.n_fx]]
-            rec["loss"] = e.fit(s.phase3_tune.x, s.phase3_tune.y, cfg.phase3_epochs,
-                                self._key("phase3", dev), head_only=True)
+            if tuned is not None:
+                e.set_weights(tuned[0])
+                rec["loss"] = tuned[1]
+            else:
+                rec["loss"] = e.fit(s.phase3_tune.x, s.phase3_tune.y, cfg.phase3_epochs,
+                                    self._key("phase3", dev), head_only=True)
             if not all(np.array_equal(a, b) for a, b in zip(fx_before, e.get_weights()[:e.n_fx])):
                 raise RuntimeError("Phase 3 changed the frozen feature extractor")
             side = one_sided(s.phase3_val.y)
@@ -147,6 +158,16 @@ class SiteClient:
         art["record"] = rec
         return art
 
+    def representative_set(self) -> np.ndarray:
+        """The INT8 calibration windows: ``rep_samples`` of the device's training windows (Phase 2
+        train, Phase 3 fine-tune, Phase 1), chosen with key (seed, phase3, device, 1)."""
+        from .pipeline import key
+
+        s = self.data.splits
+        rep_pool = np.concatenate([s.phase2_train.x, s.phase3_tune.x, s.phase1.x])
+        rng = np.random.default_rng(key(self.cfg.seed, "phase3", self.device, 1))
+        return rep_pool[np.sort(rng.permutation(len(rep_pool))[:self.cfg.rep_samples])]
+
     def _artifacts(self, weights, threshold: float, warnings: list[str], converter=None) -> dict:
         """Convert to INT8, evaluate float and INT8 (tflite-micro) on the test split, write the
         artifacts. ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``)
@@ -156,12 +177,8 @@ class SiteClient:
         from .quantize import DENSE_QUANTIZATION, Converter, quant_params, quantize_input
         from .tflm import arena_bytes, run_int8
 
-        from .pipeline import key
-
-        cfg, e, s, d, dev = self.cfg, self.engine, self.data.splits, self.data, self.device
-        rep_pool = np.concatenate([s.phase2_train.x, s.phase3_tune.x, s.phase1.x])
-        rng = np.random.default_rng(key(cfg.seed, "phase3", dev, 1))
-        rep_x = rep_pool[np.sort(rng.permutation(len(rep_pool))[:cfg.rep_samples])]
+        e, s, d, dev = self.engine, self.data.splits, self.data, self.device
+        rep_x = self.representative_set()
         tfl = (converter or Converter()).convert(d.spec, weights, rep_x)
         q = quant_params(tfl)
         float_pred = decide(e.predict(s.test.x), threshold)

@@ -21,8 +21,9 @@ from .data.fleet import DataError, Fleet, Pool, TooLittleData
 from .splits import DeviceSplits, check_device, split_device
 
 
-def load(cfg: TrainConfig) -> Fleet:
-    return load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed,
+def load(cfg: TrainConfig, progress=None) -> Fleet:
+    """The fleet of ``cfg`` (``progress()`` after each generated built-in device)."""
+    return load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed, progress=progress,
                       samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples,
                       public_fraction=cfg.public_fraction, window_ms=cfg.window_ms, hop_ms=cfg.hop_ms,
                       block_ms=cfg.block_ms, guard_ms=cfg.guard_ms, group_by=cfg.group_by,
@@ -108,8 +109,12 @@ def public_pool(cfg: TrainConfig) -> Fleet:
 
 
 def load_and_split(cfg: TrainConfig, on_device=None, on_start=None) -> tuple[Fleet, list[DeviceSplits]]:
-    """Load, scale and split; ``on_start(label, n)`` / ``on_device()`` report the splitting."""
-    fleet = to_model_units(load(cfg))
+    """Load, scale and split; ``on_start(label, n)`` / ``on_device()`` report the generation of
+    built-in devices and the splitting."""
+    generated = on_start is not None and cfg.dataset in BUILTIN
+    if generated:
+        on_start("Generating device data", cfg.devices)
+    fleet = to_model_units(load(cfg, on_device if generated else None))
     if on_start is not None:
         on_start("Splitting device data", len(fleet.devices))
     splits = split_all(cfg, fleet, on_device)

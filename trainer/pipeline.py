@@ -115,7 +115,14 @@ class BackendFactory:
 
 
 class InProcess(BackendFactory):
-    """Every site in this process, on the server's TF engine (the default ``--engine``)."""
+    """Every site in this process (the default ``--engine inprocess``): Phase-2 requests and the
+    Phase-3 local training vectorized over the sites (``backends.VectorizedBackend``); with
+    ``vectorized=False`` (``--engine in-process-loop``) one site after another on the server's
+    TF engine, as before."""
+
+    def __init__(self, vectorized: bool = True):
+        self.vectorized = bool(vectorized)
+        self.name = "inprocess" if self.vectorized else "inprocess-loop"
 
     def prepare(self, run: "Run") -> ServerData:
         from .quantize import Converter
@@ -129,7 +136,13 @@ class InProcess(BackendFactory):
 
         sites = [SiteClient(run.cfg, SiteData.from_prepared(run.data, i), run.engine, run.out)
                  for i in range(run.cfg.devices)]
-        return InProcessBackend(sites)
+        if not self.vectorized:
+            return InProcessBackend(sites)
+        from .backends import VectorizedBackend
+        from .vectorized import VectorTrainer
+
+        cfg = run.cfg
+        return VectorizedBackend(sites, VectorTrainer(run.server_data.spec, cfg.lr, cfg.head_lr, cfg.batch_size))
 
 
 def check_artifacts(art: dict | None, dev: int) -> str | None:

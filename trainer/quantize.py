@@ -93,14 +93,19 @@ def _worker_init(parent_pid: int) -> None:
 
 
 class Converter:
-    """Conversions run in a spawned worker process shared by every run of this process and replaced
-    after ``MAX_TASKS`` conversions, which bounds the converter's memory growth (about 7 MB a call)
-    to a few hundred MB. ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the worker."""
+    """Conversions run in spawned worker processes (``WORKERS``) shared by every run of this
+    process. The pool is replaced by a fresh one after ``MAX_TASKS`` conversions per worker, which
+    bounds the converter's memory growth (about 7 MB a call) to a few hundred MB per worker; the
+    old pool finishes the conversions already given to it and then exits. (Not the executor's own
+    ``max_tasks_per_child``: with more than one worker and queued tasks, Python 3.11's executor
+    can fail to replace a retired worker and wait forever, which we hit.)
+    ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the workers."""
 
     MAX_TASKS = 40
+    WORKERS = max(1, min(2, os.cpu_count() or 1))   # conversions of prefetched devices run side by side
     _pool: ProcessPoolExecutor | None = None
-    _tasks = 0
-    _atexit = False
+    _submitted = 0
+    _registered = False
 
     def __enter__(self) -> "Converter":
         return self
@@ -110,32 +115,33 @@ class Converter:
 
     @classmethod
     def _executor(cls) -> ProcessPoolExecutor:
-        """The pool for the next task. The worker is replaced here, after ``MAX_TASKS`` tasks (the
-        old one is shut down and waited for first), not with ``max_tasks_per_child``: with that
-        option CPython 3.11's pool can deadlock when its worker retires (seen in this project's
-        suite on a loaded machine: the submitted conversion waited forever, no worker alive)."""
-        if cls._pool is not None and cls._tasks >= cls.MAX_TASKS:
-            cls.shutdown()
+        if cls._pool is not None and cls._submitted >= cls.MAX_TASKS * cls.WORKERS:
+            old, cls._pool = cls._pool, None
+            old.shutdown(wait=False)          # its queued conversions still finish
         if cls._pool is None:
-            cls._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+            cls._pool = ProcessPoolExecutor(max_workers=cls.WORKERS, mp_context=mp.get_context("spawn"),
                                             initializer=_worker_init, initargs=(os.getpid(),))
-            cls._tasks = 0
-            if not cls._atexit:
+            cls._submitted = 0
+            if not cls._registered:
                 atexit.register(cls.shutdown)
-                cls._atexit = True
-        cls._tasks += 1
+                cls._registered = True
+        cls._submitted += 1
         return cls._pool
 
     @classmethod
     def warm_up(cls) -> None:
-        """Start the worker now when none runs (it imports TensorFlow, tens of seconds on a loaded
-        machine), so that the first conversion does not wait for it; returns at once."""
-        if cls._pool is None:
+        """Start the worker now (it imports TensorFlow, tens of seconds on a loaded machine), so that
+        the first conversion does not wait for it; returns at once."""
+        for _ in range(cls.WORKERS):
             cls._executor().submit(_import_tf)
 
-    def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False) -> bytes:
+    def submit(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False):
+        """Start a conversion; returns its future (``.result()`` gives the bytes)."""
         return self._executor().submit(convert_int8, spec.to_dict(), [np.asarray(w) for w in weights],
-                           np.asarray(rep_x), per_channel_dense).result()
+                                       np.asarray(rep_x), per_channel_dense)
+
+    def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False) -> bytes:
+        return self.submit(spec, weights, rep_x, per_channel_dense).result()
 
     @classmethod
     def shutdown(cls) -> None:
@@ -161,3 +167,36 @@ def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     (TFLite's rounding)."""
     v = np.asarray(x, dtype=np.float64) / scale
     return np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point, -128, 127).astype(np.int8)
+
+
+class Prefetched:
+    """A converter whose conversions may have been started ahead (``start``): ``convert`` returns
+    the started conversion when its spec, weights and representative set are exactly the ones asked
+    for, and converts afresh otherwise, so the bytes never depend on what was prefetched."""
+
+    def __init__(self, base: Converter | None = None):
+        self.base = base or Converter()
+        self._started: dict = {}
+
+    @staticmethod
+    def _key(spec: ModelSpec, weights, rep_x) -> str:
+        import hashlib
+
+        h = hashlib.sha256(repr(spec.to_dict()).encode())
+        for a in list(weights) + [rep_x]:
+            a = np.ascontiguousarray(a)
+            h.update(str((a.dtype, a.shape)).encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+    def start(self, spec: ModelSpec, weights, rep_x) -> None:
+        k = self._key(spec, weights, rep_x)
+        if k not in self._started:
+            self._started[k] = self.base.submit(spec, weights, rep_x)
+
+    def convert(self, spec: ModelSpec, weights, rep_x: np.ndarray, per_channel_dense: bool = False) -> bytes:
+        if not per_channel_dense:
+            fut = self._started.pop(self._key(spec, weights, rep_x), None)
+            if fut is not None:
+                return fut.result()
+        return self.base.convert(spec, weights, rep_x, per_channel_dense)

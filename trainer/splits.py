@@ -29,19 +29,21 @@ def split_groups(y: np.ndarray, groups: np.ndarray, fractions, rng: np.random.Ge
         raise DataError(f"split fractions must be >= 0 and sum to 1, got {list(fractions)}")
     y = np.asarray(y)
     groups = np.asarray(groups)
-    uniq, first = np.unique(groups, return_index=True)
-    parts: list[list[np.ndarray]] = [[] for _ in fr]
+    uniq, first, inv = np.unique(groups, return_index=True, return_inverse=True)
+    part_of = np.full(len(uniq), -1, np.int64)      # part of every group (-1: none)
     cum = np.cumsum(fr)
-    for k in np.unique(y[first]):
-        gk = uniq[y[first] == k]
+    gcls = y[first]
+    for k in np.unique(gcls):
+        gk = np.flatnonzero(gcls == k)               # positions in uniq, ascending as uniq[gcls == k]
         gk = gk[rng.permutation(len(gk))]
         cuts = np.round(cum * len(gk)).astype(int)
         start = 0
         for j, stop in enumerate(cuts):
-            for g in gk[start:stop]:
-                parts[j].append(np.flatnonzero(groups == g))
+            part_of[gk[start:stop]] = j
             start = stop
-    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+    win = part_of[inv.reshape(-1)]
+    # one pass over the windows instead of a flatnonzero per group: the same sorted indices
+    return [np.flatnonzero(win == j) for j in range(len(fr))]
 
 
 @dataclass

@@ -17,22 +17,25 @@ def load_fleet(dataset: str, n_devices: int, alpha: float, seed: int, samples_pe
                public_samples: int, *, public_fraction: float = 0.2, window_ms: float = 10.0,
                hop_ms: float | None = None, block_ms: float = 12.5, guard_ms: float = 0.5,
                group_by: str = "block", blocks_per_recording: int = 8, min_device_samples: int = 2,
-               cache: bool | None = None) -> Fleet:
+               cache: bool | None = None, progress=None) -> Fleet:
     """``electrical`` / ``mechanical`` generate the built-in fleets (``samples_per_device``,
     ``public_samples``); a ``.csv`` path loads either public electrical-fault CSV form (``window_ms``,
     ``hop_ms``, ``block_ms``, ``guard_ms``, ``public_fraction``); a folder loads CWRU ``.mat``
     recordings, searched recursively (``group_by``, ``blocks_per_recording``, ``public_fraction``).
     Real-data loaders deal groups so that every device gets ``min_device_samples`` windows.
+    ``progress()`` (optional) is called after each generated built-in device.
     ``cache`` None: ``cache_enabled()``."""
     cache = cache_enabled() if cache is None else cache
     if dataset == "electrical":
         from .electrical import generate
         return generate(n_devices=n_devices, alpha=alpha, seed=seed,
-                        samples_per_device=samples_per_device, public_samples=public_samples)
+                        samples_per_device=samples_per_device, public_samples=public_samples,
+                        progress=progress)
     if dataset == "mechanical":
         from .mechanical import generate
         return generate(n_devices=n_devices, alpha=alpha, seed=seed,
-                        samples_per_device=samples_per_device, public_samples=public_samples)
+                        samples_per_device=samples_per_device, public_samples=public_samples,
+                        progress=progress)
     path = Path(dataset)
     if path.is_file() and path.suffix.lower() == ".csv":
         if group_by != "block":

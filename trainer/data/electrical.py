@@ -460,7 +460,7 @@ def _balanced_labels(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per_device: int = 400,
-             public_samples: int = 1200) -> Fleet:
+             public_samples: int = 1200, progress=None) -> Fleet:
     """Built-in electrical fleet. Class proportions P = label_skew(n_devices, 6, alpha,
     default_rng([seed, STREAM, 1])); device i draws its condition and its
     ``class_counts(samples_per_device, P[i])`` windows from ``default_rng([seed, STREAM, 2, i + 1])``; the public pool (balanced classes) from ``default_rng([seed, 10**6])``
@@ -484,6 +484,8 @@ def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per
         y = np.repeat(np.arange(k), counts)[rng.permutation(int(counts.sum()))]
         devices.append(Pool(synthesize(y, cond, rng), y, start + np.arange(len(y)), cond))
         start += len(y)
+        if progress is not None:
+            progress()
     info = {"generator": "electrical", "seed": seed, "alpha": alpha, "proportions": props.tolist(),
             "acquisition_rate_hz": FS_ACQ, "decimation": DECIMATION, "fault_phases": FAULT_PHASES,
             "units": "currents in A, line-to-line voltages in pu of the 11 kV line-to-line peak"}

@@ -154,11 +154,11 @@ def assign_groups(y: np.ndarray, groups: np.ndarray, proportions: np.ndarray,
     y = np.asarray(y)
     groups = np.asarray(groups)
     n_dev, n_cls = proportions.shape
-    uniq, first = np.unique(groups, return_index=True)
+    uniq, first, inv = np.unique(groups, return_index=True, return_inverse=True)
     gcls = y[first]
-    out: list[list[np.ndarray]] = [[] for _ in range(n_dev)]
+    dev_of = np.full(len(uniq), -1, np.int64)       # device of every group (-1: none)
     for k in range(n_cls):
-        gk = uniq[gcls == k]
+        gk = np.flatnonzero(gcls == k)               # positions in uniq, ascending as uniq[gcls == k]
         if len(gk) == 0:
             continue
         gk = gk[rng.permutation(len(gk))]
@@ -170,10 +170,13 @@ def assign_groups(y: np.ndarray, groups: np.ndarray, proportions: np.ndarray,
         cuts = np.cumsum(counts)
         start = 0
         for i in range(n_dev):
-            for g in gk[start:cuts[i]]:
-                out[i].append(np.flatnonzero(groups == g))
+            dev_of[gk[start:cuts[i]]] = i
             start = cuts[i]
-    return [np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64) for parts in out]
+    win = dev_of[inv.reshape(-1)]
+    # sort once by device instead of a flatnonzero per group: the same sorted indices per device
+    order = np.argsort(win, kind="stable")
+    bounds = np.searchsorted(win[order], np.arange(n_dev + 1))
+    return [order[bounds[i]:bounds[i + 1]].astype(np.int64) for i in range(n_dev)]
 
 
 def public_groups(y: np.ndarray, groups: np.ndarray, public_fraction: float,

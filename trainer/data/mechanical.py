@@ -318,7 +318,7 @@ def device_condition(seed: int, i: int, n_devices: int) -> dict:
 
 
 def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per_device: int = 400,
-             public_samples: int = 1200, n_public_conditions: int = 4) -> Fleet:
+             public_samples: int = 1200, n_public_conditions: int = 4, progress=None) -> Fleet:
     """Mechanical fleet: device i gets ``class_counts(samples_per_device, P[i])`` windows with
     P = label_skew(n_devices, 4, alpha, default_rng([seed, STREAM, 1])), under its own operating condition; the
     public pool is class-balanced over ``n_public_conditions`` conditions outside the devices' rpm and
@@ -356,6 +356,8 @@ def generate(n_devices: int = 10, alpha: float = 0.5, seed: int = 0, samples_per
         x, y = _windows(cond, counts, np.random.default_rng([seed, STREAM, 3, i + 1]))
         devices.append(Pool(x, y, start + np.arange(len(y)), cond))
         start += len(y)
+        if progress is not None:
+            progress()
 
     info = {
         "generator": "mechanical",

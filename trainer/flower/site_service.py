@@ -30,6 +30,7 @@ class SiteService:
         self.site_dir = Path(site_dir) if site_dir is not None else None
         self._engines: dict = {}
         self._sites: dict = {}
+        self._prepared = None
         self._lock = threading.Lock()
         self.requests = 0
 
@@ -53,9 +54,17 @@ class SiteService:
         if k not in self._sites:
             if device >= cfg.devices:
                 raise ValueError(f"this site holds device {device}, but the run has {cfg.devices} devices")
-            prepared = prepare(cfg)
-            data = SiteData.from_prepared(prepared, device)   # keep this device's pool only
-            del prepared
+            if self.device is not None:                       # a deployed site: its own device only
+                prepared = prepare(cfg)
+                data = SiteData.from_prepared(prepared, device)   # keep this device's pool only
+                del prepared
+            else:
+                # a simulation worker serves many sites of the same run: prepare the fleet once
+                # per run config, not once per site (1,000 sites x the whole fleet otherwise)
+                ck = json.dumps(cfg.to_dict(), sort_keys=True)
+                if self._prepared is None or self._prepared[0] != ck:
+                    self._prepared = (ck, prepare(cfg))
+                data = SiteData.from_prepared(self._prepared[1], device)
             ek = (data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
             if ek not in self._engines:
                 self._engines[ek] = Engine(data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
