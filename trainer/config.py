@@ -5,8 +5,10 @@ from dataclasses import asdict, dataclass, fields
 
 from .data.fleet import DataError
 
-METHODS = ("fedmetaalign", "fedavg", "fedprox", "local", "centralized")
-FEDERATED = ("fedmetaalign", "fedavg", "fedprox")
+METHODS = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized")
+FEDERATED = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean")
+ALIGN_REFS = ("mean", "normalized", "server")
+FAULTS = ("label-flip", "noise", "gain", "stuck", "random-update")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class TrainConfig:
     min_device_samples: int = 20
     rep_samples: int = 100             # representative windows for INT8 calibration
 
+    # Phase-2 aggregation options (README "When to choose Fed-Meta-Align")
+    align_ref: str = "mean"            # cosine reference: mean update (paper) | normalized | server
+    server_momentum: float = 0.0       # heavy-ball momentum of the server step (0: none)
+    trim: float = 0.2                  # trimmed-mean: fraction dropped at each end per coordinate
+    # misbehaving devices (experiments): how many, and how they misbehave
+    faulty: int = 0
+    fault: str = "label-flip"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
         self.validate()
@@ -78,6 +88,19 @@ class TrainConfig:
             bad("batch_size and rep_samples must be at least 1")
         if not (0 < self.phase2_val_fraction < 1 and 0 < self.phase3_val_fraction < 1):
             bad("phase2_val_fraction and phase3_val_fraction must lie between 0 and 1")
+        self._validate_aggregation(bad)
+
+    def _validate_aggregation(self, bad) -> None:
+        if self.align_ref not in ALIGN_REFS:
+            bad(f"unknown --align-ref {self.align_ref!r}; choose one of {', '.join(ALIGN_REFS)}")
+        if not 0 <= self.server_momentum < 1:
+            bad(f"--server-momentum must lie in [0, 1), got {self.server_momentum}")
+        if not 0 <= self.trim < 0.5:
+            bad(f"--trim must lie in [0, 0.5), got {self.trim}")
+        if self.fault not in FAULTS:
+            bad(f"unknown --fault {self.fault!r}; choose one of {', '.join(FAULTS)}")
+        if not 0 <= self.faulty < self.devices:
+            bad(f"--faulty must lie in [0, devices), got {self.faulty} of {self.devices}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
