@@ -23,6 +23,8 @@ OPTIONS = {
     "normalized": {"align_ref": "normalized"},
     "server ref": {"align_ref": "server"},
     "momentum 0.5": {"server_momentum": 0.5},
+    "smoothing 0.5": {"weight_smoothing": 0.5},
+    "smoothing 0.8": {"weight_smoothing": 0.8},
 }
 
 

@@ -97,6 +97,10 @@ _CONFIG_OPTIONS = {
     "server_momentum": lambda: click.option(
         "--server-momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
         help="Fed-Meta-Align: heavy-ball momentum beta of the server step (0: none)."),
+    "weight_smoothing": lambda: click.option(
+        "--weight-smoothing", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+        help="Fed-Meta-Align: smooth the weights w_k across rounds, w = beta w_prev + (1 - beta) w "
+             "(0: none; against the period-2 oscillation)."),
     "trim": lambda: click.option(
         "--trim", default=0.2, show_default=True, type=click.FloatRange(0, 0.5, max_open=True),
         help="trimmed-mean: fraction of client values dropped at each end, per coordinate."),

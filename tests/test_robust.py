@@ -152,3 +152,20 @@ def test_faulty_run_reports_honest_devices(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     r1 = [x for x in lines if x.get("phase") == "phase2"][0]
     assert np.isclose(f["faulty_weight_share_per_round"][0], sum(r1["weights"][i] for i in bad))
+
+
+def test_weight_smoothing_damps_alternating_weights():
+    wa, wb = np.array([0.45, 0.45, 0.05, 0.05]), np.array([0.05, 0.05, 0.45, 0.45])
+    assert np.array_equal(agg.smooth_weights(None, wa, 0.8), wa)
+    w = None
+    for r in range(20):
+        w = agg.smooth_weights(w, wa if r % 2 == 0 else wb, 0.8)
+        assert np.isclose(w.sum(), 1.0)
+    assert np.max(np.abs(w - 0.25)) < 0.05          # close to the two patterns' mean
+    s = FedMetaAlign(2, smoothing=0.5)
+    rng = np.random.default_rng(4)
+    g = [rng.normal(size=(3,))]
+    _, rec = s.aggregate(g, _replies(g, rng))
+    assert "prev_w" in s.state() and rec["weights"] == rec["raw_weights"]
+    _, rec2 = s.aggregate(g, _replies(g, rng))
+    assert rec2["weights"] != rec2["raw_weights"]

@@ -149,6 +149,18 @@ def trimmed_mean(client_weights: list[Weights], trim: float = 0.2) -> Weights:
     return unflatten(stacked[b:k - b].mean(axis=0), client_weights[0])
 
 
+def smooth_weights(previous: np.ndarray | None, w: np.ndarray, beta: float) -> np.ndarray:
+    """Exponential smoothing of the aggregation weights across rounds, renormalised:
+    w_bar = (beta * w_bar_prev + (1 - beta) * w) / sum(...); the first round (no previous weights,
+    or another number of devices) uses w. Alternating weight vectors (a period-2 oscillation)
+    are pulled towards their mean."""
+    w = np.asarray(w, dtype=np.float64)
+    if previous is None or len(previous) != len(w) or beta <= 0:
+        return w
+    s = beta * np.asarray(previous, dtype=np.float64) + (1.0 - beta) * w
+    return s / s.sum()
+
+
 def momentum_step(velocity: np.ndarray | None, step: np.ndarray, beta: float) -> np.ndarray:
     """Server momentum (heavy ball): v <- beta * v + step (v starts at 0); the server then applies
     theta <- theta + alpha * v."""

@@ -49,6 +49,7 @@ class TrainConfig:
     # Phase-2 aggregation options (README "When to choose Fed-Meta-Align")
     align_ref: str = "mean"            # cosine reference: mean update (paper) | normalized | server
     server_momentum: float = 0.0       # heavy-ball momentum of the server step (0: none)
+    weight_smoothing: float = 0.0      # EMA beta of the aggregation weights across rounds (0: none)
     trim: float = 0.2                  # trimmed-mean: fraction dropped at each end per coordinate
     # misbehaving devices (experiments): how many, and how they misbehave
     faulty: int = 0
@@ -95,6 +96,8 @@ class TrainConfig:
             bad(f"unknown --align-ref {self.align_ref!r}; choose one of {', '.join(ALIGN_REFS)}")
         if not 0 <= self.server_momentum < 1:
             bad(f"--server-momentum must lie in [0, 1), got {self.server_momentum}")
+        if not 0 <= self.weight_smoothing < 1:
+            bad(f"--weight-smoothing must lie in [0, 1), got {self.weight_smoothing}")
         if not 0 <= self.trim < 0.5:
             bad(f"--trim must lie in [0, 0.5), got {self.trim}")
         if self.fault not in FAULTS:

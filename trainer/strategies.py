@@ -123,19 +123,25 @@ class FedMetaAlign(Strategy):
     (``ref="mean"``, the paper), the mean of unit updates (``"normalized"``) or that blended with
     the previous server step's direction (``"server"``), see ``aggregation.reference_direction``.
 
+    ``smoothing`` beta > 0 smooths the weights across rounds (``aggregation.smooth_weights``) before
+    the step; the metrics line then logs the smoothed ``weights`` and the round's ``raw_weights``.
+
     State kept between rounds (``state()`` / ``load_state()``, checkpointed with the weights so a
-    resumed run repeats an uninterrupted one): the last server step (for ``ref="server"``) and the
-    momentum velocity."""
+    resumed run repeats an uninterrupted one): the last server step (for ``ref="server"``), the
+    momentum velocity and the smoothed weights."""
 
     name = "fedmetaalign"
 
     def __init__(self, local_epochs: int, floor: float = 0.1, server_lr: float = 1.0,
-                 perf: str = "accuracy", ref: str = "mean", momentum: float = 0.0, ref_beta: float = 0.5):
+                 perf: str = "accuracy", ref: str = "mean", momentum: float = 0.0, ref_beta: float = 0.5,
+                 smoothing: float = 0.0):
         super().__init__(local_epochs, 0.0)
         self.floor, self.server_lr, self.perf = float(floor), float(server_lr), perf
         self.ref, self.momentum, self.ref_beta = ref, float(momentum), float(ref_beta)
+        self.smoothing = float(smoothing)
         self.prev_step: np.ndarray | None = None
         self.velocity: np.ndarray | None = None
+        self.prev_w: np.ndarray | None = None
 
     def state(self) -> dict[str, np.ndarray]:
         out = {}
@@ -143,11 +149,14 @@ class FedMetaAlign(Strategy):
             out["prev_step"] = self.prev_step
         if self.velocity is not None:
             out["velocity"] = self.velocity
+        if self.prev_w is not None:
+            out["prev_w"] = self.prev_w
         return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.prev_step = state.get("prev_step")
         self.velocity = state.get("velocity")
+        self.prev_w = state.get("prev_w")
 
     def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
         d = agg.client_deltas([x.weights for x in replies], global_weights)
@@ -155,14 +164,21 @@ class FedMetaAlign(Strategy):
         reference = None if self.ref == "mean" else agg.reference_direction(d, self.ref, self.prev_step,
                                                                              self.ref_beta)
         aw = agg.align_weights(d, p, self.floor, reference)
-        step = aw.w @ d
+        w = aw.w
+        if self.smoothing > 0:
+            w = agg.smooth_weights(self.prev_w, aw.w, self.smoothing)
+            self.prev_w = w
+        step = w @ d
         if self.momentum > 0:
             self.velocity = agg.momentum_step(self.velocity, step, self.momentum)
             step = self.velocity
         if self.ref == "server":
             self.prev_step = step
         new = agg.unflatten(agg.flatten(global_weights) + self.server_lr * step, global_weights)
-        return new, {"weights": aw.w.tolist(), "cos": aw.cos.tolist(), "perf": aw.p.tolist()}
+        rec = {"weights": w.tolist(), "cos": aw.cos.tolist(), "perf": aw.p.tolist()}
+        if self.smoothing > 0:
+            rec["raw_weights"] = aw.w.tolist()
+        return new, rec
 
 
 class Median(Strategy):
@@ -192,7 +208,7 @@ def make_strategy(cfg) -> Strategy:
     """The strategy of a run config (a ``TrainConfig`` of a federated method)."""
     if cfg.method == "fedmetaalign":
         return FedMetaAlign(cfg.local_epochs, cfg.floor, cfg.server_lr, cfg.perf, cfg.align_ref,
-                            cfg.server_momentum)
+                            cfg.server_momentum, smoothing=cfg.weight_smoothing)
     if cfg.method == "median":
         return Median(cfg.local_epochs)
     if cfg.method == "trimmed-mean":
