@@ -25,6 +25,9 @@ OPTIONS = {
     "momentum 0.5": {"server_momentum": 0.5},
     "smoothing 0.5": {"weight_smoothing": 0.5},
     "smoothing 0.8": {"weight_smoothing": 0.8},
+    "smoothing 0.9": {"weight_smoothing": 0.9},
+    "floor 0.5": {"floor": 0.5},
+    "smoothing 0.8 + normalized": {"weight_smoothing": 0.8, "align_ref": "normalized"},
 }
 
 
