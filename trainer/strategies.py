@@ -187,7 +187,7 @@ class Median(Strategy):
     name = "median"
 
     def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
-        return agg.coordinate_median([x.weights for x in replies]), {"weights": [1.0 / len(replies)] * len(replies)}
+        return agg.coordinate_median([x.weights for x in replies]), {}     # no per-device weight exists
 
 
 class TrimmedMean(Strategy):
@@ -200,8 +200,7 @@ class TrimmedMean(Strategy):
         self.trim = float(trim)
 
     def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
-        return (agg.trimmed_mean([x.weights for x in replies], self.trim),
-                {"weights": [1.0 / len(replies)] * len(replies)})
+        return agg.trimmed_mean([x.weights for x in replies], self.trim), {}
 
 
 def make_strategy(cfg) -> Strategy:
