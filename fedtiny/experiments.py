@@ -29,6 +29,12 @@ COMPARE_VARIANTS: dict[str, dict] = {
     "centralized": {"method": "centralized"},
 }
 
+# robust aggregation baselines, added to compare when devices misbehave (--faulty)
+ROBUST_VARIANTS: dict[str, dict] = {
+    "median+p": {"method": "median", "personalize": True},
+    "trimmed-mean+p": {"method": "trimmed-mean", "personalize": True},
+}
+
 ABLATE_VARIANTS: dict[str, dict] = {
     "base (phase1, c=0.1, 20/50/30)": {},
     "no phase1": {"skip_phase1": True},
@@ -97,6 +103,7 @@ def summarise(runs: dict[str, dict[int, Path]]) -> dict:
                             "mean_float_acc": rep["summary"]["mean_float_acc"],
                             "mean_int8_acc": rep["summary"]["mean_int8_acc"],
                             "class_names": rep.get("class_names", []),
+                            "faults": rep.get("faults"),
                             "warnings": rep.get("warnings", []),
                             "devices": [{k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold",
                                                            "test_class_counts") if k in d}
@@ -106,9 +113,14 @@ def summarise(runs: dict[str, dict[int, Path]]) -> dict:
                 per_dev_i.setdefault(d["device"], []).append(d["int8_acc"])
         mf = mean_std([r["mean_float_acc"] for r in per_run])
         mi = mean_std([r["mean_int8_acc"] for r in per_run])
+        faulted = [r["faults"] for r in per_run if r["faults"]]
+        hon = mean_std([f["honest_mean_int8_acc"] for f in faulted]) if faulted else (None, None)
+        shares = [np.mean(f["faulty_weight_share_per_round"]) for f in faulted if f["faulty_weight_share_per_round"]]
         res["variants"][name] = {
             "runs": per_run,
             "float_mean": mf[0], "float_std": mf[1], "int8_mean": mi[0], "int8_std": mi[1],
+            "honest_int8_mean": hon[0], "honest_int8_std": hon[1],
+            "faulty_weight_share": float(np.mean(shares)) if shares else None,
             "per_device_float": {str(k): float(np.mean(v)) for k, v in sorted(per_dev_f.items())},
             "per_device_int8": {str(k): float(np.mean(v)) for k, v in sorted(per_dev_i.items())},
         }
@@ -124,12 +136,18 @@ def markdown_table(res: dict, title: str) -> str:
     windows per class of every device (the same for every variant of a seed), failed runs and the
     runs' evaluation warnings."""
     names = list(res["variants"])
-    lines = [f"## {title}", "", "| variant | float acc % (mean ± std) | INT8 acc % (mean ± std) | seeds |",
-             "| --- | --- | --- | --- |"]
+    faults = any(v.get("honest_int8_mean") is not None for v in res["variants"].values())
+    extra = " honest devices' INT8 % (mean ± std) | faulty devices' weight share % |" if faults else ""
+    lines = [f"## {title}", "", "| variant | float acc % (mean ± std) | INT8 acc % (mean ± std) |" + extra + " seeds |",
+             "| --- | --- | --- |" + (" --- | --- |" if faults else "") + " --- |"]
     for n in names:
         v = res["variants"][n]
+        cells = ""
+        if faults:
+            cells = (f" {pct(v.get('honest_int8_mean'))} ± {pct(v.get('honest_int8_std'))} | "
+                     f"{pct(v.get('faulty_weight_share'))} |")
         lines.append(f"| {n} | {pct(v['float_mean'])} ± {pct(v['float_std'])} | "
-                     f"{pct(v['int8_mean'])} ± {pct(v['int8_std'])} | {len(v['runs'])} |")
+                     f"{pct(v['int8_mean'])} ± {pct(v['int8_std'])} |{cells} {len(v['runs'])} |")
     if names:
         devs = list(res["variants"][names[0]]["per_device_int8"])
         lines += ["", "Per-device INT8 accuracy % (mean over seeds):", "",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fedtiny.errors import fail, friendly
+from fedtiny.errors import UserError, fail, friendly
 from fedtiny.options import (VARIANT_FIELDS, config_fields, config_options, dataset_option, devices_option,
                              no_cache_env, rounds_option)
 
@@ -36,13 +36,23 @@ def _common(fn):
     return fn
 
 
-def _run(kind: str, seeds, out: Path, options: dict) -> None:
-    from fedtiny.experiments import ABLATE_VARIANTS, COMPARE_VARIANTS, run_variants, write_outputs
+def _run(kind: str, seeds, out: Path, options: dict, only: str | None = None) -> None:
+    from fedtiny.experiments import (ABLATE_VARIANTS, COMPARE_VARIANTS, ROBUST_VARIANTS, run_variants,
+                                     write_outputs)
     from fedtiny.progress import RichReporter, console
     from fedtiny.trainer.config import TrainConfig
 
-    variants = COMPARE_VARIANTS if kind == "compare" else ABLATE_VARIANTS
     base = TrainConfig(**config_fields(options), method="fedmetaalign")
+    variants = ABLATE_VARIANTS if kind == "ablate" else (
+        {**COMPARE_VARIANTS, **ROBUST_VARIANTS} if base.faulty else COMPARE_VARIANTS)
+    if only:
+        pool = {**COMPARE_VARIANTS, **ROBUST_VARIANTS} if kind == "compare" else ABLATE_VARIANTS
+        names = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in pool]
+        if unknown or not names:
+            raise UserError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}; choose from "
+                            f"{', '.join(pool)}")
+        variants = {n: pool[n] for n in names}
 
     def on_run(i, total, name, seed):
         console.print(f"[bold]run {i + 1}/{total}[/bold]: {name}, seed {seed}")
@@ -74,8 +84,11 @@ def _flag(name: str, value) -> str:
 
 @click.command()
 @_common
+@click.option("--variants", "only", default=None,
+              help="Comma-separated subset of the variants to run (default: all; with --faulty the robust "
+                   "median+p and trimmed-mean+p join them).")
 @friendly
-def compare(seeds, out, no_cache, **options):
+def compare(seeds, out, no_cache, only, **options):
     """Fed-Meta-Align vs FedAvg / FedProx (personalized and not) vs local-only and centralized
     references, on identical splits.
 
@@ -84,7 +97,7 @@ def compare(seeds, out, no_cache, **options):
     fails is listed with its error and the others still run (exit 1 when any failed).
     """
     with no_cache_env(no_cache):
-        _run("compare", seeds, out, options)
+        _run("compare", seeds, out, options, only)
 
 
 @click.command()

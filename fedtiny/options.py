@@ -51,10 +51,10 @@ def min_sites_option():
 _CONFIG_OPTIONS = {
     "method": lambda: click.option(
         "--method", default="fedmetaalign", show_default=True,
-        type=click.Choice(["fedmetaalign", "fedavg", "fedprox", "local", "centralized"]),
-        help="fedmetaalign (Phases 0-3); fedavg / fedprox baselines from the same Phase-0 model; "
-             "local (one model per device on its own data) or centralized (one model on pooled data) "
-             "references."),
+        type=click.Choice(["fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized"]),
+        help="fedmetaalign (Phases 0-3); fedavg / fedprox baselines and the robust median / "
+             "trimmed-mean aggregators from the same Phase-0 model; local (one model per device on "
+             "its own data) or centralized (one model on pooled data) references."),
     "personalize": lambda: click.option(
         "--personalize/--no-personalize", default=True, show_default=True,
         help="Phase 3 per device (frozen extractor, fine-tuned head, tuned threshold)."),
@@ -118,6 +118,29 @@ _CONFIG_OPTIONS = {
         type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Held-out test share per device."),
     "local_epochs": lambda: click.option(
         "--local-epochs", default=2, show_default=True, type=click.IntRange(1), help="Phase-2 local epochs."),
+    "align_ref": lambda: click.option(
+        "--align-ref", default="mean", show_default=True, type=click.Choice(["mean", "normalized", "server"]),
+        help="Fed-Meta-Align: direction cos_k is measured against: the mean update (paper), the mean of "
+             "unit-length updates, or that blended with the previous server step."),
+    "server_momentum": lambda: click.option(
+        "--server-momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+        help="Fed-Meta-Align: heavy-ball momentum beta of the server step (0: none)."),
+    "weight_smoothing": lambda: click.option(
+        "--weight-smoothing", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+        help="Fed-Meta-Align: smooth the weights w_k across rounds, w = beta w_prev + (1 - beta) w "
+             "(0: none; against the period-2 oscillation)."),
+    "trim": lambda: click.option(
+        "--trim", default=0.2, show_default=True, type=click.FloatRange(0, 0.5, max_open=True),
+        help="trimmed-mean: fraction of client values dropped at each end, per coordinate."),
+    "faulty": lambda: click.option(
+        "--faulty", default=0, show_default=True, type=click.IntRange(0),
+        help="Experiments: this many devices misbehave (see --fault); accuracies of the honest ones "
+             "are reported separately."),
+    "fault": lambda: click.option(
+        "--fault", default="label-flip", show_default=True,
+        type=click.Choice(["label-flip", "noise", "gain", "stuck", "random-update"]),
+        help="How the --faulty devices misbehave: permuted labels, sensor noise, a gain fault, a stuck "
+             "channel, or updates of random direction."),
     "threshold_metric": lambda: click.option(
         "--threshold-metric", default="balanced_accuracy", show_default=True,
         type=click.Choice(["balanced_accuracy", "accuracy", "f1"]),

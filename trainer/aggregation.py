@@ -10,6 +10,9 @@ Fed-Meta-Align (dual criterion):
     theta <- theta + alpha * sum_k w_k d_k              (alpha: server step, default 1)
 FedAvg / FedProx server step:
     theta <- sum_k (n_k / sum_j n_j) theta_k
+Robust baselines: coordinate-wise median and trimmed mean of the theta_k. Options against the
+Phase-2 oscillation (README "When to choose Fed-Meta-Align"): the cosine against another reference
+direction (``reference_direction``) and server momentum (``momentum_step``).
 """
 from __future__ import annotations
 
@@ -60,8 +63,41 @@ class AlignWeights:
     p: np.ndarray
 
 
-def align_weights(deltas: np.ndarray, perf: np.ndarray, floor: float = 0.1) -> AlignWeights:
-    """Fed-Meta-Align weights w_k = p_k max(cos(d_k, d_mean), c) / sum_j (...), see module doc."""
+def unit_rows(deltas: np.ndarray) -> np.ndarray:
+    """Every row divided by its Euclidean norm (a zero row stays zero)."""
+    d = np.asarray(deltas, dtype=np.float64)
+    n = np.linalg.norm(d, axis=1, keepdims=True)
+    return np.divide(d, n, out=np.zeros_like(d), where=n > 0)
+
+
+def reference_direction(deltas: np.ndarray, ref: str = "mean", previous: np.ndarray | None = None,
+                        beta: float = 0.5) -> np.ndarray:
+    """The direction the cosines are measured against.
+
+    mean        r = (1/K) sum_k d_k                    (the paper's mean update)
+    normalized  r = (1/K) sum_k d_k / ||d_k||          (every device's direction counts alike,
+                                                         whatever the size of its update)
+    server      r = beta * u_prev + (1 - beta) * r_norm, with u_prev the previous round's server
+                update direction (unit vector) and r_norm the normalized mean; round 1 (no
+                previous update) uses r_norm alone
+    """
+    if ref not in ("mean", "normalized", "server"):
+        raise ValueError(f"unknown reference direction {ref!r}; choose mean, normalized or server")
+    d = np.asarray(deltas, dtype=np.float64)
+    if ref == "mean":
+        return d.mean(axis=0)
+    r_norm = unit_rows(d).mean(axis=0)
+    if ref == "normalized" or previous is None:
+        return r_norm
+    prev = np.asarray(previous, dtype=np.float64)
+    pn = np.linalg.norm(prev)
+    return beta * (prev / pn if pn > 0 else prev) + (1.0 - beta) * r_norm
+
+
+def align_weights(deltas: np.ndarray, perf: np.ndarray, floor: float = 0.1,
+                  reference: np.ndarray | None = None) -> AlignWeights:
+    """Fed-Meta-Align weights w_k = p_k max(cos(d_k, r), c) / sum_j (...), see module doc; r is
+    ``reference`` (default: the mean update d_mean, as in the paper)."""
     deltas = np.asarray(deltas, dtype=np.float64)
     perf = np.asarray(perf, dtype=np.float64)
     if deltas.shape[0] != perf.shape[0]:
@@ -70,8 +106,8 @@ def align_weights(deltas: np.ndarray, perf: np.ndarray, floor: float = 0.1) -> A
         raise ValueError(f"performance scores must be finite and >= 0, got {perf.tolist()}")
     if not floor >= 0:                                # also refuses NaN
         raise ValueError(f"the similarity floor must be >= 0, got {floor}")
-    d_mean = deltas.mean(axis=0)
-    cos = np.array([cosine(d, d_mean) for d in deltas])
+    ref = deltas.mean(axis=0) if reference is None else np.asarray(reference, dtype=np.float64)
+    cos = np.array([cosine(d, ref) for d in deltas])
     s = perf * np.maximum(cos, floor)
     total = s.sum()
     w = s / total if total > 0 else np.full(len(s), 1.0 / len(s))
@@ -93,6 +129,43 @@ def fedavg(client_weights: list[Weights], n_samples) -> Weights:
     frac = n / n.sum()
     stacked = np.stack([flatten(w) for w in client_weights])
     return unflatten(frac @ stacked, client_weights[0])
+
+
+def coordinate_median(client_weights: list[Weights]) -> Weights:
+    """Coordinate-wise median of the client weight lists (Yin et al. 2018): every parameter is the
+    median of its K client values (the mean of the two middle ones for even K)."""
+    stacked = np.stack([flatten(w) for w in client_weights])
+    return unflatten(np.median(stacked, axis=0), client_weights[0])
+
+
+def trimmed_mean(client_weights: list[Weights], trim: float = 0.2) -> Weights:
+    """Coordinate-wise trimmed mean: per parameter, drop the floor(trim * K) smallest and as many
+    largest client values and average the rest (trim in [0, 0.5); at least one value is kept)."""
+    if not 0 <= trim < 0.5:
+        raise ValueError(f"the trimmed fraction must lie in [0, 0.5), got {trim}")
+    stacked = np.sort(np.stack([flatten(w) for w in client_weights]), axis=0)
+    k = len(client_weights)
+    b = min(int(np.floor(trim * k)), (k - 1) // 2)
+    return unflatten(stacked[b:k - b].mean(axis=0), client_weights[0])
+
+
+def smooth_weights(previous: np.ndarray | None, w: np.ndarray, beta: float) -> np.ndarray:
+    """Exponential smoothing of the aggregation weights across rounds, renormalised:
+    w_bar = (beta * w_bar_prev + (1 - beta) * w) / sum(...); the first round (no previous weights,
+    or another number of devices) uses w. Alternating weight vectors (a period-2 oscillation)
+    are pulled towards their mean."""
+    w = np.asarray(w, dtype=np.float64)
+    if previous is None or len(previous) != len(w) or beta <= 0:
+        return w
+    s = beta * np.asarray(previous, dtype=np.float64) + (1.0 - beta) * w
+    return s / s.sum()
+
+
+def momentum_step(velocity: np.ndarray | None, step: np.ndarray, beta: float) -> np.ndarray:
+    """Server momentum (heavy ball): v <- beta * v + step (v starts at 0); the server then applies
+    theta <- theta + alpha * v."""
+    step = np.asarray(step, dtype=np.float64)
+    return step if velocity is None else beta * np.asarray(velocity, dtype=np.float64) + step
 
 
 def tour_order(n_devices: int, policy: str, tour: int, seed: int) -> list[int]:

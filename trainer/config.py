@@ -5,8 +5,10 @@ from dataclasses import asdict, dataclass, fields
 
 from .data.fleet import DataError
 
-METHODS = ("fedmetaalign", "fedavg", "fedprox", "local", "centralized")
-FEDERATED = ("fedmetaalign", "fedavg", "fedprox")
+METHODS = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized")
+FEDERATED = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean")
+ALIGN_REFS = ("mean", "normalized", "server")
+FAULTS = ("label-flip", "noise", "gain", "stuck", "random-update")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,15 @@ class TrainConfig:
     group_by: str = "block"            # CWRU: block | recording
     blocks_per_recording: int = 8      # CWRU, group_by block
     negate_augment: bool = True        # CSV: training windows also negated (fault incepted half a cycle later)
+
+    # Phase-2 aggregation options (README "When to choose Fed-Meta-Align")
+    align_ref: str = "mean"            # cosine reference: mean update (paper) | normalized | server
+    server_momentum: float = 0.0       # heavy-ball momentum of the server step (0: none)
+    weight_smoothing: float = 0.0      # EMA beta of the aggregation weights across rounds (0: none)
+    trim: float = 0.2                  # trimmed-mean: fraction dropped at each end per coordinate
+    # misbehaving devices (experiments): how many, and how they misbehave
+    faulty: int = 0
+    fault: str = "label-flip"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
@@ -101,6 +112,21 @@ class TrainConfig:
         if self.dataset not in ("electrical", "mechanical") and self.samples_per_device != 400:
             bad("--samples-per-device applies to the built-in generators only: real data keeps every "
                 "window its file gives (set the CSV windows with --window-ms / --hop-ms)")
+        self._validate_aggregation(bad)
+
+    def _validate_aggregation(self, bad) -> None:
+        if self.align_ref not in ALIGN_REFS:
+            bad(f"unknown --align-ref {self.align_ref!r}; choose one of {', '.join(ALIGN_REFS)}")
+        if not 0 <= self.server_momentum < 1:
+            bad(f"--server-momentum must lie in [0, 1), got {self.server_momentum}")
+        if not 0 <= self.weight_smoothing < 1:
+            bad(f"--weight-smoothing must lie in [0, 1), got {self.weight_smoothing}")
+        if not 0 <= self.trim < 0.5:
+            bad(f"--trim must lie in [0, 0.5), got {self.trim}")
+        if self.fault not in FAULTS:
+            bad(f"unknown --fault {self.fault!r}; choose one of {', '.join(FAULTS)}")
+        if not 0 <= self.faulty < self.devices:
+            bad(f"--faulty must lie in [0, devices), got {self.faulty} of {self.devices}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -29,7 +29,8 @@ from .backends import Backend, InProcessBackend, Task
 from .config import FEDERATED, TrainConfig
 from .data.fleet import DataError, Fleet, Pool
 from .model import ModelSpec
-from .rundir import Metrics, atomic_write_bytes, atomic_write_json, device_dir, load_weights, save_weights
+from .rundir import (Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir, load_weights,
+                     save_weights)
 from .splits import DeviceSplits
 from .strategies import check_reply, make_strategy
 
@@ -78,6 +79,11 @@ def prepare(cfg: TrainConfig, reporter: Reporter | None = None) -> Prepared:
     rep.finish()
     if fleet.info.get("skipped"):
         rep.note(fleet.info["skipped"])
+    if cfg.faulty:
+        from .faults import corrupt_splits, faulty_devices
+
+        corrupt_splits(splits, faulty_devices(cfg.devices, cfg.faulty, cfg.seed), cfg.fault,
+                       fleet.n_classes, cfg.seed)
     spec = ModelSpec(fleet.input_shape, fleet.n_classes)
     return Prepared(fleet, spec, splits)
 
@@ -266,12 +272,19 @@ class Run:
             name = f"weights-{step}.npz"
             save_weights(self.state / name, weights)
             self.progress["weights"] = name
+        old_server = self.progress.get("server_state")
+        server = self.strategy.state() if self.strategy is not None else {}
+        if server:                       # momentum / reference direction of the strategy
+            self.progress["server_state"] = f"server-{step}.npz"
+            atomic_savez(self.state / self.progress["server_state"], **server)
         self.progress["done"].append(step)
         self.progress["metrics_lines"] = self.metrics.lines
         self.progress["timings"][step] = round(seconds, 3)
         atomic_write_json(self.state / "progress.json", self.progress)
         if weights is not None and old and old != self.progress["weights"]:
             (self.state / old).unlink(missing_ok=True)
+        if old_server and old_server != self.progress.get("server_state"):
+            (self.state / old_server).unlink(missing_ok=True)
 
     # --- execution -------------------------------------------------------------------------
     def execute(self, until: str | None = None) -> dict | None:
@@ -296,6 +309,9 @@ class Run:
                    else self.engine.init_weights)
         self.global_weights = [np.array(w) for w in weights]
         self.strategy = make_strategy(cfg) if cfg.method in FEDERATED else None
+        if self.strategy is not None and self.progress.get("server_state"):
+            with np.load(self.state / self.progress["server_state"]) as z:
+                self.strategy.load_state({k: z[k] for k in z.files})
         todo = [s for s in all_steps if s not in done]
         if until is not None:
             todo = [s for s in todo if all_steps.index(s) <= all_steps.index(until)]
@@ -398,6 +414,8 @@ class Run:
         if failed:
             self.rep.note(f"round {r}: no usable reply from "
                           + "; ".join(f"device {d} ({why})" for d, why in sorted(failed.items())))
+        if cfg.faulty and cfg.fault == "random-update":
+            self._random_updates(r, good)
         if len(good) < self.min_sites:
             raise RunError(f"round {r}: only {len(good)} of {cfg.devices} sites answered usably "
                            f"(--min-sites {self.min_sites}); failed: "
@@ -414,6 +432,18 @@ class Run:
         rec.update(global_val_acc=float(np.mean(answered)) if answered else float("nan"),
                    global_val_acc_per_device=accs)
         self.metrics.log(rec)
+
+    def _random_updates(self, r: int, replies) -> None:
+        """``--fault random-update``: what the server receives from each faulty device is a random
+        direction with the norm of its real update (``faults.random_update``), keyed by (seed,
+        round, device). Injected where replies arrive, so every backend sees the same."""
+        from .faults import FAULT_STREAM, faulty_devices, random_update
+
+        bad = set(faulty_devices(self.cfg.devices, self.cfg.faulty, self.cfg.seed))
+        for rep in replies:
+            if rep.device in bad:
+                rng = np.random.default_rng([self.cfg.seed, FAULT_STREAM, 3, r, rep.device + 1])
+                rep.weights = random_update(self.global_weights, rep.weights, rng)
 
     def _global_val_acc(self) -> list[float | None]:
         """Every site's accuracy of the global weights on its Phase-2 validation windows (None for
@@ -488,8 +518,27 @@ class Run:
                         "max_model_bytes": max(d["model_bytes"] for d in devs),
                         "max_arena_bytes": max(d["arena_bytes"] for d in devs)},
             "warnings": warnings,
+            **({"faults": self._fault_summary(devs)} if self.cfg.faulty else {}),
             "timings_s": self.progress["timings"],
         }
+
+    def _fault_summary(self, devs: list[dict]) -> dict:
+        """With --faulty: which devices misbehaved, the honest devices' mean accuracies, and the
+        aggregation weight the faulty ones received in every Phase-2 round (sum of their w_k)."""
+        from .faults import faulty_devices
+
+        bad = faulty_devices(self.cfg.devices, self.cfg.faulty, self.cfg.seed)
+        honest = [d for d in devs if d["device"] not in bad]
+        share = []
+        for line in (self.out / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("phase") == "phase2" and "weights" in rec:
+                ids = rec.get("devices", list(range(self.cfg.devices)))
+                share.append(float(sum(w for i, w in zip(ids, rec["weights"]) if i in bad)))
+        return {"kind": self.cfg.fault, "devices": bad,
+                "honest_mean_float_acc": float(np.mean([d["float_acc"] for d in honest])),
+                "honest_mean_int8_acc": float(np.mean([d["int8_acc"] for d in honest])),
+                "faulty_weight_share_per_round": share}
 
 
 def one_sided(y: np.ndarray) -> str | None:

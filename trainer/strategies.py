@@ -91,6 +91,13 @@ class Strategy:
     def fit_config(self, r: int) -> dict:
         return {"phase": "phase2", "round": int(r), "epochs": self.local_epochs, "mu": self.mu}
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays the strategy carries from round to round (checkpointed; none by default)."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
     def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
         n = [int(x.metrics["n"]) for x in replies]
         new = agg.fedavg([x.weights for x in replies], n)
@@ -111,27 +118,100 @@ class FedProx(Strategy):
 
 
 class FedMetaAlign(Strategy):
-    """w_k = p_k max(cos(d_k, mean d), c) / sum (...); theta += alpha sum_k w_k d_k."""
+    """w_k = p_k max(cos(d_k, r), c) / sum (...); step = sum_k w_k d_k; theta += alpha v with
+    v = step (``momentum`` 0) or v = beta v + step (server momentum). r is the mean update
+    (``ref="mean"``, the paper), the mean of unit updates (``"normalized"``) or that blended with
+    the previous server step's direction (``"server"``), see ``aggregation.reference_direction``.
+
+    ``smoothing`` beta > 0 smooths the weights across rounds (``aggregation.smooth_weights``) before
+    the step; the metrics line then logs the smoothed ``weights`` and the round's ``raw_weights``.
+
+    State kept between rounds (``state()`` / ``load_state()``, checkpointed with the weights so a
+    resumed run repeats an uninterrupted one): the last server step (for ``ref="server"``), the
+    momentum velocity and the smoothed weights."""
 
     name = "fedmetaalign"
 
     def __init__(self, local_epochs: int, floor: float = 0.1, server_lr: float = 1.0,
-                 perf: str = "accuracy"):
+                 perf: str = "accuracy", ref: str = "mean", momentum: float = 0.0, ref_beta: float = 0.5,
+                 smoothing: float = 0.0):
         super().__init__(local_epochs, 0.0)
         self.floor, self.server_lr, self.perf = float(floor), float(server_lr), perf
+        self.ref, self.momentum, self.ref_beta = ref, float(momentum), float(ref_beta)
+        self.smoothing = float(smoothing)
+        self.prev_step: np.ndarray | None = None
+        self.velocity: np.ndarray | None = None
+        self.prev_w: np.ndarray | None = None
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {}
+        if self.prev_step is not None:
+            out["prev_step"] = self.prev_step
+        if self.velocity is not None:
+            out["velocity"] = self.velocity
+        if self.prev_w is not None:
+            out["prev_w"] = self.prev_w
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.prev_step = state.get("prev_step")
+        self.velocity = state.get("velocity")
+        self.prev_w = state.get("prev_w")
 
     def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
         d = agg.client_deltas([x.weights for x in replies], global_weights)
         p = np.asarray([perf_score(x.metrics, self.perf) for x in replies], dtype=np.float64)
-        aw = agg.align_weights(d, p, self.floor)
-        new = agg.apply_weighted_update(global_weights, d, aw.w, self.server_lr)
-        return new, {"weights": aw.w.tolist(), "cos": aw.cos.tolist(), "perf": aw.p.tolist()}
+        reference = None if self.ref == "mean" else agg.reference_direction(d, self.ref, self.prev_step,
+                                                                             self.ref_beta)
+        aw = agg.align_weights(d, p, self.floor, reference)
+        w = aw.w
+        if self.smoothing > 0:
+            w = agg.smooth_weights(self.prev_w, aw.w, self.smoothing)
+            self.prev_w = w
+        step = w @ d
+        if self.momentum > 0:
+            self.velocity = agg.momentum_step(self.velocity, step, self.momentum)
+            step = self.velocity
+        if self.ref == "server":
+            self.prev_step = step
+        new = agg.unflatten(agg.flatten(global_weights) + self.server_lr * step, global_weights)
+        rec = {"weights": w.tolist(), "cos": aw.cos.tolist(), "perf": aw.p.tolist()}
+        if self.smoothing > 0:
+            rec["raw_weights"] = aw.w.tolist()
+        return new, rec
+
+
+class Median(Strategy):
+    """Coordinate-wise median of the client weights (robust baseline; FedAvg's local training)."""
+
+    name = "median"
+
+    def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
+        return agg.coordinate_median([x.weights for x in replies]), {}     # no per-device weight exists
+
+
+class TrimmedMean(Strategy):
+    """Coordinate-wise trimmed mean of the client weights (robust baseline)."""
+
+    name = "trimmed-mean"
+
+    def __init__(self, local_epochs: int, trim: float = 0.2):
+        super().__init__(local_epochs, 0.0)
+        self.trim = float(trim)
+
+    def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
+        return agg.trimmed_mean([x.weights for x in replies], self.trim), {}
 
 
 def make_strategy(cfg) -> Strategy:
     """The strategy of a run config (a ``TrainConfig`` of a federated method)."""
     if cfg.method == "fedmetaalign":
-        return FedMetaAlign(cfg.local_epochs, cfg.floor, cfg.server_lr, cfg.perf)
+        return FedMetaAlign(cfg.local_epochs, cfg.floor, cfg.server_lr, cfg.perf, cfg.align_ref,
+                            cfg.server_momentum, smoothing=cfg.weight_smoothing)
+    if cfg.method == "median":
+        return Median(cfg.local_epochs)
+    if cfg.method == "trimmed-mean":
+        return TrimmedMean(cfg.local_epochs, cfg.trim)
     if cfg.method == "fedprox":
         return FedProx(cfg.local_epochs, cfg.mu)
     if cfg.method == "fedavg":

@@ -1,0 +1,79 @@
+"""Does Fed-Meta-Align's Phase-2 global model oscillate, and which aggregation option stops it?
+
+For each fleet, seed and option it trains (or reuses) a default Fed-Meta-Align run and prints, from
+its metrics.jsonl: the largest round-to-round swing of the global Phase-2 validation accuracy after
+round 3 (points), how many of those consecutive differences alternate in sign (a period-2
+oscillation alternates every time), and the run's mean INT8 test accuracy. Every number traces to
+the run directory under --out.
+
+    python benchmarks/oscillation.py --datasets electrical,mechanical --seeds 0,1,2 --out results/oscillation
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+OPTIONS = {
+    "paper (mean)": {},
+    "normalized": {"align_ref": "normalized"},
+    "server ref": {"align_ref": "server"},
+    "momentum 0.5": {"server_momentum": 0.5},
+    "smoothing 0.5": {"weight_smoothing": 0.5},
+    "smoothing 0.8": {"weight_smoothing": 0.8},
+    "smoothing 0.9": {"weight_smoothing": 0.9},
+    "floor 0.5": {"floor": 0.5},
+    "smoothing 0.8 + normalized": {"weight_smoothing": 0.8, "align_ref": "normalized"},
+}
+
+
+def swing_stats(accs: list[float], after: int = 3) -> tuple[float, int, int]:
+    """(largest |acc_r - acc_{r-1}| for r > after, in points; sign alternations; differences)."""
+    a = np.asarray(accs, dtype=np.float64) * 100
+    diffs = np.diff(a)[after - 1:] if len(a) > after else np.zeros(0)
+    alt = int(np.sum(np.sign(diffs[1:]) * np.sign(diffs[:-1]) < 0)) if len(diffs) > 1 else 0
+    return (float(np.max(np.abs(diffs))) if len(diffs) else 0.0), alt, max(len(diffs) - 1, 0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="electrical,mechanical")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--options", default=",".join(OPTIONS))
+    ap.add_argument("--out", type=Path, default=Path("results/oscillation"))
+    args = ap.parse_args()
+
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.pipeline import load_or_train
+
+    t0 = time.time()
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}")
+    print("dataset | option | seed | max swing after r3 (pp) | alternations | mean INT8 %")
+    for ds in args.datasets.split(","):
+        for name in args.options.split(","):
+            over = OPTIONS[name]
+            rows = []
+            for seed in [int(s) for s in args.seeds.split(",")]:
+                cfg = TrainConfig(dataset=ds, seed=seed, **over)
+                rdir = args.out / ds / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-s{seed}"
+                rep = load_or_train(cfg, rdir)
+                lines = [json.loads(x) for x in (rdir / "metrics.jsonl").read_text().splitlines()]
+                accs = [x["global_val_acc"] for x in lines if x.get("phase") == "phase2"]
+                sw, alt, n = swing_stats(accs)
+                rows.append((sw, alt, n, rep["summary"]["mean_int8_acc"]))
+                print(f"{ds} | {name} | {seed} | {sw:.2f} | {alt}/{n} | {100 * rep['summary']['mean_int8_acc']:.2f}",
+                      flush=True)
+            sw = [r[0] for r in rows]
+            acc = [100 * r[3] for r in rows]
+            print(f"{ds} | {name} | mean | {np.mean(sw):.2f} (max {np.max(sw):.2f}) | "
+                  f"{sum(r[1] for r in rows)}/{sum(r[2] for r in rows)} | {np.mean(acc):.2f} ± "
+                  f"{np.std(acc, ddof=1) if len(acc) > 1 else float('nan'):.2f}", flush=True)
+    print(f"wall time {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
