@@ -39,10 +39,10 @@ def _finish(proc, cluster, timeout=600):
 
 
 def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
-    from fedtiny.trainer.pipeline import train
+    from fedtiny.trainer.pipeline import InProcess, train
 
     ref = tmp_path / "inprocess"
-    train(small_config(rounds=1), ref)
+    train(small_config(rounds=1), ref, backend=InProcess(vectorized=False))   # the per-device engine sites run
     run = tmp_path / "run"
     with Cluster(tmp_path) as c:
         port = c.superlink()
