@@ -20,7 +20,7 @@ from ..strategies import Reply
 from .messages import HELLO, KIND_OF, parse_reply, request_content
 
 HELLO_TIMEOUT = 30.0
-SILENT_RETRY = 300.0   # a node that let a request time out is asked again after this long
+SILENT_RETRY = 300.0   # a node that let a request time out is skipped by rounds for this long
 
 
 class SitesMissing(Exception):
@@ -52,7 +52,9 @@ class FlowerBackend(Backend):
             self.nodes = {d: n for d, n in self.nodes.items() if n in online}
             now = time.monotonic()
             self.silent = {n: t for n, t in self.silent.items() if n in online and now - t < SILENT_RETRY}
-            unknown = sorted(online - set(self.nodes.values()) - self.ignored - set(self.silent))
+            # a round does not wait for silent nodes; a wait for a missing site asks them again
+            skip = set() if (need or set()) - set(self.nodes) and wait > 0 else set(self.silent)
+            unknown = sorted(online - set(self.nodes.values()) - self.ignored - skip)
             if unknown:
                 msgs = [Message(request_content(None, {}, self.run), dst_node_id=n, message_type=HELLO,
                                 group_id="hello") for n in unknown]
