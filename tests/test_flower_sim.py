@@ -78,7 +78,9 @@ def test_flower_engines_refuse_the_non_federated_references(tmp_path):
     p = subprocess.run([sys.executable, "-c", code, "train", "--engine", "flower-sim", "--method", "local",
                         "--devices", "2", "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, p.stderr
+    from fedtiny.trainer.config import FEDERATED
+
     assert p.stderr.strip().splitlines() == [
-        "error: --engine flower-sim runs the federated methods (fedmetaalign, fedavg, fedprox); local pools or "
+        f"error: --engine flower-sim runs the federated methods ({', '.join(FEDERATED)}); local pools or "
         "never shares data: use --engine inprocess"]
     assert not (tmp_path / "r").exists()
