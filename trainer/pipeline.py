@@ -120,6 +120,9 @@ class BackendFactory:
         raise NotImplementedError
 
 
+_TRAINERS: dict = {}
+
+
 class InProcess(BackendFactory):
     """Every site in this process (the default ``--engine inprocess``): Phase-2 requests and the
     Phase-3 local training vectorized over the sites (``backends.VectorizedBackend``); with
@@ -148,7 +151,12 @@ class InProcess(BackendFactory):
         from .vectorized import VectorTrainer
 
         cfg = run.cfg
-        return VectorizedBackend(sites, VectorTrainer(run.server_data.spec, cfg.lr, cfg.head_lr, cfg.batch_size))
+        # one trainer (its compiled, traced functions) per architecture and optimizer settings for
+        # the whole process: compare / ablate / demo run many small runs back to back
+        k = (run.server_data.spec, cfg.lr, cfg.head_lr, cfg.batch_size)
+        if k not in _TRAINERS:
+            _TRAINERS[k] = VectorTrainer(*k)
+        return VectorizedBackend(sites, _TRAINERS[k])
 
 
 def check_artifacts(art: dict | None, dev: int) -> str | None:

@@ -94,14 +94,14 @@ def _worker_init(parent_pid: int) -> None:
 
 class Converter:
     """Conversions run in spawned worker processes (``WORKERS``) shared by every run of this
-    process. The pool is replaced by a fresh one after ``MAX_TASKS`` conversions per worker, which
-    bounds the converter's memory growth (about 7 MB a call) to a few hundred MB per worker; the
+    process. The pool is replaced by a fresh one after ``MAX_TASKS`` tasks (about 40 per worker),
+    which bounds the converter's memory growth (about 7 MB a call) to a few hundred MB per worker; the
     old pool finishes the conversions already given to it and then exits. (Not the executor's own
     ``max_tasks_per_child``: with more than one worker and queued tasks, Python 3.11's executor
     can fail to replace a retired worker and wait forever, which we hit.)
     ``with Converter() as c: c.convert(...)``; ``shutdown()`` ends the workers."""
 
-    MAX_TASKS = 40
+    MAX_TASKS = 80
     WORKERS = max(1, min(2, os.cpu_count() or 1))   # conversions of prefetched devices run side by side
     _pool: ProcessPoolExecutor | None = None
     _submitted = 0
@@ -115,7 +115,7 @@ class Converter:
 
     @classmethod
     def _executor(cls) -> ProcessPoolExecutor:
-        if cls._pool is not None and cls._submitted >= cls.MAX_TASKS * cls.WORKERS:
+        if cls._pool is not None and cls._submitted >= cls.MAX_TASKS:
             old, cls._pool = cls._pool, None
             old.shutdown(wait=False)          # its queued conversions still finish
         if cls._pool is None:

@@ -1,4 +1,4 @@
-"""The conversion pool is replaced after MAX_TASKS conversions per worker without losing queued
+"""The conversion pool is replaced after MAX_TASKS tasks without losing queued
 work: many conversions queued at once (as the vectorized backend's prefetch does) all finish, with
 the bytes of a direct conversion."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ def test_queued_conversions_survive_pool_replacement(monkeypatch):
     monkeypatch.setattr(Converter, "WORKERS", 2)
     try:
         c = Converter()
-        futs = [c.submit(spec, [a * (1 + 0.01 * i) for a in w], rep) for i in range(5)]   # 3 pools
+        futs = [c.submit(spec, [a * (1 + 0.01 * i) for a in w], rep) for i in range(5)]   # 5 pools
         out = [f.result(timeout=600) for f in futs]
     finally:
         Converter.shutdown()
