@@ -18,8 +18,9 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from ..pipeline import BackendFactory, Reporter, Run, RunError, prepare_server
+from ..pipeline import Reporter, Run
 from ..rundir import atomic_write_json
+from .factory import FlowerFactory
 
 app = ServerApp()
 
@@ -34,36 +35,15 @@ class PrintReporter(Reporter):
         print(f"fedtiny: {text}", flush=True)
 
 
-class Deployed(BackendFactory):
+class Deployed(FlowerFactory):
     """Sites are Flower SuperNodes reached through ``grid``."""
 
     name = "flower"
+    runs = "a federation"
 
     def __init__(self, grid, timeout: float, wait: float):
         self.grid, self.timeout, self.wait = grid, timeout, wait
         self.backend = None
-
-    def check(self, cfg) -> None:
-        from ..config import FEDERATED
-        from ..data.fleet import DataError
-
-        if cfg.method not in FEDERATED:
-            raise DataError(f"a federation runs the federated methods ({', '.join(FEDERATED)}); "
-                            f"{cfg.method} pools or never shares data: use fedtiny train")
-
-    def prepare(self, run: Run):
-        return prepare_server(run.cfg, run.rep)
-
-    def connect(self, run: Run):
-        from .backend import FlowerBackend, SitesMissing
-
-        self.backend = FlowerBackend(self.grid, run.cfg.to_dict(), run.cfg.devices, self.timeout, self.wait,
-                                     note=run.rep.note)
-        try:
-            self.backend.connect_all()
-        except SitesMissing as e:
-            raise RunError(str(e)) from None
-        return self.backend
 
 
 def watch(pid: int) -> None:

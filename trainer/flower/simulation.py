@@ -16,13 +16,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..config import FEDERATED
 from ..data.fleet import DataError
-from ..pipeline import BackendFactory, Run, RunError, prepare_server
+from ..pipeline import Run, RunError
+from .factory import FlowerFactory
 
 
-class FlowerSim(BackendFactory):
+class FlowerSim(FlowerFactory):
     name = "flower-sim"
+    runs = "--engine flower-sim"
+    instead = "--engine inprocess"
 
     def __init__(self, timeout: float = 900.0, wait: float = 300.0):
         self.timeout, self.wait = timeout, wait
@@ -35,23 +37,10 @@ class FlowerSim(BackendFactory):
         if importlib.util.find_spec("ray") is None:
             raise DataError(f"--engine {self.name} needs Ray: pip install -e \".[simulation]\" "
                             "(flwr[simulation]==1.42.0)")
-        if cfg.method not in FEDERATED:
-            raise DataError(f"--engine {self.name} runs the federated methods ({', '.join(FEDERATED)}); "
-                            f"{cfg.method} pools or never shares data: use --engine inprocess")
+        super().check(cfg)
 
-    def prepare(self, run: Run):
-        return prepare_server(run.cfg, run.rep)
-
-    def connect(self, run: Run):
-        from .backend import FlowerBackend, SitesMissing
-
-        self.backend = FlowerBackend(self.grid, run.cfg.to_dict(), run.cfg.devices, self.timeout, self.wait,
-                                     site_dir=str(Path(run.out).absolute()), note=run.rep.note)
-        try:
-            self.backend.connect_all()
-        except SitesMissing as e:
-            raise RunError(str(e)) from None
-        return self.backend
+    def backend_options(self, run: Run) -> dict:
+        return {"site_dir": str(Path(run.out).absolute())}
 
 
 def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, factory=None,
