@@ -183,6 +183,39 @@ def weights_heatmap(metrics: list[dict], path: Target) -> Target | None:
     return _save(fig, path)
 
 
+def weights_before_after_plot(runs: dict[str, list[dict]], path: Target) -> Target | None:
+    """One row per run (label -> its metrics lines): Fed-Meta-Align's aggregation weight per device
+    and Phase-2 round (left, one colour scale for all rows) and the global model's Phase-2
+    validation accuracy per round (right, 0-100 %): how the weights move when the global model
+    oscillates, and after an option damps it. ``None`` when no run holds a Fed-Meta-Align round."""
+    rows = {name: [m for m in ms if m.get("phase") == "phase2" and "weights" in m] for name, ms in runs.items()}
+    rows = {k: v for k, v in rows.items() if v}
+    if not rows:
+        return None
+    plt = _plt()
+    vmax = max(max(max(m["weights"]) for m in r) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.3 * len(rows)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.6, 1]})
+    for (name, r), (ax_w, ax_a) in zip(rows.items(), axes):
+        w = np.array([m["weights"] for m in r]).T
+        im = ax_w.imshow(w, aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        ax_w.set_title(f"{name}: aggregation weight w_k", fontsize=9)
+        ax_w.set_xlabel("Phase-2 round")
+        ax_w.set_ylabel("device")
+        _integer_ticks(ax_w.xaxis, [str(m["round"]) for m in r])
+        _integer_ticks(ax_w.yaxis)
+        fig.colorbar(im, ax=ax_w, label=f"w_k (uniform = 1/{w.shape[0]})")
+        pts = [(m["round"], m["global_val_acc"]) for m in r if m.get("global_val_acc") is not None]
+        ax_a.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o")
+        ax_a.set_title("global model, Phase-2 validation", fontsize=9)
+        ax_a.set_xlabel("Phase-2 round")
+        ax_a.set_ylabel("accuracy (%)")
+        ax_a.set_ylim(0, 100)
+        _integer_ticks(ax_a.xaxis)
+        ax_a.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def confusion_plot(c: np.ndarray, class_names: list[str], title: str, path: Target) -> Target:
     """Confusion counts C[true, predicted] with each count written in black or white, whichever
     reads better on its cell, and a colorbar of the count (integer ticks)."""

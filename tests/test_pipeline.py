@@ -117,3 +117,45 @@ def test_fedprox_with_mu_zero_equals_fedavg(tmp_path):
     assert [d["model_sha256"] for d in a["devices"]] == [d["model_sha256"] for d in b["devices"]]
     c = train(small_config(method="fedprox", mu=1.0, devices=2), tmp_path / "prox1")
     assert [d["model_sha256"] for d in c["devices"]] != [d["model_sha256"] for d in a["devices"]]
+
+
+def test_threshold_is_tuned_on_the_int8_scores(small_run):
+    """The threshold each device records is the one that maximises the metric on the INT8 model's
+    dequantized scores of its threshold-validation windows (what the board decides on)."""
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.pipeline import prepare
+    from fedtiny.trainer.quantize import quant_params, quantize_input
+    from fedtiny.trainer.tflm import run_int8
+    from fedtiny.trainer.threshold import dequantize, tune_threshold
+
+    cfg = TrainConfig.from_dict(json.loads((small_run / "config.json").read_text()))
+    splits = prepare(cfg).splits
+    tuned = 0
+    for d in range(cfg.devices):
+        ddir = small_run / "devices" / f"dev{d:02d}"
+        info = json.loads((ddir / "device.json").read_text())
+        if info["threshold_tuned_on"] is None:
+            continue
+        assert info["threshold_tuned_on"] == "int8"
+        tfl = (ddir / "model_int8.tflite").read_bytes()
+        q = quant_params(tfl)
+        val = splits[d].phase3_val
+        out = run_int8(tfl, quantize_input(val.x, q["input_scale"], q["input_zero_point"]))
+        scores = dequantize(out, q["output_scale"], q["output_zero_point"])
+        t, v = tune_threshold(scores, val.y, cfg.threshold_metric)
+        assert info["threshold"] == t and info["threshold_metric_value"] == pytest.approx(v)
+        # on the grid of scores the board can give (or the 0.5 default among the candidates)
+        p0 = (1.0 - t) / q["output_scale"] + q["output_zero_point"]
+        assert t == 0.5 or t == 1.0 or abs(p0 - round(p0)) < 1e-6
+        tuned += 1
+    assert tuned >= 1
+
+
+def test_warning_lines_are_capped():
+    from fedtiny.trainer.pipeline import warning_lines
+
+    ws = [f"device {i}: something" for i in range(30)]
+    lines = warning_lines(ws, limit=5)
+    assert lines[:5] == [f"warning: device {i}: something" for i in range(5)]
+    assert len(lines) == 6 and "25 more" in lines[5] and "all 30" in lines[5]
+    assert warning_lines(ws[:5], limit=5) == lines[:5]

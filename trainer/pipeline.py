@@ -355,8 +355,8 @@ class Run:
         if until is not None:
             return None
         report = self._report()
-        for w in report["warnings"]:
-            self.rep.note(f"warning: {w}")
+        for line in warning_lines(report["warnings"]):
+            self.rep.note(line)
         atomic_write_json(self.out / "report.json", report)
         return report
 
@@ -547,6 +547,20 @@ class Run:
                 "honest_mean_float_acc": float(np.mean([d["float_acc"] for d in honest])),
                 "honest_mean_int8_acc": float(np.mean([d["int8_acc"] for d in honest])),
                 "faulty_weight_share_per_round": share}
+
+
+MAX_PRINTED_WARNINGS = 12
+
+
+def warning_lines(warnings: list[str], limit: int = MAX_PRINTED_WARNINGS) -> list[str]:
+    """The lines printed at the end of a run: ``warning: W`` for the first ``limit`` warnings, then
+    one line saying how many more there are (a fleet of 1,000 devices can have hundreds); all of
+    them stay in report.json ``warnings``."""
+    lines = [f"warning: {w}" for w in warnings[:limit]]
+    if len(warnings) > limit:
+        lines.append(f"warning: ... and {len(warnings) - limit} more (report.json \"warnings\" lists all "
+                     f"{len(warnings)})")
+    return lines
 
 
 def one_sided(y: np.ndarray) -> str | None:
