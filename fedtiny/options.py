@@ -119,16 +119,18 @@ _CONFIG_OPTIONS = {
     "local_epochs": lambda: click.option(
         "--local-epochs", default=2, show_default=True, type=click.IntRange(1), help="Phase-2 local epochs."),
     "align_ref": lambda: click.option(
-        "--align-ref", default="mean", show_default=True, type=click.Choice(["mean", "normalized", "server"]),
-        help="Fed-Meta-Align: direction cos_k is measured against: the mean update (paper), the mean of "
-             "unit-length updates, or that blended with the previous server step."),
+        "--align-ref", default="normalized", show_default=True, type=click.Choice(["mean", "normalized", "server"]),
+        help="Fed-Meta-Align: direction cos_k is measured against: the mean update (the paper's rule), "
+             "the mean of unit-length updates (default, with --weight-smoothing 0.8: no period-2 "
+             "oscillation; README \"When to choose Fed-Meta-Align\"), or that blended with the "
+             "previous server step."),
     "server_momentum": lambda: click.option(
         "--server-momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
         help="Fed-Meta-Align: heavy-ball momentum beta of the server step (0: none)."),
     "weight_smoothing": lambda: click.option(
-        "--weight-smoothing", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-        help="Fed-Meta-Align: smooth the weights w_k across rounds, w = beta w_prev + (1 - beta) w "
-             "(0: none; against the period-2 oscillation)."),
+        "--weight-smoothing", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+        help="Fed-Meta-Align: smooth the weights w_k across rounds, w = beta w_prev + (1 - beta) w, "
+             "against the period-2 oscillation (0: none; 0 with --align-ref mean is the paper's rule)."),
     "trim": lambda: click.option(
         "--trim", default=0.2, show_default=True, type=click.FloatRange(0, 0.5, max_open=True),
         help="trimmed-mean: fraction of client values dropped at each end, per coordinate."),
