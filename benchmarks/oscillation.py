@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-OPTIONS = {
+# every option set starts from the paper's rule (not from the defaults, which are the last set)
+PAPER = {"align_ref": "mean", "weight_smoothing": 0.0, "server_momentum": 0.0}
+OPTIONS = {name: {**PAPER, **over} for name, over in {
     "paper (mean)": {},
     "normalized": {"align_ref": "normalized"},
     "server ref": {"align_ref": "server"},
@@ -34,8 +36,8 @@ OPTIONS = {
     "smoothing 0.8": {"weight_smoothing": 0.8},
     "smoothing 0.9": {"weight_smoothing": 0.9},
     "floor 0.5": {"floor": 0.5},
-    "smoothing 0.8 + normalized": {"weight_smoothing": 0.8, "align_ref": "normalized"},
-}
+    "smoothing 0.8 + normalized": {"weight_smoothing": 0.8, "align_ref": "normalized"},   # the default
+}.items()}
 
 
 def swing_stats(accs: list[float], after: int = 3) -> tuple[float, int, int]:

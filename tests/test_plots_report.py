@@ -135,6 +135,23 @@ def test_weights_heatmap_integer_ticks_and_labelled_colorbars(figures):
     assert plots.weights_heatmap([{"phase": "phase2", "round": 1}], io.BytesIO()) is None
 
 
+def test_weights_before_after_one_row_per_run_shared_scale(figures):
+    def run(pattern):
+        return [{"phase": "phase2", "round": r, "weights": pattern(r), "global_val_acc": 0.5 + 0.01 * r}
+                for r in range(1, 7)] + [{"phase": "phase3", "device": 0}]
+    zigzag = run(lambda r: [0.45, 0.45, 0.05, 0.05] if r % 2 else [0.05, 0.05, 0.45, 0.45])
+    flat = run(lambda r: [0.25, 0.25, 0.25, 0.25])
+    assert plots.weights_before_after_plot({"before": zigzag, "after": flat}, io.BytesIO()) is not None
+    fig = figures[0]
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2                                   # a weights panel per run
+    assert {im.get_clim() for im in images} == {(0, 0.45)}     # one colour scale: comparable rows
+    curves = [ax for ax in fig.axes if ax.lines]
+    assert len(curves) == 2 and all(ax.get_ylim() == (0, 100) for ax in curves)
+    assert list(curves[0].lines[0].get_ydata()) == [100 * (0.5 + 0.01 * r) for r in range(1, 7)]
+    assert plots.weights_before_after_plot({"x": [{"phase": "phase3"}]}, io.BytesIO()) is None
+
+
 def test_round_plot_full_range_integer_rounds_and_coinciding_legend(figures):
     same = [(1, 0.81), (2, 0.82), (3, 0.80), (4, 0.79)]
     plots.round_accuracy_plot({"fedavg": same, "fedprox": list(same), "fedmetaalign": [(1, 0.7), (2, 0.9)]},
