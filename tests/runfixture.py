@@ -25,6 +25,23 @@ def _toy_data(n: int, input_shape, n_classes: int, seed: int):
     return x.astype(np.float32), y.astype(np.int64)
 
 
+def keras_int8(model, rep: np.ndarray, per_tensor_dense: bool = False) -> bytes:
+    """TF's own full-integer INT8 conversion of any Keras ``model`` (the Keras path, not the
+    trainer's), calibrated on ``rep``; ``per_tensor_dense`` as the trainer's default."""
+    import tensorflow as tf
+
+    rep = np.asarray(rep, np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    if per_tensor_dense:
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
+    return bytes(conv.convert())
+
+
 def make_run_dir(root: Path, device: int = 3, input_shape=(40, 6), n_classes: int = 6,
                  n_test: int = 24, seed: int = 0, class_names=None, filters=(16, 16, 16),
                  per_channel_dense: bool = False) -> Path:

@@ -155,17 +155,10 @@ def test_program_of_the_fleet_model(builtin_runs):
 # ----------------------------------------------------------------------------- refusals
 
 def _convert(build_model) -> bytes:
-    import tensorflow as tf
+    from runfixture import keras_int8
 
     model = build_model()
-    rep = np.random.default_rng(0).normal(size=(16,) + tuple(model.input_shape[1:])).astype(np.float32)
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return bytes(conv.convert())
+    return keras_int8(model, np.random.default_rng(0).normal(size=(16,) + tuple(model.input_shape[1:])))
 
 
 @pytest.fixture(scope="module")

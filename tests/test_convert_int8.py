@@ -29,20 +29,13 @@ def _details(model_bytes: bytes) -> tuple[list, list]:
 
 def _keras_path(spec, weights, rep) -> bytes:
     """Reference: TF's own Keras conversion with the same settings."""
-    import tensorflow as tf
+    from runfixture import keras_int8
 
     from fedtiny.trainer.model import build_model
 
     m = build_model(spec, seed=0)
     m.set_weights(weights)
-    conv = tf.lite.TFLiteConverter.from_keras_model(m)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-    return bytes(conv.convert())
+    return keras_int8(m, rep, per_tensor_dense=True)
 
 
 def test_bytes_do_not_depend_on_earlier_conversions():
