@@ -144,6 +144,17 @@ def test_threshold_is_tuned_on_the_int8_scores(small_run):
         scores = dequantize(out, q["output_scale"], q["output_zero_point"])
         t, v = tune_threshold(scores, val.y, cfg.threshold_metric)
         assert info["threshold"] == t and info["threshold_metric_value"] == pytest.approx(v)
+        # the float figure: the float model at its own threshold, tuned the same way on its scores
+        import keras
+
+        from fedtiny.trainer.threshold import decide
+
+        fm = keras.models.load_model(ddir / "model_float.keras")
+        tf_, _ = tune_threshold(fm.predict(val.x, verbose=0), val.y, cfg.threshold_metric)
+        assert info["float_threshold"] == pytest.approx(tf_, abs=1e-6)
+        z = np.load(ddir / "test_split.npz")
+        float_acc = np.mean(decide(fm.predict(z["x"], verbose=0), info["float_threshold"]) == z["y"])
+        assert info["float_acc"] == pytest.approx(float_acc, abs=1.5 / len(z["y"]))
         # on the grid of scores the board can give (or the 0.5 default among the candidates)
         p0 = (1.0 - t) / q["output_scale"] + q["output_zero_point"]
         assert t == 0.5 or t == 1.0 or abs(p0 - round(p0)) < 1e-6
