@@ -15,9 +15,9 @@ local run copy. It answers three requests, each given weights and a config dict:
 - ``evaluate(weights, config)``: ``loss``, ``acc`` on the Phase-2 validation windows.
 - ``finalize(weights, config)`` (Phase 3): fine-tune the head (federated methods with
   personalization) or train a local model (method ``local``), convert to INT8, tune the
-  threshold on the INT8 model's scores of the threshold-validation windows, evaluate float and INT8 on the test split, and write the device's artifacts into the local
-  run copy (``devices/devNN/``: model_float.keras, model_int8.tflite, device.json,
-  test_split.npz). Returns the artifacts a server may store: ``model_int8`` and ``model_float``
+  threshold on the INT8 model's scores of the threshold-validation windows, evaluate float and
+  INT8 on the test split, and write the device's artifacts into the local run copy
+  (``devices/devNN/``: model_float.keras, model_int8.tflite, device.json, test_split.npz). Returns the artifacts a server may store: ``model_int8`` and ``model_float``
   (bytes), ``device_json`` and ``record`` (the metrics line) as dicts. ``test_split.npz`` (raw test
   windows) is never returned: it stays with the site.
 
@@ -181,8 +181,10 @@ class SiteClient:
         largest; measured at 1,000 devices, such a float-tuned threshold cost two devices 47 and 77
         points of INT8 accuracy. The float model's accuracy is reported with its own threshold,
         tuned the same way on its float scores (``float_threshold``), so that float vs INT8 compares
-        each model at its best threshold, not the float model at a threshold fitted to 1/256 steps. ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``)
-        beside its decisions, so the bench can tell a borderline disagreement from a real one
+        each model at its best threshold, not the float model at a threshold fitted to 1/256 steps.
+
+        ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``) beside its
+        decisions, so the bench can tell a borderline disagreement from a real one
         without running the model; ``device.json`` records how dense layers were quantized
         (``dense_quantization``)."""
         from .quantize import DENSE_QUANTIZATION, Converter, quant_params, quantize_input
