@@ -17,8 +17,9 @@ local run copy. It answers three requests, each given weights and a config dict:
   personalization) or train a local model (method ``local``), convert to INT8, tune the
   threshold on the INT8 model's scores of the threshold-validation windows, evaluate float and
   INT8 on the test split, and write the device's artifacts into the local run copy
-  (``devices/devNN/``: model_float.keras, model_int8.tflite, device.json, test_split.npz). Returns the artifacts a server may store: ``model_int8`` and ``model_float``
-  (bytes), ``device_json`` and ``record`` (the metrics line) as dicts. ``test_split.npz`` (raw test
+  (``devices/devNN/``: model_float.keras, model_int8.tflite, device.json, test_split.npz).
+  Returns the artifacts a server may store: ``model_int8`` and ``model_float`` (bytes),
+  ``device_json`` and ``record`` (the metrics line) as dicts. ``test_split.npz`` (raw test
   windows) is never returned: it stays with the site.
 
 Every random choice is keyed by (run seed, phase, round/tour, device), so a request gives the same
