@@ -65,7 +65,7 @@ def convert_int8(spec_dict: dict, weights: list[np.ndarray], rep_x: np.ndarray,
     bytes depend only on (spec, weights, rep_x, per_channel_dense), not on what this process
     converted before; the graph (ops, tensors, scales, constants) equals the one the Keras
     SavedModel path makes, which in addition carries a ``serving_default`` signature that no
-    part of fedtiny reads (``tests/test_conversion_prefetch_pool.py`` checks both)."""
+    part of fedtiny reads (``tests/test_convert_int8.py`` checks both)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import logging
     import warnings
