@@ -82,13 +82,20 @@ def _tensor(schema, subgraph, index: int) -> TensorFacts:
                        types.get(t.Type(), str(t.Type())).lower(), scale, zp)
 
 
+def flatbuffer(model_bytes: bytes) -> bytearray:
+    """``model_bytes`` as a mutable buffer for the schema readers; CodegenError unless it carries
+    the TFLite file identifier (``TFL3`` at offset 4)."""
+    buf = bytearray(model_bytes)
+    if len(buf) < 8 or bytes(buf[4:8]) != b"TFL3":
+        raise CodegenError("model is not a TFLite flatbuffer (file identifier TFL3 missing)")
+    return buf
+
+
 def read_model(model_bytes: bytes) -> ModelFacts:
     """Parse ``model_bytes`` (a .tflite flatbuffer). Raises CodegenError if it is not one, or if
     it has no subgraph / input / output. A custom op is reported as ``CUSTOM:<code>``."""
     schema = _schema()
-    buf = bytearray(model_bytes)
-    if len(buf) < 8 or bytes(buf[4:8]) != b"TFL3":
-        raise CodegenError("model is not a TFLite flatbuffer (file identifier TFL3 missing)")
+    buf = flatbuffer(model_bytes)
     try:
         model = schema.Model.GetRootAs(buf, 0)
         if model.SubgraphsLength() < 1:

@@ -15,6 +15,16 @@ SMALL = dict(devices=3, samples_per_device=160, public_samples=300, rounds=2, ph
              phase3_epochs=5, reference_epochs=5)
 
 
+def report_without_timings(run: Path) -> dict:
+    """A run's report.json without what differs between equal runs (wall times, the run's path)."""
+    import json
+
+    r = json.loads((Path(run) / "report.json").read_text())
+    r.pop("timings_s")
+    r.pop("run")
+    return r
+
+
 def small_config(**over):
     from fedtiny.trainer.config import TrainConfig
 

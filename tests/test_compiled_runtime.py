@@ -31,6 +31,7 @@ from click.testing import CliRunner
 from fedtiny.codegen.build import build_project
 from fedtiny.codegen.compiled import emit, graph, qmath
 from fedtiny.codegen.errors import CodegenError
+from hoststubs import ARDUINO_H
 from fedtiny.firmware import protocol as P
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -214,25 +215,6 @@ def test_tflm_refused_for_qemu_m4_and_unsupported_op_at_build(builtin_runs, odd_
 
 # ----------------------------------------------------------------------------- the Arduino flavour on the host
 
-ARDUINO_H = r"""
-#pragma once
-#include <stddef.h>
-#include <stdint.h>
-// Host stand-in: Serial reads fd 0 / writes fd 1 (the master side of a pty).
-struct FakeSerial {
-  void begin(unsigned long) {}
-  explicit operator bool() const { return true; }
-  int available();
-  int read();
-  size_t write(const uint8_t* data, size_t n);
-  void flush() {}
-};
-extern FakeSerial Serial;
-unsigned long micros();
-unsigned long millis();
-void delay(unsigned long ms);
-[[noreturn]] void NVIC_SystemReset();
-"""
 
 SHIM_CPP = r"""
 #include <Arduino.h>

@@ -11,17 +11,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import report_without_timings as _report, small_config
 from flowerfixture import Cluster, fedtiny_cmd, wait_for
 
 pytest.importorskip("flwr")
 
-
-def _report(run):
-    r = json.loads((run / "report.json").read_text())
-    r.pop("timings_s")
-    r.pop("run")
-    return r
 
 
 def _server(cluster, link_port, run, cfg_file, *extra):

@@ -9,17 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import report_without_timings as _report, small_config
 
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-
-def _report(run):
-    r = json.loads((run / "report.json").read_text())
-    r.pop("timings_s")
-    r.pop("run")
-    return r
 
 
 def test_simulation_equals_inprocess_and_sends_no_windows(small_run_loop, tmp_path):

@@ -10,14 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import report_without_timings as _report, small_config
 
-
-def _report(run: Path) -> dict:
-    r = json.loads((run / "report.json").read_text())
-    r.pop("timings_s")
-    r.pop("run")
-    return r
 
 
 def test_run_directory_layout(small_run):

@@ -39,6 +39,7 @@ import pytest
 
 from fedtiny.codegen.ops import OP_TABLE
 from fedtiny.firmware import protocol as P
+from hoststubs import ARDUINO_H
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
@@ -47,27 +48,6 @@ RESOLVER_METHODS = sorted(set(OP_TABLE.values()))
 
 # --------------------------------------------------------------------------- stand-in headers
 
-ARDUINO_H = r"""
-#pragma once
-#include <stddef.h>
-#include <stdint.h>
-// Host stand-in: Serial is fd 0 (read) / fd 1 (write) of the program, the master side of a pty.
-struct FakeSerial {
-  void begin(unsigned long) {}
-  explicit operator bool() const { return true; }
-  int available();
-  int read();
-  size_t write(const uint8_t* data, size_t n);
-  void flush() {}
-};
-extern FakeSerial Serial;
-unsigned long micros();
-unsigned long millis();
-void delay(unsigned long ms);
-[[noreturn]] void NVIC_SystemReset();
-struct FakeEsp { [[noreturn]] void restart(); };
-extern FakeEsp ESP;
-"""
 
 SCHEMA_H = r"""
 #pragma once

@@ -134,12 +134,10 @@ def _int8(t: Tensor, what: str, op_index: int, op: str) -> None:
 def lower(model_bytes: bytes) -> Program:
     """Parse ``model_bytes`` and fold it into a ``Program``. Raises CodegenError for a file that is
     not a TFLite model and for every op or op variant outside the list in the module docstring."""
-    from ..tflite_model import _schema
+    from ..tflite_model import _schema, flatbuffer
 
     schema = _schema()
-    buf = bytearray(model_bytes)
-    if len(buf) < 8 or bytes(buf[4:8]) != b"TFL3":
-        raise CodegenError("model is not a TFLite flatbuffer (file identifier TFL3 missing)")
+    buf = flatbuffer(model_bytes)
     try:
         model = schema.ModelT.InitFromPackedBuf(buf, 0)
     except Exception as e:  # noqa: BLE001 - a corrupt flatbuffer raises deep in the reader
