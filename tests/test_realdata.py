@@ -317,6 +317,43 @@ def test_cache_second_load_is_fast_and_identical(tmp_path, monkeypatch, cwru_tre
     assert len(list((tmp_path / "cache").iterdir())) > n_before
 
 
+def _assert_same_fields(fresh: dict, back: dict, what: str) -> None:
+    assert sorted(fresh) == sorted(back), what
+    for k, v in fresh.items():
+        v = np.asarray(v)
+        assert back[k].shape == v.shape, f"{what} {k}: shape {back[k].shape} != {v.shape}"
+        assert back[k].dtype == v.dtype, f"{what} {k}: dtype {back[k].dtype} != {v.dtype}"
+        np.testing.assert_array_equal(back[k], v, err_msg=f"{what} {k}")
+
+
+def test_every_cached_field_round_trips_with_shape_and_dtype(tmp_path, monkeypatch, class_csv, detect_csv,
+                                                             cwru_tree):
+    """What every decoder caches comes back from ``pack``/``unpack`` with its shape, dtype and
+    values (a 0-d string such as the CSV's ``form`` stays 0-d), and a cache hit reads the two-class
+    detect_dataset.csv as two classes, as the first (decoding) load did."""
+    from fedtiny.trainer.data.cache import pack, unpack
+    from fedtiny.trainer.data.cwru import _decode_mat, to_target_rate
+
+    decoded = {"classData": E._decoded_csv(class_csv), "detect": E._decoded_csv(detect_csv)}
+    mats = sorted(cwru_tree.rglob("*.mat"))
+    decoded.update({f"mat {p.name}": _decode_mat(p) for p in mats[:3]})
+    decoded["resampled"] = {"x": to_target_rate(np.ones(4800), 48000, "x").astype(np.float32)}
+    decoded["odd shapes"] = {"scalar": np.float64(2.5), "empty": np.zeros((0, 3), np.int16),
+                             "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+                             "strided": np.arange(10)[::3], "flags": np.array([True, False])}
+    assert decoded["detect"]["form"].shape == ()
+    for what, fresh in decoded.items():
+        _assert_same_fields(fresh, unpack(pack(fresh)), what)
+
+    monkeypatch.setenv("FEDTINY_CACHE", str(tmp_path / "cache"))
+    first = E.load_csv(detect_csv, n_devices=3, seed=0)             # decodes and writes the entry
+    hit = E.load_csv(detect_csv, n_devices=3, seed=0)               # reads the entry
+    assert any(p.suffix == ".bin" for p in (tmp_path / "cache").iterdir())
+    assert first.class_names == hit.class_names == list(E.DETECT_CLASS_NAMES)
+    assert hit.info["form"] == "detect" and hit.info["loader"] == "detect_dataset.csv"
+    np.testing.assert_array_equal(first.devices[0].y, hit.devices[0].y)
+
+
 def test_record_number_rules():
     from pathlib import Path
 

@@ -39,14 +39,18 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-MAGIC = b"fedtiny-cache 1\n"
+# version 2: entries of version 1 stored 0-d arrays as shape (1,) (a cached CSV ``form`` read back
+# as "['detect']"); their magic no longer matches, so they are decoded again and rewritten
+MAGIC = b"fedtiny-cache 2\n"
 
 
 def pack(value: dict) -> bytes:
-    """Arrays of ``value`` as one byte string (see the module doc)."""
+    """Arrays of ``value`` as one byte string (see the module doc). Every array keeps its shape
+    (a 0-d array stays 0-d: ``np.ascontiguousarray`` alone would make it shape (1,)) and dtype."""
     head, blobs, off = {}, [], 0
     for k, v in value.items():
-        a = np.ascontiguousarray(v)
+        a = np.asarray(v)
+        a = np.ascontiguousarray(a).reshape(a.shape)
         if a.dtype.hasobject:
             raise TypeError(f"cannot cache object array {k!r}")
         head[k] = [a.dtype.str, list(a.shape), off, a.nbytes]
