@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from fedtiny.trainer.rundir import dumps_strict
 from fedtiny.firmware import protocol as P
 
 from .link import Disconnected, SerialLink
@@ -681,11 +681,11 @@ def write_results(items: list, out_dir: str | Path, ports: list[str] | None = No
         if isinstance(it, BenchResult):
             stem = result_stem(it)
             rows = list(it.samples) + (list(it.stream["samples"]) if it.stream else [])
-            files.append((out_dir / f"{stem}.json", (json.dumps(it.to_dict(), indent=2) + "\n").encode()))
+            files.append((out_dir / f"{stem}.json", (dumps_strict(it.to_dict(), indent=2) + "\n").encode()))
             files.append((out_dir / f"{stem}.csv", _csv_text(rows, CSV_COLUMNS).encode()))
     if len(items) > 1:
         srows = [summary_row(it, p) for it, p in zip(items, ports)]
-        files.append((out_dir / "summary.json", (json.dumps(srows, indent=2) + "\n").encode()))
+        files.append((out_dir / "summary.json", (dumps_strict(srows, indent=2) + "\n").encode()))
         files.append((out_dir / "summary.csv", _csv_text(srows, SUMMARY_COLUMNS).encode()))
     for path, data in files:
         atomic_write_bytes(path, data)

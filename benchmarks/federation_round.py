@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fedtiny.trainer.rundir import dumps_strict
+
 
 def timings(run: Path) -> dict:
     return json.loads((run / "state" / "progress.json").read_text())["timings"]
@@ -54,7 +56,7 @@ def deployment(cfg, root: Path) -> Path:
                          root / f"site{k}.log")
             procs.append(p)
             fp.wait_port("127.0.0.1", q, 180, p, f"site {k}", root / f"site{k}.log")
-        (root / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+        (root / "cfg.json").write_text(dumps_strict(cfg.to_dict()))
         out = root / "run"
         srv = subprocess.run(fedtiny + ["server", "--superlink", f"127.0.0.1:{port}", "--insecure",
                                         "--config", str(root / "cfg.json"), "--out", str(out), "--wait", "300"],

@@ -23,12 +23,13 @@ re-measured here (no TFLM sources on this machine).
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fedtiny.trainer.rundir import dumps_strict
 
 PAINT = bytes.fromhex("a5a5a5a5")
 TFLM_REFERENCE = {   # issue 12, default electrical model (device 3, seed 0), QEMU mps2-an386
@@ -148,7 +149,7 @@ def main() -> None:
               f"max {m['stream_lsb']} LSB from tflite-micro; instructions min {m['instr_min']:,} "
               f"max {m['instr_max']:,} (clock={m['clock']}, +-40)")
     if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(a.json).write_text(dumps_strict(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fedtiny.trainer.rundir import dumps_strict
+
 
 def one(args) -> None:
     """Child: run one (engine, devices) measurement, print a JSON line."""
@@ -54,7 +56,7 @@ def one(args) -> None:
     warm = rounds[1:] or rounds
     n = [sum(m["n_samples"]) for m in lines if m.get("phase") == "phase2"]
     round_s = sum(warm) / len(warm)
-    print(json.dumps({"round_s": round_s, "first_round_s": rounds[0], "total_s": total,
+    print(dumps_strict({"round_s": round_s, "first_round_s": rounds[0], "total_s": total,
                       "samples_per_s": n[-1] * cfg.local_epochs / round_s,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 

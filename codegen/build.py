@@ -26,7 +26,6 @@ the previous project untouched.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ from typing import Mapping
 
 import numpy as np
 
+from fedtiny.trainer.rundir import dumps_strict
 from fedtiny.firmware import protocol as P
 
 from . import fit as fitmod
@@ -227,7 +227,7 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
         "serial_baud": int(brd.data["serial_baud"]), "usb_ids": list(brd.data["usb_ids"]),
         "native_usb": bool(brd.data["native_usb"]), "runtime": "tflm",
     }
-    files[BUILD_MANIFEST] = json.dumps(manifest, indent=2) + "\n"
+    files[BUILD_MANIFEST] = dumps_strict(manifest, indent=2) + "\n"
     _write_atomically(out, files)
 
     compiled, hint = compile_project(out, brd, compile, runner)
@@ -318,9 +318,9 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         sizes = armgcc.size_of(tmp / armgcc.ELF, str(brd.toolchain["size"]))
         state.update(compiled=True, hint=cmd, sizes=sizes)
         manifest["elf_sizes"] = sizes
-        (tmp / BUILD_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / BUILD_MANIFEST).write_text(dumps_strict(manifest, indent=2) + "\n")
 
-    files[BUILD_MANIFEST] = json.dumps(manifest, indent=2) + "\n"
+    files[BUILD_MANIFEST] = dumps_strict(manifest, indent=2) + "\n"
     _write_atomically(out, files, before_swap=compile_here)
     if brd.uses_platformio:
         compiled, hint = compile_project(out, brd, compile, runner)

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from fedtiny.trainer.rundir import dumps_strict
 from .boards import Board
 from .errors import CodegenError
 
@@ -190,7 +191,7 @@ def serve(project: Path, board: Board, echo=print, hint: str | None = None,
     try:
         qb.start()
         assert qb.proc is not None
-        (project / STATE_FILE).write_text(json.dumps(
+        (project / STATE_FILE).write_text(dumps_strict(
             {"pid": qb.proc.pid, "port": qb.port, "elf": str(elf)}, indent=2) + "\n")
         echo(qb.port)
         echo(f"QEMU {board.qemu['machine']} runs {elf} (pid {qb.proc.pid}); its UART0 is {qb.port}; "

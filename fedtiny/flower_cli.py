@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from fedtiny.trainer.rundir import dumps_strict
 from fedtiny.errors import UserError, friendly
 from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, min_sites_option,
                              rounds_option)
@@ -114,7 +115,7 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     job = work / "job.json"
     status = work / "status.json"
     status.unlink(missing_ok=True)
-    job.write_text(json.dumps({"cfg": cfg.to_dict(), "out": str(out), "resume": resume, "min_sites": min_sites,
+    job.write_text(dumps_strict({"cfg": cfg.to_dict(), "out": str(out), "resume": resume, "min_sites": min_sites,
                                "timeout": timeout, "wait": wait, "watch_pid": os.getpid()}, indent=2))
     app_dir = fp.write_app(work / "app")
     connect = "127.0.0.1" if link_host in ("0.0.0.0", "::") else link_host

@@ -397,11 +397,14 @@ class Run:
             bad = check_reply(reply, self.global_weights, ("n",))
             rec = {"phase": "phase1", "tour": tour, "visit": visit_no, "device": dev}
             if bad:
-                self.metrics.log({**rec, "loss": float("nan"), "failed": bad})
+                self.metrics.log({**rec, "loss": float("nan"), "failed": bad},
+                                 why={"loss": "the site's reply was unusable (see failed)"})
                 self.rep.note(f"Phase 1: device {dev} skipped ({bad})")
                 return
             self.global_weights = [np.array(w) for w in reply.weights]
-            self.metrics.log({**rec, "loss": reply.metrics.get("train_loss", float("nan"))})
+            empty = "empty Phase-1 share: the device has no Phase-1 windows, the model passed on unchanged"
+            self.metrics.log({**rec, "loss": reply.metrics.get("train_loss", float("nan"))},
+                             why={"loss": empty if reply.metrics.get("n") == 0 else "the site sent no finite loss"})
 
         run_tours(cfg.devices, cfg.tours, cfg.tour, cfg.seed, visit)
 
@@ -439,7 +442,9 @@ class Run:
         answered = [a for a in accs if a is not None]
         rec.update(global_val_acc=float(np.mean(answered)) if answered else float("nan"),
                    global_val_acc_per_device=accs)
-        self.metrics.log(rec)
+        self.metrics.log(rec, why={"global_val_acc": "no site answered the evaluation",
+                                   "local_val_acc": "the device has no Phase-2 validation windows",
+                                   "global_val_acc_per_device": "the device has no Phase-2 validation windows"})
 
     def _random_updates(self, r: int, replies) -> None:
         """``--fault random-update``: what the server receives from each faulty device is a random

@@ -46,7 +46,7 @@ class Reply:
 def check_reply(reply: Reply, like: Weights | None, need: tuple[str, ...] = ()) -> str | None:
     """Why the server must refuse ``reply`` (None when it is usable): a failure reported by the
     site, weights missing or shaped unlike ``like``, non-finite weights, a metric of ``need``
-    missing, or any non-finite numeric metric."""
+    missing, or any non-finite (or null) numeric metric."""
     if reply.error is not None:
         return reply.error
     if like is not None:
@@ -63,8 +63,12 @@ def check_reply(reply: Reply, like: Weights | None, need: tuple[str, ...] = ()) 
         if k not in reply.metrics:
             return f"metric {k!r} is missing"
     for k, v in reply.metrics.items():
+        if k == "not_finite":            # strict JSON's note of the values it sent as null
+            continue
         vals = v if isinstance(v, (list, tuple)) else [v]
         for x in vals:
+            if x is None:                # a non-finite value that crossed the wire as strict JSON
+                return f"metric {k!r} is not finite (null)"
             if isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isfinite(x):
                 return f"metric {k!r} is not finite ({x})"
     return None

@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from ..rundir import atomic_write
 
 
 def cache_dir() -> Path:
@@ -74,20 +75,6 @@ def unpack(raw: bytes) -> dict:
     return out
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def known_sha256(path: Path) -> str:
     """The file's SHA-256, from the stat memo when path, size, mtime_ns and inode are unchanged."""
     st = path.stat()
@@ -101,7 +88,7 @@ def known_sha256(path: Path) -> str:
         pass
     sha = file_sha256(path)
     try:
-        _atomic_write(memo, lambda fh: fh.write(sha.encode()))
+        atomic_write(memo, lambda fh: fh.write(sha.encode()))
     except OSError:
         pass
     return sha
@@ -122,7 +109,7 @@ def cached(path, kind: str, version: int, compute: Callable[[], dict], enabled: 
         pass
     value = compute()
     try:
-        _atomic_write(entry, lambda fh: fh.write(pack(value)))
+        atomic_write(entry, lambda fh: fh.write(pack(value)))
     except OSError:
         pass                          # a read-only or full cache dir only costs speed
     return value

@@ -19,10 +19,9 @@ JSON keeps float values exact (``repr`` round trip) and key order (the metrics l
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from ..rundir import dumps_strict, loads_strict
 from ..strategies import Reply
 
 FIT, EVALUATE, HELLO, FINALIZE = "train", "evaluate", "query.hello", "query.finalize"
@@ -34,7 +33,7 @@ def request_content(weights, config: dict, run: dict):
     """RecordDict of a request."""
     from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-    rd = RecordDict({"config": ConfigRecord({"request": json.dumps(config), "run": json.dumps(run)})})
+    rd = RecordDict({"config": ConfigRecord({"request": dumps_strict(config), "run": dumps_strict(run)})})
     if weights is not None:
         rd["arrays"] = ArrayRecord(numpy_ndarrays=[np.asarray(w) for w in weights])
     return rd
@@ -44,17 +43,17 @@ def parse_request(content) -> tuple[list[np.ndarray] | None, dict, dict]:
     """(weights or None, step config, run config dict) of a request's RecordDict."""
     conf = content["config"]
     weights = content["arrays"].to_numpy_ndarrays() if "arrays" in content else None
-    return weights, json.loads(conf["request"]), json.loads(conf["run"])
+    return weights, loads_strict(conf["request"]), loads_strict(conf["run"])
 
 
 def reply_content(device: int, weights=None, metrics: dict | None = None, artifacts: dict | None = None):
     """RecordDict of a site's reply (module doc); ``artifacts`` as ``SiteClient.finalize`` returns them."""
     from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-    rec = {"device": int(device), "metrics": json.dumps(metrics or {})}
+    rec = {"device": int(device), "metrics": dumps_strict(metrics or {})}
     if artifacts is not None:
         rec.update(model_int8=bytes(artifacts["model_int8"]), model_float=bytes(artifacts["model_float"]),
-                   device_json=json.dumps(artifacts["device_json"]), record=json.dumps(artifacts["record"]))
+                   device_json=dumps_strict(artifacts["device_json"]), record=dumps_strict(artifacts["record"]))
     rd = RecordDict({"reply": ConfigRecord(rec)})
     if weights is not None:
         rd["arrays"] = ArrayRecord(numpy_ndarrays=[np.asarray(w) for w in weights])
@@ -71,11 +70,11 @@ def parse_reply(msg, device: int) -> Reply:
         if int(rec["device"]) != device:
             return Reply(device, error=f"reply names device {rec['device']}")
         weights = c["arrays"].to_numpy_ndarrays() if "arrays" in c else None
-        metrics = json.loads(rec["metrics"])
+        metrics = loads_strict(rec["metrics"])
         art = None
         if "device_json" in rec:
             art = {"model_int8": bytes(rec["model_int8"]), "model_float": bytes(rec["model_float"]),
-                   "device_json": json.loads(rec["device_json"]), "record": json.loads(rec["record"])}
+                   "device_json": loads_strict(rec["device_json"]), "record": loads_strict(rec["record"])}
         return Reply(device, weights, metrics, art)
     except (KeyError, TypeError, ValueError) as e:
         return Reply(device, error=f"malformed reply ({type(e).__name__}: {e})")

@@ -18,7 +18,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from ..rundir import atomic_write_json
+from ..rundir import write_if_changed
 
 
 class SiteService:
@@ -68,9 +68,12 @@ class SiteService:
             ek = (data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
             if ek not in self._engines:
                 self._engines[ek] = Engine(data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
-            # the site's local run copy: its config, artifacts and test windows
-            atomic_write_json(out / "config.json", run)
-            atomic_write_json(out / "site.json", {"device": device, "dataset": cfg.dataset})
+            # the site's local run copy: its config, artifacts and test windows. In a simulation
+            # the site folder is the run directory itself, whose config.json the server owns: a
+            # site writes only a file that differs, so N workers never rewrite the server's file
+            write_if_changed(out / "config.json", run)
+            if self.site_dir is not None:            # a deployed site's own folder
+                write_if_changed(out / "site.json", {"device": device, "dataset": cfg.dataset})
             self._sites[k] = SiteClient(cfg, data, self._engines[ek], out)
         return self._sites[k]
 
