@@ -39,6 +39,7 @@ import tty
 import numpy as np
 
 from fedtiny.firmware import protocol as P
+from fedtiny.trainer.rundir import REDO_DEVICE
 
 from .rundata import BenchError, load_run_device
 
@@ -72,7 +73,11 @@ class Emulator:
         self.model_hash = rd.model_sha256
         self._decide = lambda q: int(decide(dequantize(q[None, :], self.out_scale, self.out_zp),
                                             self.threshold)[0])
-        self.interp = runtime.Interpreter.from_bytes(self.model)
+        try:
+            self.interp = runtime.Interpreter.from_bytes(self.model)
+        except Exception as e:  # noqa: BLE001 - tflite-micro raises bare RuntimeError/TypeError types
+            raise BenchError(f"{rd.path / 'model_int8.tflite'}: tflite-micro cannot load this model "
+                             f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); {REDO_DEVICE}") from None
         self.input_shape = tuple(int(s) for s in self.interp.get_input_details(0)["shape"])
         self.input_size = int(np.prod(self.input_shape))
         if len(x) and int(np.prod(x.shape[1:])) != self.input_size:

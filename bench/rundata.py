@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fedtiny.trainer.rundir import device_dir
+from fedtiny.trainer.rundir import REDO_DEVICE, RunFileError, device_dir, read_bytes, read_json, read_npz
 
 
 class BenchError(Exception):
@@ -77,15 +76,17 @@ def load_run_device(run_dir: Path | str, device: int) -> RunDevice:
         have = ", ".join(str(d) for d in run_devices(run_dir)) or "none"
         raise BenchError(f"run {run_dir} has no device {device} (devices: {have})")
     try:
-        info = json.loads((path / "device.json").read_text())
-        model = (path / "model_int8.tflite").read_bytes()
-        with np.load(path / "test_split.npz") as z:
-            x_int8 = np.asarray(z["x_int8"], dtype=np.int8)
-            y = np.asarray(z["y"], dtype=np.int64)
-            pred = np.asarray(z["pred_int8"], dtype=np.int64)
-            out = np.asarray(z["out_int8"], dtype=np.int8) if "out_int8" in z.files else None
-    except (OSError, KeyError, ValueError) as e:
-        raise BenchError(f"cannot read device {device} of run {run_dir}: {e}") from None
+        info = read_json(path / "device.json")
+        model = read_bytes(path / "model_int8.tflite")
+        z = read_npz(path / "test_split.npz", ("x_int8", "y", "pred_int8"))
+    except RunFileError as e:
+        raise BenchError(f"device {device} of run {run_dir}: {e}") from None
+    x_int8 = np.asarray(z["x_int8"], dtype=np.int8)
+    y = np.asarray(z["y"], dtype=np.int64)
+    pred = np.asarray(z["pred_int8"], dtype=np.int64)
+    out = np.asarray(z["out_int8"], dtype=np.int8) if "out_int8" in z else None
+    if not isinstance(info, dict):
+        raise BenchError(f"{path / 'device.json'} is not a JSON object; {REDO_DEVICE}")
     sha = hashlib.sha256(model).hexdigest()
     if str(info.get("model_sha256", "")).lower() != sha:
         raise BenchError(f"run {run_dir} device {device}: model_int8.tflite does not match "

@@ -13,8 +13,9 @@ class UserError(Exception):
 
 def _user_error_types() -> tuple[type, ...]:
     from fedtiny.trainer.data.fleet import DataError
+    from fedtiny.trainer.rundir import RunFileError
 
-    types: list[type] = [UserError, DataError]
+    types: list[type] = [UserError, DataError, RunFileError]
     for mod, name in (("fedtiny.codegen.errors", "CodegenError"), ("fedtiny.bench.rundata", "BenchError")):
         try:
             m = __import__(mod, fromlist=[name])

@@ -111,3 +111,164 @@ def test_concurrent_atomic_writes_of_one_file_never_fail_or_tear(tmp_path):
     assert errors == []
     assert loads_strict(path.read_bytes())["i"] == 79
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]          # no temporary file left
+
+
+# ---------------------------------------------------------------- damaged run files
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A small run directory (tests/runfixture.py) with one device, 3."""
+    from runfixture import make_run_dir
+
+    return make_run_dir(tmp_path_factory.mktemp("toy") / "run", device=3, n_test=8)
+
+
+def _damaged_copy(toy_run, tmp_path, rel: str, damage) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    damage(run / rel)
+    return run
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+
+
+def _one_error_line(res, *words) -> None:
+    out = res.output
+    assert res.exit_code == 2, out
+    assert "Traceback" not in out and not isinstance(res.exception, (KeyError, ValueError, EOFError)), out
+    lines = [x for x in out.splitlines() if x.strip()]
+    assert len([x for x in lines if x.startswith("error:")]) == 1, out
+    err = next(x for x in lines if x.startswith("error:"))
+    for w in words:
+        assert w in err, err
+
+
+@pytest.mark.parametrize("command", [
+    ["build", "--device", "3", "--board", "qemu-m4", "--no-compile"],
+    ["emulate", "--device", "3"],
+    ["bench", "--port", "/dev/null-none"],
+])
+def test_truncated_test_split_gives_one_error_line(toy_run, tmp_path, command):
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+
+    run = _damaged_copy(toy_run, tmp_path, "devices/dev03/test_split.npz", _truncate)
+    args = command + ["--run", str(run)] + (["--device", "3"] if command[0] == "bench" else [])
+    if command[0] == "build":
+        args += ["--out", str(tmp_path / "fw")]
+    res = CliRunner().invoke(main, args)
+    _one_error_line(res, "test_split.npz", "damaged")
+    assert not (tmp_path / "fw").exists()
+
+
+def test_emulate_on_an_unreadable_model_gives_one_error_line(toy_run, tmp_path):
+    """A model file that tflite-micro cannot load (its hash recorded as the run's): one line."""
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+
+    def garbage(p: Path) -> None:
+        p.write_bytes(b"\x00" * 64)
+        info = json.loads((p.parent / "device.json").read_text())
+        info["model_sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+        (p.parent / "device.json").write_text(json.dumps(info))
+
+    run = _damaged_copy(toy_run, tmp_path, "devices/dev03/model_int8.tflite", garbage)
+    res = CliRunner().invoke(main, ["emulate", "--device", "3", "--run", str(run)])
+    _one_error_line(res, "model_int8.tflite")
+
+
+# ---------------------------------------------------------------- resume and the lock
+
+def _unfinished_copy(small_run, tmp_path) -> tuple[Path, int]:
+    """A copy of the finished small run whose last device step is not done (as if killed during
+    it); returns (run, metrics lines the checkpoint covers)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    prog = json.loads((run / "state" / "progress.json").read_text())
+    prog["done"].remove("dev02")
+    prog["metrics_lines"] -= 1
+    (run / "state" / "progress.json").write_text(json.dumps(prog))
+    (run / "report.json").unlink()
+    return run, prog["metrics_lines"]
+
+
+def test_metrics_log_checked_on_resume(tmp_path):
+    from fedtiny.trainer.rundir import Metrics, RunFileError
+
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": ')          # a crash mid-write: 3 + a partial
+    m = Metrics(p)
+    assert m.check(3) and "unfinished last line" in m.check(3)[0]
+    assert m.resume(2) and p.read_text() == '{"a": 1}\n{"a": 2}\n' and m.lines == 2
+    p.write_text('{"a": 1}\n')                                      # cut: the checkpoint covers 2
+    with pytest.raises(RunFileError, match="holds 1 complete lines but the last checkpoint covers 2"):
+        Metrics(p).check(2)
+    p.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')                   # a broken line inside
+    with pytest.raises(RunFileError, match="line 2 is broken"):
+        Metrics(p).check(3)
+
+
+def test_resume_refuses_a_cut_metrics_log_before_any_work(small_run, tmp_path):
+    from fedtiny.trainer.pipeline import train
+    from fedtiny.trainer.rundir import RunFileError
+
+    run, n = _unfinished_copy(small_run, tmp_path)
+    log = run / "metrics.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[: n - 2]) + lines[n - 2][:10])          # rounds lost, a broken line kept
+    before = log.read_bytes()
+    with pytest.raises(RunFileError, match="metrics.jsonl holds .* complete lines"):
+        train(small_config(), run, resume=True)
+    assert log.read_bytes() == before and (run / "state" / "progress.json").exists()
+
+
+def test_resume_on_a_truncated_report_gives_one_error_line(small_run, tmp_path):
+    import shutil
+
+    from fedtiny.trainer.pipeline import train
+    from fedtiny.trainer.rundir import RunFileError
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    _truncate(run / "report.json")
+    with pytest.raises(RunFileError, match=r"report.json is damaged .*delete it and run the same command with --resume"):
+        train(small_config(), run, resume=True)
+
+
+def test_second_process_on_a_run_directory_gets_one_error_naming_the_holder(tmp_path):
+    """While a process holds the run directory, train on it stops before writing anything, with
+    one error line naming the holder."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from fedtiny.trainer.rundir import FolderLock; "
+        f"FolderLock({str(out)!r}).acquire(); print('held', flush=True); sys.stdin.read()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = CliRunner().invoke(main, ["train", "--devices", "3", "--out", str(out)])
+        _one_error_line(res, str(out), f"pid {holder.pid}", "in use")
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    from fedtiny.trainer.rundir import FolderLock
+
+    FolderLock(out).acquire().release()           # the lock died with its holder (no stale lock)
+    assert not (out / ".lock").exists()

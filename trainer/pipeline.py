@@ -29,10 +29,15 @@ from .backends import Backend, InProcessBackend, Task
 from .config import FEDERATED, TrainConfig
 from .data.fleet import DataError, Fleet, Pool
 from .model import ModelSpec
-from .rundir import (Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir, load_weights,
-                     save_weights)
+from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir, load_weights,
+                     read_json, read_npz, save_weights)
 from .splits import DeviceSplits
 from .strategies import check_reply, make_strategy
+
+# what to do about a damaged file of a run directory (the error line ends with it)
+REDO_REPORT = ("delete it and run the same command with --resume: the report is rewritten from the "
+               "finished steps")
+REDO_CONFIG = "choose another --out (or restore the file from a copy)"
 
 PHASE_KEYS = {"phase0": 0, "phase1": 1, "phase2": 2, "phase3": 3, "local": 4, "central": 5}
 
@@ -219,6 +224,7 @@ class Run:
         if not 1 <= int(min_sites) <= cfg.devices:
             raise RunError(f"--min-sites {min_sites} must lie between 1 and --devices {cfg.devices}")
         self.min_sites = int(min_sites)
+        self._resume = resume
         self.progress = self._check(resume)
         self.metrics: Metrics | None = None
         self._on_epoch = None
@@ -235,15 +241,9 @@ class Run:
         fresh = {"done": [], "metrics_lines": 0, "weights": None, "timings": {}}
         progress = fresh
         if prog_path.exists():
-            try:
-                progress = json.loads(prog_path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise RunError(f"{prog_path} is unreadable ({e}); choose another --out") from None
+            progress = read_json(prog_path, REDO_CONFIG)
         if cfg_path.exists():
-            try:
-                old = json.loads(cfg_path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise RunError(f"{cfg_path} is unreadable ({e}); choose another --out") from None
+            old = read_json(cfg_path, REDO_CONFIG)
             if not progress["done"]:
                 return fresh
             if old != self.cfg.to_dict():
@@ -253,9 +253,10 @@ class Run:
             if not resume:
                 raise RunError(f"run directory {self.out} already holds this run; "
                                "add --resume to continue it or choose another --out")
+            Metrics(self.out / "metrics.jsonl").check(progress["metrics_lines"])   # before any work
         elif self.out.exists() and not self.out.is_dir():
             raise RunError(f"--out {self.out} is a file")
-        elif resume and self.out.exists() and any(self.out.iterdir()):
+        elif resume and self.out.exists() and any(p.name != LOCK_FILE for p in self.out.iterdir()):
             raise RunError(f"{self.out} holds no fedtiny run to resume (no config.json)")
         check_writable(self.out)
         return progress
@@ -264,7 +265,7 @@ class Run:
         """The report of a run whose every step is done (None otherwise)."""
         rpath = self.out / "report.json"
         if set(steps_for(self.cfg)) <= set(self.progress["done"]) and rpath.exists():
-            return json.loads(rpath.read_text())
+            return read_json(rpath, REDO_REPORT)
         return None
 
     def _create(self) -> None:
@@ -272,7 +273,8 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / "config.json", self.cfg.to_dict())
         self.metrics = Metrics(self.out / "metrics.jsonl")
-        self.metrics.truncate(self.progress["metrics_lines"])
+        for w in self.metrics.resume(self.progress["metrics_lines"]):
+            self.rep.note(f"warning: {w}")
 
     def _checkpoint(self, step: str, weights, seconds: float) -> None:
         old = self.progress.get("weights")
@@ -297,7 +299,19 @@ class Run:
     # --- execution -------------------------------------------------------------------------
     def execute(self, until: str | None = None) -> dict | None:
         """Run the remaining steps; with ``until`` stop after that step (no report; continue later
-        with resume). Returns the report dict, or None when stopped early."""
+        with resume). Returns the report dict, or None when stopped early. The run directory is
+        locked (``rundir.FolderLock``) while it runs: a second process on it gets RunLocked."""
+        created = not self.out.exists()
+        lock = FolderLock(self.out).acquire()
+        try:
+            self.progress = self._check(self._resume)      # again: another process may have moved it on
+            return self._execute(until)
+        finally:
+            lock.release()
+            if created and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()                 # failed before writing anything: leave no folder
+
+    def _execute(self, until: str | None) -> dict | None:
         cfg = self.cfg
         all_steps = steps_for(cfg)
         if until is not None and until not in all_steps:
@@ -313,13 +327,12 @@ class Run:
         from .engine import Engine
 
         self.engine = Engine(self.server_data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
-        weights = (load_weights(self.state / self.progress["weights"]) if self.progress["weights"]
+        weights = (load_weights(self.state / self.progress["weights"], REDO_CONFIG) if self.progress["weights"]
                    else self.engine.init_weights)
         self.global_weights = [np.array(w) for w in weights]
         self.strategy = make_strategy(cfg) if cfg.method in FEDERATED else None
         if self.strategy is not None and self.progress.get("server_state"):
-            with np.load(self.state / self.progress["server_state"]) as z:
-                self.strategy.load_state({k: z[k] for k in z.files})
+            self.strategy.load_state(read_npz(self.state / self.progress["server_state"], todo=REDO_CONFIG))
         todo = [s for s in all_steps if s not in done]
         if until is not None:
             todo = [s for s in todo if all_steps.index(s) <= all_steps.index(until)]
@@ -505,7 +518,7 @@ class Run:
     def _report(self) -> dict:
         devs, warnings, infos = [], [], []
         for i in range(self.cfg.devices):
-            d = json.loads((device_dir(self.out, i) / "device.json").read_text())
+            d = read_json(device_dir(self.out, i) / "device.json")
             infos.append(d)
             devs.append({k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold", "n_test",
                                            "test_class_counts", "model_bytes", "arena_bytes", "model_sha256")})
@@ -654,6 +667,6 @@ def load_or_train(cfg: TrainConfig, out: Path, reporter: Reporter | None = None)
     train (resuming whatever part was done). Used by compare/ablate/demo so no work is redone."""
     out = Path(out)
     if (out / "report.json").exists() and (out / "config.json").exists():
-        if json.loads((out / "config.json").read_text()) == cfg.to_dict():
-            return json.loads((out / "report.json").read_text())
+        if read_json(out / "config.json", REDO_CONFIG) == cfg.to_dict():
+            return read_json(out / "report.json", REDO_REPORT)
     return train(cfg, out, resume=(out / "config.json").exists(), reporter=reporter)

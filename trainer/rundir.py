@@ -114,6 +114,58 @@ def write_if_changed(path: Path, obj) -> bool:
     return True
 
 
+class RunFileError(ValueError):
+    """A run-directory file that is missing, unreadable or damaged. The message names the file and
+    what to do; the CLI prints it as one ``error:`` line (exit 2)."""
+
+
+REDO_DEVICE = "train the run again into a new --out (or restore the file from a copy)"
+
+
+def _damaged(path: Path, e: BaseException, todo: str) -> RunFileError:
+    if isinstance(e, FileNotFoundError):
+        return RunFileError(f"{path} is missing; {todo}")
+    why = " ".join(str(e).split()) or type(e).__name__
+    return RunFileError(f"{path} is damaged or unreadable ({type(e).__name__}: {why[:160]}); {todo}")
+
+
+def read_bytes(path: Path, todo: str = REDO_DEVICE) -> bytes:
+    """The bytes of a run file; RunFileError (naming the file and ``todo``) when unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise _damaged(Path(path), e, todo) from None
+
+
+def read_json(path: Path, todo: str = REDO_DEVICE):
+    """A run file's JSON (strict: NaN is refused); RunFileError when missing, unreadable, cut off
+    or not JSON."""
+    raw = read_bytes(path, todo)
+    try:
+        return loads_strict(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _damaged(Path(path), e, todo) from None
+
+
+def read_npz(path: Path, keys=(), todo: str = REDO_DEVICE) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` run file, read now (``np.load`` reads lazily, so a truncated file
+    would fail at first use); RunFileError when the file is missing, truncated, not an npz or lacks
+    one of ``keys``."""
+    import zipfile
+    import zlib
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise _damaged(path, e, todo) from None
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise RunFileError(f"{path} lacks {', '.join(missing)} (written by another version?); {todo}")
+    return out
+
+
 def device_dir(run: Path, device: int) -> Path:
     return Path(run) / "devices" / f"dev{device:02d}"
 
@@ -122,9 +174,9 @@ def save_weights(path: Path, weights) -> None:
     atomic_savez(path, **{f"w{i:03d}": np.asarray(w) for i, w in enumerate(weights)})
 
 
-def load_weights(path: Path) -> list[np.ndarray]:
-    with np.load(path) as z:
-        return [z[k] for k in sorted(z.files)]
+def load_weights(path: Path, todo: str = REDO_DEVICE) -> list[np.ndarray]:
+    z = read_npz(path, todo=todo)
+    return [z[k] for k in sorted(z)]
 
 
 class Metrics:
@@ -134,13 +186,45 @@ class Metrics:
         self.path = Path(path)
         self.lines = 0
         if self.path.exists():
-            self.lines = len(self.path.read_text().splitlines())
+            self.lines = self.path.read_bytes().count(b"\n")
 
     def truncate(self, n: int) -> None:
-        """Keep the first n lines (those covered by the last checkpoint)."""
-        kept = self.path.read_text().splitlines()[:n] if self.path.exists() else []
-        atomic_write_bytes(self.path, "".join(line + "\n" for line in kept).encode())
+        """Keep the first n complete lines (those covered by the last checkpoint)."""
+        kept = self.path.read_bytes().split(b"\n")[:-1][:n] if self.path.exists() else []
+        atomic_write_bytes(self.path, b"".join(line + b"\n" for line in kept))
         self.lines = len(kept)
+
+    def resume(self, n: int) -> list[str]:
+        """``check(n)``, then keep the first ``n`` lines; returns the warnings."""
+        warnings = self.check(n)
+        self.truncate(n)
+        return warnings
+
+    def check(self, n: int) -> list[str]:
+        """Check (read only) the log against a checkpoint that covers its first ``n`` lines;
+        returns warnings. Lines after the first ``n`` belong to a step that was
+        not finished (it is redone), and a last line without its newline is what a crash in the
+        middle of a write leaves: both are dropped. RunFileError when one of the ``n`` covered
+        lines is missing (the log was cut: finished rounds would be lost) or is not JSON."""
+        raw = read_bytes(self.path, RESUME_ELSEWHERE) if self.path.exists() else b""
+        complete = raw.split(b"\n")
+        partial = complete.pop()                      # b"" when the file ends with a newline
+        warnings = []
+        if len(complete) < n:
+            raise RunFileError(f"{self.path} holds {len(complete)} complete lines but the last checkpoint "
+                               f"covers {n}: the log was cut and finished steps' metrics are lost; "
+                               f"{RESUME_ELSEWHERE}")
+        for i, line in enumerate(complete[:n], 1):
+            try:
+                rec = json.loads(line)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise RunFileError(f"{self.path} line {i} is broken ({e}); {RESUME_ELSEWHERE}") from None
+            if not isinstance(rec, dict):
+                raise RunFileError(f"{self.path} line {i} is not a JSON object; {RESUME_ELSEWHERE}")
+        if partial:
+            warnings.append(f"{self.path}: dropped an unfinished last line ({len(partial)} bytes, left by a "
+                            "crash during a write); its step is done again")
+        return warnings
 
     def log(self, record: dict, why: dict[str, str] | None = None) -> None:
         """Append ``record`` as one strict JSON line (``dumps_strict``: a NaN loss is written as
@@ -148,3 +232,67 @@ class Metrics:
         with open(self.path, "a") as f:
             f.write(dumps_strict(record, why) + "\n")
         self.lines += 1
+
+
+RESUME_ELSEWHERE = "the run cannot be resumed safely: train again into a new --out"
+
+LOCK_FILE = ".lock"
+
+
+class RunLocked(RunFileError):
+    """Another process holds the folder's lock."""
+
+
+class FolderLock:
+    """An exclusive ``fcntl.flock`` on ``FOLDER/.lock`` for as long as a process writes the
+    folder (a run directory, an experiment folder), so two processes never write the same one.
+    The lock file names its holder (pid and command line); a second process gets RunLocked naming
+    it. The lock dies with its process (a crash or kill -9 never leaves a stale lock). Released,
+    the file is removed."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+        import sys
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise RunLocked(f"{self.folder} is in use by {holder}; wait until it ends or choose "
+                                "another --out") from None
+            try:                          # the file we locked may have been removed by its last holder
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:300]})\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        import fcntl
+
+        self.path.unlink(missing_ok=True)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
