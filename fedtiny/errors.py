@@ -16,7 +16,8 @@ def _user_error_types() -> tuple[type, ...]:
     from fedtiny.trainer.rundir import RunFileError
 
     types: list[type] = [UserError, DataError, RunFileError]
-    for mod, name in (("fedtiny.codegen.errors", "CodegenError"), ("fedtiny.bench.rundata", "BenchError")):
+    for mod, name in (("fedtiny.codegen.errors", "CodegenError"), ("fedtiny.bench.rundata", "BenchError"),
+                      ("fedtiny.experiments", "ExperimentMismatch")):
         try:
             m = __import__(mod, fromlist=[name])
             types.append(getattr(m, name))

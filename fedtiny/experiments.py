@@ -15,7 +15,7 @@ import numpy as np
 
 from fedtiny.trainer.config import TrainConfig
 from fedtiny.trainer.pipeline import Reporter, load_or_train
-from fedtiny.trainer.rundir import atomic_write_bytes, atomic_write_json
+from fedtiny.trainer.rundir import atomic_write_bytes, atomic_write_json, read_json
 
 # variant name -> TrainConfig overrides
 COMPARE_VARIANTS: dict[str, dict] = {
@@ -54,6 +54,41 @@ def mean_std(values) -> tuple[float, float | None]:
     """(mean, sample std with ddof=1; None for fewer than two values: one seed has no spread)."""
     v = np.asarray(values, dtype=np.float64)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None
+
+
+class ExperimentMismatch(ValueError):
+    """OUT already holds an experiment with other options (the CLI prints one error line, exit 2)."""
+
+
+def experiment_options(kind: str, base: TrainConfig, seeds, variants) -> dict:
+    """Everything that decides an experiment's results: the command, seeds, variants and the
+    base config (every option of ``fedtiny train``)."""
+    return {"kind": kind, "seeds": [int(s) for s in seeds], "variants": list(variants), "config": base.to_dict()}
+
+
+def _flat(options: dict) -> dict:
+    return {**{k: v for k, v in options.items() if k != "config"}, **options.get("config", {})}
+
+
+def check_experiment(out: Path, options: dict) -> None:
+    """Refuse (ExperimentMismatch naming the differing options) an ``out`` that holds an experiment
+    with other options, as ``train`` refuses a run directory of another config: its runs would
+    not be reused and its table, JSON and plots would be replaced. The record is OUT/experiment.json
+    (written when an experiment starts), else, for older results, results.json's ``meta``."""
+    out = Path(out)
+    old = None
+    if (out / "experiment.json").exists():
+        old = read_json(out / "experiment.json", "choose another --out")
+    elif (out / "results.json").exists():
+        meta = read_json(out / "results.json", "choose another --out").get("meta", {})
+        old = meta.get("options") or ({"config": meta["config"]} if "config" in meta else None)
+    if old is None:
+        return
+    a, b = (_flat(old), _flat(options)) if "kind" in old else (old["config"], options["config"])
+    diff = sorted(k for k in set(a) | set(b) if a.get(k, "(absent)") != b.get(k, "(absent)"))
+    if diff:
+        raise ExperimentMismatch(f"{out} already holds {old.get('kind', 'an experiment')} results with other "
+                                 f"options (differs in: {', '.join(diff)}); choose another --out")
 
 
 def run_variants(base: TrainConfig, variants: dict[str, dict], seeds, out: Path,
@@ -186,6 +221,8 @@ def write_outputs(res: dict, out: Path, title: str, meta: dict) -> dict[str, Pat
     from fedtiny import plots
 
     out = Path(out)
+    if not res["variants"]:           # never replace a table (or write an empty one) with nothing
+        raise ValueError("no run finished: nothing to tabulate")
     out.mkdir(parents=True, exist_ok=True)
     res = {**res, "meta": meta}
     paths = {"table": out / "table.md", "json": out / "results.json"}

@@ -37,10 +37,11 @@ def _common(fn):
 
 
 def _run(kind: str, seeds, out: Path, options: dict, only: str | None = None) -> None:
-    from fedtiny.experiments import (ABLATE_VARIANTS, COMPARE_VARIANTS, ROBUST_VARIANTS, run_variants,
-                                     write_outputs)
+    from fedtiny.experiments import (ABLATE_VARIANTS, COMPARE_VARIANTS, ROBUST_VARIANTS, check_experiment,
+                                     experiment_options, run_variants, write_outputs)
     from fedtiny.progress import RichReporter, console
     from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.rundir import FolderLock, atomic_write_json
 
     base = TrainConfig(**config_fields(options), method="fedmetaalign")
     variants = ABLATE_VARIANTS if kind == "ablate" else (
@@ -60,12 +61,23 @@ def _run(kind: str, seeds, out: Path, options: dict, only: str | None = None) ->
     def on_fail(name, seed, message):
         console.print(f"[red]failed[/red]: {name}, seed {seed}: {message}")
 
-    res = run_variants(base, variants, seeds, out, RichReporter(), on_run, on_fail)
-    given = " ".join(_flag(k, v) for k, v in config_fields(options).items() if v != getattr(TrainConfig(), k))
-    meta = {"command": f"fedtiny {kind} --seeds {','.join(map(str, seeds))} {given} --out {out}".replace("  ", " "),
-            "machine": f"{platform.machine()}, {platform.python_version()}", "config": base.to_dict()}
-    title = f"{kind}: {base.dataset}, {base.devices} devices, seeds {','.join(map(str, seeds))}"
-    paths = write_outputs(res, out, title, meta)
+    record = experiment_options(kind, base, seeds, variants)
+    check_experiment(out, record)                 # before any run: refuse another experiment's OUT
+    with FolderLock(out):                         # one process writes OUT at a time
+        check_experiment(out, record)
+        atomic_write_json(out / "experiment.json", record)
+        res = run_variants(base, variants, seeds, out, RichReporter(), on_run, on_fail)
+        given = " ".join(_flag(k, v) for k, v in config_fields(options).items() if v != getattr(TrainConfig(), k))
+        given += f" --variants {','.join(variants)}" if only else ""
+        meta = {"command": " ".join(f"fedtiny {kind} --seeds {','.join(map(str, seeds))} {given} "
+                                    f"--out {out}".split()),
+                "options": record, "machine": f"{platform.machine()}, {platform.python_version()}",
+                "config": base.to_dict()}
+        title = f"{kind}: {base.dataset}, {base.devices} devices, seeds {','.join(map(str, seeds))}"
+        if not res["variants"]:
+            fail(f"all {len(variants) * len(seeds)} runs failed (errors above); nothing was written, "
+                 f"earlier results in {out} are kept", 1)
+        paths = write_outputs(res, out, title, meta)
     click.echo((out / "table.md").read_text())
     click.echo("written: " + ", ".join(str(p) for p in paths.values()))
     if res["failed"]:

@@ -72,3 +72,53 @@ def test_report_html(small_run, tmp_path):
     assert "fedmetaalign" in text
     bad = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert bad.exit_code == 2 and "not a finished run" in bad.output
+
+
+def test_compare_into_an_out_of_other_options_is_refused_and_keeps_results(small_run, tmp_path):
+    """A finished compare (here: the small run as its one fedmetaalign run, tabulated as the CLI
+    does) rerun into the same --out with other options: one error line naming the differing
+    options, exit 2, and table.md / results.json / plots untouched. results.json records the
+    effective command with its --variants."""
+    import shutil
+
+    from fedtiny.cli import main
+    from fedtiny.experiments import COMPARE_VARIANTS, experiment_options, run_variants, write_outputs
+
+    out = tmp_path / "cmp"
+    shutil.copytree(small_run, out / "runs" / "fedmetaalign-s0")
+    base = small_config()
+    variants = {"fedmetaalign": COMPARE_VARIANTS["fedmetaalign"]}
+    res = run_variants(base, variants, [0], out)                    # reuses the run: nothing trained
+    assert not res["failed"]
+    write_outputs(res, out, "t", {"options": experiment_options("compare", base, [0], variants),
+                                  "config": base.to_dict()})
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert "table.md" in before and "results.json" in before
+    args = ["compare", "--variants", "fedmetaalign", "--seeds", "0", "--devices", "3", "--rounds", "3",
+            "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    err = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert len(err) == 1 and "rounds" in err[0] and "public_samples" in err[0] and str(out) in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_compare_records_its_full_command(small_run, tmp_path, monkeypatch):
+    """results.json meta: the command as run, --variants included, and every effective option."""
+    import shutil
+
+    from fedtiny import experiments_cli
+    from fedtiny.trainer.config import TrainConfig
+
+    out = tmp_path / "cmp"
+    shutil.copytree(small_run, out / "runs" / "fedmetaalign-s0")
+    monkeypatch.setattr(experiments_cli, "config_fields",
+                        lambda options: {k: v for k, v in small_config().to_dict().items()
+                                         if k not in ("method", "seed", "personalize")} | {"splits": (0.2, 0.5, 0.3)})
+    res = CliRunner().invoke(experiments_cli.compare, ["--variants", "fedmetaalign", "--seeds", "0",
+                                                       "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert "--variants fedmetaalign" in meta["command"] and "--seeds 0" in meta["command"]
+    assert meta["options"]["variants"] == ["fedmetaalign"] and meta["options"]["seeds"] == [0]
+    assert TrainConfig.from_dict(meta["options"]["config"]).rounds == small_config().rounds
