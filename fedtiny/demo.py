@@ -71,14 +71,17 @@ class _Counter:
 
 def summary_table(result: DemoResult):
     """One rich table: a row per device (accuracies, threshold, bytes, fit margins), then the means."""
+    from rich import box
     from rich.table import Table
 
     builds = {b.device: b for b in result.builds}
+    # fits an 80-column terminal: headers on up to three lines, no vertical rules, and cells fold
+    # rather than end in "..." when a terminal is narrower still (a number is never cut)
     t = Table(title=f"fedtiny demo: {result.report['method']} on {result.report['dataset']}, "
-                    f"seed {result.report['seed']}")
-    for col in ("device", "test n", "float acc", "INT8 acc", "threshold", "model B", "arena used B (host)",
-                "arena allocated B", "flash margin B", "RAM margin B"):
-        t.add_column(col, justify="right")
+                    f"seed {result.report['seed']}", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for col in ("device", "test\nn", "float\nacc", "INT8\nacc", "thres-\nhold", "model\nB",
+                "arena\nused B\n(host)", "arena\nalloc-\nated B", "flash\nmargin\nB", "RAM\nmargin\nB"):
+        t.add_column(col, justify="right", overflow="fold")
     for d in result.report["devices"]:
         b = builds[d["device"]]
         t.add_row(str(d["device"]), str(d["n_test"]), f"{100 * d['float_acc']:.1f}%",

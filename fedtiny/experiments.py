@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedtiny.trainer.config import TrainConfig
+from fedtiny.trainer.faults import fault_note
 from fedtiny.trainer.pipeline import Reporter, load_or_train
 from fedtiny.trainer.rundir import atomic_write_bytes, atomic_write_json, read_json
 
@@ -191,6 +192,10 @@ def markdown_table(res: dict, title: str) -> str:
             lines.append(f"| {d} | " + " | ".join(pct(res["variants"][n]["per_device_int8"].get(d))
                                                   for n in names) + " |")
         lines += _class_count_lines(res["variants"][names[0]]["runs"])
+    if faults:
+        lines += ["", "Faulty devices per seed (the same for every variant of a seed):", ""]
+        lines += sorted({f"- seed {r['seed']}: {fault_note(r['faults'])}" for v in res["variants"].values()
+                         for r in v["runs"] if r.get("faults")})
     failed = res.get("failed", [])
     if failed:
         lines += ["", "Failed runs:", "", "| variant | seed | error |", "| --- | --- | --- |"]

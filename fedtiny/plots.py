@@ -16,6 +16,8 @@ from typing import BinaryIO, Sequence
 
 import numpy as np
 
+from fedtiny.trainer.rundir import read_json
+
 Target = Path | BinaryIO
 
 
@@ -158,9 +160,15 @@ def device_bars_plot(per_device: dict[str, dict[str, float]], path: Target,
     return _save(fig, path)
 
 
-def weights_heatmap(metrics: list[dict], path: Target) -> Target | None:
+# what cos_k is measured against, by --align-ref (trainer/aggregation.py reference_direction)
+ALIGN_REF_LABELS = {"mean": "mean update", "normalized": "mean of unit-length updates",
+                    "server": "blend of previous server step and mean unit update"}
+
+
+def weights_heatmap(metrics: list[dict], path: Target, align_ref: str = "mean") -> Target | None:
     """Fed-Meta-Align's aggregation weight and cosine per device (rows) and Phase-2 round
-    (columns); ``None`` when the metrics hold no Fed-Meta-Align round."""
+    (columns), the cosine titled by the run's ``--align-ref``; ``None`` when the metrics hold no
+    Fed-Meta-Align round."""
     rounds = [m for m in metrics if m.get("phase") == "phase2" and "cos" in m]
     if not rounds:
         return None
@@ -171,7 +179,8 @@ def weights_heatmap(metrics: list[dict], path: Target) -> Target | None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     panels = ((axes[0], w, "aggregation weight w_k (sums to 1 per round)", "viridis", None, None,
                f"w_k (uniform = 1/{k} = {1 / k:.3g})"),
-              (axes[1], c, "cos(d_k, mean update)", "coolwarm", -1, 1, "cosine similarity"))
+              (axes[1], c, f"cos(d_k, {ALIGN_REF_LABELS.get(align_ref, align_ref)})\n(--align-ref {align_ref})",
+               "coolwarm", -1, 1, "cosine similarity"))
     for ax, data, title, cmap, vmin, vmax, bar_label in panels:
         im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set_xlabel("Phase-2 round")
@@ -236,6 +245,11 @@ def confusion_plot(c: np.ndarray, class_names: list[str], title: str, path: Targ
     return _save(fig, path)
 
 
+def run_align_ref(run: Path) -> str:
+    """The run's --align-ref (config.json); runs written before the option existed used the mean."""
+    return str(read_json(Path(run) / "config.json").get("align_ref", "mean"))
+
+
 def _curve_notes(run: Path) -> str | None:
     """The setting that matters when this run's Phase-2 curve coincides with another's."""
     try:
@@ -267,11 +281,11 @@ def experiment_plots(res: dict, out: Path) -> dict[str, Path]:
     fma = next((r for n, r in first_runs.items() if any(m.get("phase") == "phase2" and "cos" in m
                                                          for m in read_metrics(r))), None)
     if fma is not None:
-        p = weights_heatmap(read_metrics(fma), out / "fma_weights_cos.png")
+        p = weights_heatmap(read_metrics(fma), out / "fma_weights_cos.png", run_align_ref(fma))
         if p:
             paths["weights_png"] = p
     for n, run in first_runs.items():
-        rep = json.loads((run / "report.json").read_text())
+        rep = read_json(run / "report.json")
         names = rep["class_names"]
         paths[f"confusion_{n}"] = confusion_plot(confusion(run, len(names)), names, n,
                                                  out / f"confusion_{slug(n)}.png")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fedtiny import plots
 from fedtiny.errors import UserError
+from fedtiny.trainer.faults import fault_note
 
 CLOCKS = {"host": "host (the emulator's host time, not a board)", "device": "device (the board's own timer)",
           "icount": "icount (instructions counted by QEMU -icount on qemu-m4, not microseconds of a real board)"}
@@ -155,7 +156,7 @@ def render_report(run: Path) -> str:
         "devices": plots.device_bars_plot({method: {str(d["device"]): d["int8_acc"] for d in rep["devices"]}},
                                           io.BytesIO(),
                                           {method: {str(d["device"]): d["float_acc"] for d in rep["devices"]}}),
-        "weights": plots.weights_heatmap(metrics, io.BytesIO()),
+        "weights": plots.weights_heatmap(metrics, io.BytesIO(), cfg.get("align_ref", "mean")),
         "confusion": plots.confusion_plot(plots.confusion(run, len(rep["class_names"])), rep["class_names"],
                                           "INT8 decisions, all devices", io.BytesIO()),
     }
@@ -167,6 +168,7 @@ def render_report(run: Path) -> str:
         f"<td>{100 * d['int8_acc']:.1f}</td><td>{d['threshold']:.3f}</td><td>{d['model_bytes']}</td>"
         f"<td>{d['arena_bytes']}</td></tr>" for d in rep["devices"])
     s = rep["summary"]
+    faults = html.escape(" " + fault_note(rep["faults"])) if rep.get("faults") else ""
     cfg_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in cfg.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>fedtiny report: {html.escape(run.name)}</title>
@@ -174,9 +176,9 @@ def render_report(run: Path) -> str:
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><body>
 <h1>{html.escape(method)} on {html.escape(str(rep['dataset']))} (seed {rep['seed']})</h1>
 <p>Mean device accuracy: float {100 * s['mean_float_acc']:.2f} %, INT8 {100 * s['mean_int8_acc']:.2f} %
-(largest INT8 drop {s['max_int8_drop_pp']:.2f} pp); model {s['max_model_bytes']} B, arena {s['max_arena_bytes']} B.</p>
+(largest INT8 drop {s['max_int8_drop_pp']:.2f} pp); model {s['max_model_bytes']} B, arena used (host) {s['max_arena_bytes']} B.{faults}</p>
 <h2>Devices</h2><table><tr><th>device</th><th>test n</th><th>float %</th><th>INT8 %</th><th>threshold</th>
-<th>model B</th><th>arena B</th></tr>{rows}</table>
+<th>model B</th><th>arena used B (host)</th></tr>{rows}</table>
 <h2 id="bench">Bench</h2>{bench}
 <h2>Phase-2 global accuracy per round</h2>{parts['rounds'] or '<p>(no Phase 2 in this run)</p>'}
 <h2>Per-device accuracy</h2>{parts['devices']}

@@ -27,6 +27,10 @@ def print_summary(report: dict, out: Path) -> None:
     s = report["summary"]
     t.add_row("mean", "", f"{100 * s['mean_float_acc']:.1f}%", f"{100 * s['mean_int8_acc']:.1f}%", "", "", "",
               style="bold")
+    if report.get("faults"):
+        from fedtiny.trainer.faults import fault_note
+
+        t.caption = fault_note(report["faults"])
     (Console() if sys.stdout.isatty() else Console(width=160)).print(t)
 
 

@@ -30,6 +30,13 @@ def faulty_devices(n_devices: int, k: int, seed: int) -> list[int]:
     return sorted(int(i) for i in perm[:k])
 
 
+def fault_note(faults: dict) -> str:
+    """One line naming a run's misbehaving devices and how (its report.json ``faults``):
+    'faulty devices (--fault noise): 1, 4; the others are honest'."""
+    devs = ", ".join(str(d) for d in faults.get("devices", [])) or "none"
+    return f"faulty devices (--fault {faults.get('kind', '?')}): {devs}; the others are honest"
+
+
 def corrupt(x: np.ndarray, y: np.ndarray, kind: str, n_classes: int,
             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One pool's windows ``x`` (n, T, C, model units) and labels ``y`` under a data fault."""
