@@ -23,19 +23,30 @@ def strict(text: str):
 # ---------------------------------------------------------------- strict JSON
 
 def test_metrics_line_writes_null_and_says_why_for_an_empty_phase1_share(tmp_path):
-    """Phase-1 shares of size 0 (--splits 0,0.6,0.4): the visit's loss is null (not a bare NaN)
-    and the line names the value and why it is missing."""
-    from fedtiny.trainer.pipeline import train
+    """The Phase-1 tour over sites whose Phase-1 share is empty (a site then replies as
+    ``SiteClient.fit`` does: weights unchanged, metrics {"n": 0}, no loss) and over a site whose
+    reply is unusable: each visit's loss is null, not a bare NaN, and the line names the value
+    and why it is missing. The server's tour code runs as is; the sites are stand-ins (no TF)."""
+    from fedtiny.trainer.pipeline import Reporter, Run
+    from fedtiny.trainer.rundir import Metrics
+    from fedtiny.trainer.strategies import Reply
 
-    out = tmp_path / "run"
-    cfg = small_config(devices=2, splits=(0.0, 0.6, 0.4), phase0_epochs=1, rounds=1)
-    train(cfg, out, until="phase1")
-    lines = [strict(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    visits = [m for m in lines if m["phase"] == "phase1"]
-    assert len(visits) == 2
-    for m in visits:
-        assert m["loss"] is None
-        assert "empty Phase-1 share" in m["not_finite"]["loss"]
+    class Sites:
+        def fit(self, tasks):
+            t = tasks[0]
+            if t.device == 1:
+                return [Reply(t.device, error="site error: boom")]
+            return [Reply(t.device, [np.array(w) for w in t.weights], {"n": 0})]
+
+    run = Run(small_config(devices=3), tmp_path / "run")
+    run.metrics = Metrics(tmp_path / "metrics.jsonl")
+    run.global_weights, run.backend, run.rep = [np.zeros(3, np.float32)], Sites(), Reporter()
+    run._phase1()
+    visits = [strict(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["device"] for m in visits] == [0, 1, 2]
+    assert all(m["loss"] is None for m in visits)
+    assert "empty Phase-1 share" in visits[0]["not_finite"]["loss"]
+    assert "unusable" in visits[1]["not_finite"]["loss"] and visits[1]["failed"] == "site error: boom"
 
 
 def test_strict_json_writers_name_non_finite_values(tmp_path):
