@@ -51,6 +51,26 @@ def small_mech_run(tmp_path_factory) -> Path:
     return out
 
 
+# tiny runs per front end: only the firmware parity of the front end is checked on them
+TINY_FRONTEND = dict(SMALL, rounds=1, phase0_epochs=3, phase1_epochs=1, local_epochs=1, phase3_epochs=3)
+
+
+@pytest.fixture(scope="session")
+def frontend_runs(tmp_path_factory) -> dict:
+    """Finished tiny Fed-Meta-Align runs of both built-in fleets with each non-raw front end,
+    keyed by (dataset, front end) (about 10 s each after the first)."""
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.pipeline import train
+
+    root = tmp_path_factory.mktemp("frontend-runs")
+    out = {}
+    for dataset in ("electrical", "mechanical"):
+        for kind in ("features", "spectrum"):
+            out[(dataset, kind)] = root / f"{dataset}-{kind}"
+            train(TrainConfig(**TINY_FRONTEND, dataset=dataset, frontend=kind), out[(dataset, kind)])
+    return out
+
+
 @pytest.fixture(scope="session")
 def builtin_runs(small_run, small_mech_run) -> dict:
     """Small runs of both built-in fleets, by dataset name."""

@@ -27,14 +27,13 @@ namespace {
 
 // Exactly the ops of this model. The resolver holds at most kOpCount registrations and
 // refuses any past that, so the count is generated from the same list as the calls.
-constexpr unsigned int kOpCount = 6;
+constexpr unsigned int kOpCount = 5;
 tflite::MicroMutableOpResolver<kOpCount> g_resolver;
 
 bool register_ops() {
-  if (g_resolver.AddExpandDims() != kTfLiteOk) return false;  // EXPAND_DIMS
-  if (g_resolver.AddConv2D() != kTfLiteOk) return false;  // CONV_2D
   if (g_resolver.AddReshape() != kTfLiteOk) return false;  // RESHAPE
-  if (g_resolver.AddMean() != kTfLiteOk) return false;  // MEAN
+  if (g_resolver.AddConv2D() != kTfLiteOk) return false;  // CONV_2D
+  if (g_resolver.AddAveragePool2D() != kTfLiteOk) return false;  // AVERAGE_POOL_2D
   if (g_resolver.AddFullyConnected() != kTfLiteOk) return false;  // FULLY_CONNECTED
   if (g_resolver.AddSoftmax() != kTfLiteOk) return false;  // SOFTMAX
   return true;
