@@ -164,3 +164,22 @@ def test_c_frontend_equals_numpy_on_every_test_window(dataset, kind, frontend_ru
         assert np.array_equal(rec[:, f:], out_int8), ddir
         checked += n
     assert checked >= 3 * 10
+
+
+def test_codegen_refuses_a_frontend_entry_it_would_not_compute():
+    from fedtiny.codegen.errors import CodegenError
+    from fedtiny.codegen.frontend_c import config_header, frontend_of
+
+    good = fe.describe("spectrum", 1024, 1, 12000.0)
+    assert frontend_of({"frontend": good}) == good
+    assert frontend_of({}) == {"kind": "raw"}
+    with pytest.raises(CodegenError, match="differs from what this fedtiny version computes"):
+        frontend_of({"frontend": {**good, "bands": 8}})
+    with pytest.raises(CodegenError, match="unknown front end 'mfcc'"):
+        frontend_of({"frontend": {"kind": "mfcc"}})
+    with pytest.raises(CodegenError, match="incomplete"):
+        frontend_of({"frontend": {"kind": "features"}})
+    text = config_header(good, 0.05, -3, 0)
+    assert "#define FT_FRONTEND_N_FEATURES 16" in text and "static int32_t g_ft_fe_re[1024];" in text
+    with pytest.raises(CodegenError, match="input scale"):
+        config_header(good, 0.0, 0, 0)
