@@ -3,7 +3,8 @@
     RUN/report.json                                  marks a finished run
     RUN/devices/devNN/model_int8.tflite              the model bytes the firmware embeds
     RUN/devices/devNN/test_split.npz                 x_int8, y (what the firmware embeds), pred_int8,
-                                                     out_int8 (host int8 scores; absent in older runs)
+                                                     out_int8 (host int8 scores; absent in older runs),
+                                                     raw_int16 (front-end runs: the samples embedded)
     RUN/devices/devNN/device.json                    threshold, quantization, model_sha256, ...
 """
 from __future__ import annotations
@@ -32,6 +33,11 @@ class RunDevice:
     y: np.ndarray           # (n,) int64
     pred_int8: np.ndarray   # (n,) int64, the host's INT8 decisions (tflite-micro)
     out_int8: np.ndarray | None = None   # (n, K) int8 host scores; None for runs without them
+    raw_int16: np.ndarray | None = None  # (n, T, C) int16 samples the front end runs on (front-end runs)
+
+    @property
+    def frontend(self) -> str:
+        return str((self.info.get("frontend") or {}).get("kind", "raw"))
 
     @property
     def model_sha256(self) -> str:
@@ -85,12 +91,18 @@ def load_run_device(run_dir: Path | str, device: int) -> RunDevice:
     y = np.asarray(z["y"], dtype=np.int64)
     pred = np.asarray(z["pred_int8"], dtype=np.int64)
     out = np.asarray(z["out_int8"], dtype=np.int8) if "out_int8" in z else None
+    raw = np.asarray(z["raw_int16"], dtype=np.int16) if "raw_int16" in z else None
     if not isinstance(info, dict):
         raise BenchError(f"{path / 'device.json'} is not a JSON object; {REDO_DEVICE}")
     sha = hashlib.sha256(model).hexdigest()
     if str(info.get("model_sha256", "")).lower() != sha:
         raise BenchError(f"run {run_dir} device {device}: model_int8.tflite does not match "
                          f"device.json model_sha256 (run directory is inconsistent)")
-    if not (len(x_int8) == len(y) == len(pred)) or (out is not None and len(out) != len(y)):
+    if not (len(x_int8) == len(y) == len(pred)) or (out is not None and len(out) != len(y)) or (
+            raw is not None and len(raw) != len(y)):
         raise BenchError(f"run {run_dir} device {device}: test split arrays differ in length")
-    return RunDevice(run_dir, int(device), path, info, model, x_int8, y, pred, out)
+    rd = RunDevice(run_dir, int(device), path, info, model, x_int8, y, pred, out, raw)
+    if rd.frontend != "raw" and raw is None:
+        raise BenchError(f"run {run_dir} device {device}: device.json names the {rd.frontend} front end but "
+                         f"test_split.npz lacks the raw_int16 samples it runs on")
+    return rd

@@ -11,7 +11,9 @@ the fit against the board budget, and renders into RUN/firmware/devNN-<board>/ (
     include/fedtiny_protocol.h      fedtiny.firmware.protocol.render_c_header()
     include/fedtiny_config.h        device, board, threshold, q0_fault_max, scales, arena, hash
     include/model_data.h  src/model_data.cpp    the model as an aligned const byte array
-    include/test_data.h   src/test_data.cpp     the first N test windows (int8) and labels
+    include/test_data.h   src/test_data.cpp     the first N test windows (int8 model inputs, or
+                                                the int16 samples with a front end) and labels
+    include/ft_frontend.h, ft_frontend_config.h the front end (codegen.frontend_c; raw: kind only)
     src/main.cpp                    the sketch
 
 The folder is written atomically (rendered beside it, then swapped in). Compiling is attempted
@@ -97,6 +99,37 @@ def _check_model(facts: ModelFacts, info: dict, x_int8: np.ndarray) -> None:
     for key, got in (("input_zero_point", facts.input.zero_point), ("output_zero_point", facts.output.zero_point)):
         if int(info[key]) != got:
             raise CodegenError(f"device.json {key}={info[key]} differs from the model's {got}")
+
+
+@dataclass(frozen=True)
+class TestWindows:
+    """What a firmware embeds of the test split: int8 model inputs (raw models) or the int16
+    samples the front end runs on, with the bytes per window and the front end's extra RAM."""
+
+    x: np.ndarray
+    window_values: int
+    window_bytes: int
+    frontend_ram: int
+    frontend_files: dict
+    frontend: str = "raw"
+
+
+def test_windows(rd, facts: ModelFacts, device: int) -> TestWindows:
+    from .frontend_c import frontend_files, frontend_of, work_bytes
+
+    d = frontend_of(rd.info)
+    files = frontend_files(rd.info, facts.input.scale, facts.input.zero_point, device)
+    if d["kind"] == "raw":
+        return TestWindows(rd.x_int8, facts.input.size, facts.input.size, 0, files)
+    if int(d["n_features"]) != facts.input.size:
+        raise CodegenError(f"the {d['kind']} front end gives {d['n_features']} values but the model takes "
+                           f"{facts.input.size}")
+    raw = rd.raw_int16
+    values = int(d["window"]) * int(d["channels"])
+    if raw is None or int(np.prod(raw.shape[1:])) != values:
+        raise CodegenError(f"the test split's raw_int16 samples do not match the {d['kind']} front end's "
+                           f"{d['window']} x {d['channels']} window")
+    return TestWindows(raw, values, 2 * values, work_bytes(d), files, d["kind"])
 
 
 def config_values(board: Board, device: int, info: dict, facts: ModelFacts, sha256: str,
@@ -203,8 +236,9 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
         except Exception as e:  # noqa: BLE001 - tflite-micro failing on the model is a user-facing fact
             raise CodegenError(f"tflite-micro could not run the model to size its arena: {e}") from None
     arena = fitmod.arena_with_margin(host_arena)
-    window = facts.input.size
-    fit = fitmod.plan_fit(brd, device, len(model), window, len(rd.y), test_samples, arena)
+    tw = test_windows(rd, facts, int(device))
+    fit = fitmod.plan_fit(brd, device, len(model), tw.window_bytes, len(rd.y), test_samples,
+                          arena + tw.frontend_ram)
     n = fit.n_test
 
     files: dict[str, str] = {}
@@ -214,12 +248,14 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     files["include/fedtiny_config.h"] = config_header(
         **config_values(brd, device, rd.info, facts, sha256, host_arena, arena))
     files.update(model_files(model, int(device), sha256))
-    files.update(test_files(rd.x_int8[:n], rd.y[:n], int(device), window))
+    files.update(tw.frontend_files)
+    files.update(test_files(tw.x[:n], rd.y[:n], int(device), tw.window_values))
     files["src/main.cpp"] = render_sketch(sketch_context(brd, calls))
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, device, brd)
     manifest = {
         "board": brd.name, "env": brd.env, "device": int(device), "model_sha256": sha256,
         "model_bytes": len(model), "ops": list(facts.ops), "input_shape": list(facts.input.shape),
+        "frontend": tw.frontend,
         "fc_weight_scales": [w.n_scales for w in facts.fc_weights],
         "host_arena_bytes": host_arena, "arena_bytes": arena, "arena_margin": fitmod.ARENA_MARGIN_TEXT,
         "test_samples": n, "flash_used": fit.flash_used, "flash_budget": fit.flash_budget,
@@ -275,8 +311,8 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     program = lower(model)                          # refuses unsupported ops and variants by name
     _check_model(facts, rd.info, rd.x_int8)
     arena = plan(program).arena_bytes
-    window = facts.input.size
-    fit = fitmod.plan_fit(brd, device, 0, window, len(rd.y), test_samples, arena)
+    tw = test_windows(rd, facts, int(device))
+    fit = fitmod.plan_fit(brd, device, 0, tw.window_bytes, len(rd.y), test_samples, arena + tw.frontend_ram)
     n = fit.n_test
     comment = [f"Activation buffer of the compiled runtime: {arena} B (ft_model.h FT_MODEL_ARENA_BYTES,",
                "one static buffer planned at build time; no interpreter, no TFLM arena)."]
@@ -284,7 +320,8 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     files["include/fedtiny_protocol.h"] = P.render_c_header()
     files["include/fedtiny_config.h"] = config_header(
         **config_values(brd, device, rd.info, facts, sha256, arena, arena, comment))
-    files.update(test_files(rd.x_int8[:n], rd.y[:n], int(device), window, source="src/test_data.c"))
+    files.update(tw.frontend_files)
+    files.update(test_files(tw.x[:n], rd.y[:n], int(device), tw.window_values, source="src/test_data.c"))
     c_sources = armgcc.sources(files)
     cmd = "" if brd.uses_platformio else armgcc.shell_join(armgcc.compile_argv(brd, c_sources))
     if cmd:
@@ -292,6 +329,7 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     manifest = {
         "board": brd.name, "env": brd.env, "device": int(device), "model_sha256": sha256,
         "model_bytes": len(model), "ops": list(facts.ops), "input_shape": list(facts.input.shape),
+        "frontend": tw.frontend,
         "fc_weight_scales": [w.n_scales for w in facts.fc_weights], "runtime": "compiled",
         "arena_bytes": arena, "layers": [layer.kind for layer in program.layers],
         "test_samples": n, "flash_used": fit.flash_used, "flash_budget": fit.flash_budget,

@@ -62,16 +62,22 @@ def model_files(model: bytes, device: int, sha256: str) -> dict[str, str]:
             "src/model_data.cpp": render("model_data.cpp.j2", **ctx)}
 
 
-def test_files(x_int8: np.ndarray, y: np.ndarray, device: int, window_bytes: int,
+def test_files(x: np.ndarray, y: np.ndarray, device: int, window_values: int,
                source: str = "src/test_data.cpp") -> dict[str, str]:
-    """The test windows as ``include/test_data.h`` and ``source`` (valid C and C++)."""
-    x = np.asarray(x_int8, dtype=np.int8).reshape(len(x_int8), -1) if len(x_int8) else np.zeros((0, window_bytes), np.int8)
+    """The test windows as ``include/test_data.h`` and ``source`` (valid C and C++): int8 model
+    inputs, or (an int16 ``x``) the samples a front end runs on (``ft_frontend.h``)."""
+    dtype = np.int16 if np.asarray(x).dtype == np.int16 else np.int8
+    x = np.asarray(x, dtype=dtype).reshape(len(x), -1) if len(x) else np.zeros((0, window_values), dtype)
     n = int(x.shape[0])
     labels = [int(v) for v in y]
     if any(v < 0 or v > 255 for v in labels):
         raise ValueError("labels must fit uint8")
-    ctx = dict(device=device, n_test=n, window_bytes=window_bytes, filename=Path(source).name,
-               x_len=max(1, n * window_bytes), y_len=max(1, n),
+    what = ("as int16 samples (the front end computes the model input)" if dtype == np.int16
+            else "quantized to the model's int8 input")
+    ctx = dict(device=device, n_test=n, window_values=window_values,
+               window_bytes=window_values * np.dtype(dtype).itemsize, filename=Path(source).name,
+               ctype="int16_t" if dtype == np.int16 else "int8_t", what=what,
+               x_len=max(1, n * window_values), y_len=max(1, n),
                x_rows=rows(x.reshape(-1).tolist(), str), y_rows=rows(labels, str))
     return {"include/test_data.h": render("test_data.h.j2", **ctx),
             source: render("test_data.cpp.j2", **ctx)}

@@ -92,6 +92,11 @@ _CONFIG_OPTIONS = {
         "--negate-augment/--no-negate-augment", default=True, show_default=True,
         help="CSV: train also on each training window negated (the same fault incepted half a cycle "
              "later)."),
+    "frontend": lambda: click.option(
+        "--frontend", default="raw", show_default=True, type=click.Choice(["raw", "features", "spectrum"]),
+        help="What the model sees: the raw window (1D CNN), per-channel statistics (features: mean, "
+             "std, rms, peak, crest factor, kurtosis) or log band energies of a windowed FFT "
+             "(spectrum), each computed bit for bit alike on the board (then a small dense net)."),
     "skip_phase1": lambda: click.option(
         "--skip-phase1", is_flag=True, help="Ablation: no Phase-1 tour (Fed-Meta-Align)."),
     "floor": lambda: click.option(

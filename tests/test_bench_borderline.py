@@ -2,7 +2,7 @@
 
 The emulator's ``score_offset`` adds L LSB to the normal-class output, as a board whose kernels
 round differently. The offsets are derived here from the run's own host scores: the smallest one
-that flips at least one embedded window (borderline under the default tolerance of 8 LSB) and a
+that flips at least one embedded window (borderline under the default tolerance of 1 LSB) and a
 large one (a mismatch). The toy run's windows sit far from its threshold, so the borderline cases
 use a copy whose threshold is moved onto one window's score (``edge_run``; decisions recomputed
 with the trainer's rule, the model bytes unchanged), as a real device's threshold often is. Which windows flip and by how many LSB their scores then differ is computed

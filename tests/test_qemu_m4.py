@@ -321,3 +321,48 @@ def test_failed_compile_leaves_the_previous_project(small_run, tmp_path):
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".proj.")]   # no temp folder left
+
+
+# ----------------------------------------------------------------------------- front ends on the Cortex-M4
+
+@pytest.mark.parametrize("kind", ["features", "spectrum"])
+@pytest.mark.parametrize("dataset", ["electrical", "mechanical"])
+def test_frontend_on_qemu_equals_host_on_every_window(dataset, kind, frontend_runs, tmp_path):
+    """Every test window of device 0 embedded as int16 samples; the probe firmware (the project's
+    own ft_frontend_config.h, test_data.c and ft_model.c, arm-none-eabi-gcc -mcpu=cortex-m4,
+    codegen.probe) reads back the board's int8 model input and scores: both equal the host's
+    (fedtiny.frontend, tflite-micro), so the decisions do. For the spectrum of the mechanical
+    fleet the real firmware also runs 'run' under the bench: every decision equal."""
+    from fedtiny.bench import bench_device
+    from fedtiny.codegen.boards import load_board
+    from fedtiny.codegen.build import build_project
+    from fedtiny.codegen.probe import probe
+    from fedtiny.codegen.qemu import QemuBoard
+    from fedtiny.trainer.threshold import decide, dequantize
+
+    run = frontend_runs[(dataset, kind)]
+    ddir = run / "devices" / "dev00"
+    split = np.load(ddir / "test_split.npz")
+    info = json.loads((ddir / "device.json").read_text())
+    x, out, pred = split["x_int8"], split["out_int8"], split["pred_int8"]
+    res = build_project(run, 0, "qemu-m4", tmp_path / "proj")
+    assert res.compiled and res.test_samples == len(x) >= 5
+    got = probe(res.project_dir)
+    assert [w.index for w in got] == list(range(len(x)))
+    for w in got:
+        assert np.array_equal(w.model_input, x[w.index].reshape(-1)), (w.index, w.model_input, x[w.index])
+        assert np.array_equal(w.scores, out[w.index]), w.index
+        assert w.frontend_instructions > 0 and w.model_instructions > 0
+    board_pred = decide(dequantize(np.stack([w.scores for w in got]), info["output_scale"],
+                                   info["output_zero_point"]), info["threshold"])
+    assert np.array_equal(board_pred, pred)
+    if (dataset, kind) == ("mechanical", "spectrum"):
+        q = QemuBoard(res.project_dir / "build" / "firmware.elf", load_board("qemu-m4"))
+        try:
+            q.start()
+            r = bench_device(q.port, run, 0, timeout=30, reset=True)
+            assert r.ok and r.n == len(x) and not r.decision_mismatches
+            assert [s["pred"] for s in r.samples] == [int(p) for p in pred]
+        finally:
+            q.stop()
+        assert not q.alive()

@@ -352,20 +352,20 @@ def config_define(text: str, name: str) -> str:
 class Sketch:
     """The generated project, compiled with the stand-ins, plus the oracle's facts."""
 
-    def __init__(self, run: Path, board: str, root: Path):
+    def __init__(self, run: Path, board: str, root: Path, device: int = DEVICE):
         from fedtiny.codegen.build import build_project
         from fedtiny.trainer.threshold import decide, dequantize
         from fedtiny.trainer.tflm import run_int8
 
-        self.run, self.board = run, board
-        ddir = run / "devices" / f"dev{DEVICE:02d}"
+        self.run, self.board, self.device = run, board, device
+        ddir = run / "devices" / f"dev{device:02d}"
         split = np.load(ddir / "test_split.npz")
         self.x_int8, self.y, self.pred_int8 = split["x_int8"], split["y"], split["pred_int8"]
         self.info = json.loads((ddir / "device.json").read_text())
         self.model = (ddir / "model_int8.tflite").read_bytes()
         self.scores = run_int8(self.model, self.x_int8)          # the REAL model's int8 outputs
 
-        built = build_project(run, DEVICE, board=board, out_dir=root / "proj", compile=False)
+        built = build_project(run, device, board=board, out_dir=root / "proj", compile=False)
         self.proj = built.project_dir
         self.manifest = json.loads((self.proj / "fedtiny_build.json").read_text())
         cfg = (self.proj / "include" / "fedtiny_config.h").read_text()
@@ -720,3 +720,29 @@ def test_invoke_failure_mid_run_answers_the_samples_before_it_then_error(sketch:
     assert msgs[-2:] == [P.Error("invoke", "Invoke failed on window 5"), P.Ready()]
     assert [type(m) for m in msgs] == [P.Sample] * 5 + [P.Error, P.Ready], [type(m).__name__ for m in msgs]
     assert [m.index for m in msgs[:5]] == list(range(5))
+
+
+@pytest.mark.parametrize("key", [("electrical", "features"), ("electrical", "spectrum"),
+                                 ("mechanical", "features"), ("mechanical", "spectrum")])
+def test_sketch_with_a_frontend_decides_as_the_host(key, frontend_runs, tmp_path):
+    """The sketch of a front-end run embeds int16 samples and computes each model input with
+    ft_frontend.h (compiled here as C++ by g++): the oracle Invoke() knows only the host's int8
+    inputs (fedtiny.frontend), so every window of 'run' is answered only if the C++ front end
+    reproduced the host's input exactly; then decisions and streamed scores equal the host's."""
+    from fedtiny.bench import bench_device
+
+    sk = Sketch(frontend_runs[key], "nano33ble", tmp_path / "sk", device=0)
+    assert sk.manifest["frontend"] == key[1]
+    assert "int16_t g_fedtiny_test_x" in (sk.proj / "src" / "test_data.cpp").read_text()
+    dev = Running(sk.exe, tmp_path / "stderr.txt")
+    try:
+        dev.until_ready()
+        res = bench_device(dev.port, sk.run, 0, stream=sk.n_test, timeout=5)
+        n = sk.n_test
+        assert n == len(sk.y) and n >= 5
+        assert res.ok, (res.decision_mismatches, res.stream)
+        assert [s["pred"] for s in res.samples] == [int(p) for p in sk.pred_int8[:n]]
+        assert res.stream["max_score_lsb_diff"] == 0
+        assert dev.hang_up() == 0, dev.stderr()
+    finally:
+        dev.close()

@@ -52,6 +52,7 @@ class SiteData:
     channel_scale: list[float]
     condition: dict
     class_counts: list[int]
+    frontend: dict | None = None     # fedtiny.frontend.describe(...) of the run (None: raw windows)
 
     @classmethod
     def from_prepared(cls, prepared, device: int) -> "SiteData":
@@ -61,7 +62,8 @@ class SiteData:
         return cls(device=device, splits=prepared.splits[device], spec=prepared.spec,
                    class_names=list(fleet.class_names), channel_names=list(fleet.channel_names),
                    channel_scale=[float(v) for v in fleet.channel_scale], condition=pool.condition,
-                   class_counts=np.bincount(pool.y, minlength=fleet.n_classes).tolist())
+                   class_counts=np.bincount(pool.y, minlength=fleet.n_classes).tolist(),
+                   frontend=fleet.info.get("frontend"))
 
 
 class SiteClient:
@@ -185,7 +187,7 @@ class SiteClient:
         each model at its best threshold, not the float model at a threshold fitted to 1/256 steps.
 
         ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``) beside its
-        decisions, so the bench can tell a borderline disagreement from a real one
+        decisions (and, with a front end, the int16 samples of each test window, ``raw_int16``), so the bench can tell a borderline disagreement from a real one
         without running the model; ``device.json`` records how dense layers were quantized
         (``dense_quantization``)."""
         from .quantize import DENSE_QUANTIZATION, Converter, quant_params, quantize_input
@@ -213,8 +215,9 @@ class SiteClient:
         e.model.save(tmp)
         tmp.replace(ddir / "model_float.keras")
         atomic_write_bytes(ddir / "model_int8.tflite", tfl)
+        extra = {} if s.test.raw is None else {"raw_int16": s.test.raw}
         atomic_savez(ddir / "test_split.npz", x=s.test.x, y=s.test.y, x_int8=x_int8, pred_int8=int8_pred,
-                     out_int8=out)
+                     out_int8=out, **extra)
         info = {
             "device": dev, "threshold": float(threshold),
             "threshold_tuned_on": "int8" if tune is not None else None,
@@ -224,6 +227,7 @@ class SiteClient:
             "channel_names": d.channel_names,
             "input_shape": list(d.spec.input_shape),
             "channel_scale": d.channel_scale,
+            "frontend": d.frontend or {"kind": "raw"},
             **q,
             "dense_quantization": DENSE_QUANTIZATION,
             "float_acc": float(np.mean(float_pred == s.test.y)),

@@ -54,6 +54,7 @@ class TrainConfig:
     group_by: str = "block"            # CWRU: block | recording
     blocks_per_recording: int = 8      # CWRU, group_by block
     negate_augment: bool = True        # CSV: training windows also negated (fault incepted half a cycle later)
+    frontend: str = "raw"              # what the model sees: raw | features | spectrum (fedtiny.frontend)
 
     # Phase-2 aggregation options (README "When to choose Fed-Meta-Align"). Defaults: the cosine
     # against the mean of unit-length updates and w_k smoothed across rounds (beta 0.8), measured to
@@ -91,6 +92,8 @@ class TrainConfig:
             bad(f"unknown --perf {self.perf!r}; choose accuracy or loss_improvement")
         if self.tour not in ("fixed", "random"):
             bad(f"unknown --tour {self.tour!r}; choose fixed or random")
+        if self.frontend not in ("raw", "features", "spectrum"):
+            bad(f"unknown --frontend {self.frontend!r}; choose raw, features or spectrum")
         if self.threshold_metric not in METRICS:
             bad(f"unknown threshold metric {self.threshold_metric!r}; choose one of {', '.join(METRICS)}")
         if not (self.mu >= 0 and self.floor >= 0):     # written so that NaN fails too

@@ -18,7 +18,7 @@ import numpy as np
 from .config import FEDERATED, TrainConfig
 from .data import BUILTIN, load_fleet
 from .data.fleet import DataError, Fleet, Pool, TooLittleData
-from .splits import DeviceSplits, check_device, split_device
+from .splits import PARTS, DeviceSplits, check_device, split_device
 
 
 def load(cfg: TrainConfig, progress=None) -> Fleet:
@@ -97,6 +97,41 @@ def augments(cfg: TrainConfig, fleet: Fleet) -> bool:
     return bool(cfg.negate_augment and fleet.info.get("loader") in ("classData.csv", "detect_dataset.csv"))
 
 
+def frontend_pool(kind: str, p: Pool, keep_raw: bool = False) -> Pool:
+    """``p`` with x replaced by the front end's model input z (n, 1, F) (``fedtiny.frontend``);
+    ``keep_raw`` keeps the int16 samples it came from (``Pool.raw``: the test windows, which the
+    firmware carries)."""
+    from fedtiny import frontend
+
+    _, t, c = p.x.shape
+    s16 = frontend.to_int16(p.x)
+    z = frontend.scale(kind, frontend.compute_int(kind, s16), t, c) if len(p) else \
+        np.zeros((0, frontend.n_features(kind, t, c)), np.float32)
+    return Pool(z[:, None, :], p.y, p.groups, p.condition, p.spans, s16 if keep_raw else None)
+
+
+def apply_frontend(cfg: TrainConfig, fleet: Fleet, splits: list[DeviceSplits] | None = None) -> None:
+    """Replace every window by the front end's output (in place; nothing for ``--frontend raw``)
+    after scaling, splitting and augmenting, so that splits and groups are those of the raw windows;
+    ``fleet.info["frontend"]`` describes it (``frontend.describe``, recorded in device.json).
+    A window the front end cannot handle (e.g. a spectrum of a 1-sample window) is a DataError."""
+    from fedtiny import frontend
+
+    _, t, c = fleet.public.x.shape
+    try:
+        info = frontend.describe(cfg.frontend, t, c, fleet.sample_rate_hz)
+    except frontend.FrontendError as e:
+        raise DataError(str(e)) from None
+    fleet.info["frontend"] = info
+    if cfg.frontend == "raw":
+        return
+    fleet.public = frontend_pool(cfg.frontend, fleet.public)
+    fleet.devices = [frontend_pool(cfg.frontend, p) for p in fleet.devices]
+    for s in splits or []:
+        for name in PARTS:
+            setattr(s, name, frontend_pool(cfg.frontend, getattr(s, name), keep_raw=name == "test"))
+
+
 def public_pool(cfg: TrainConfig) -> Fleet:
     """The fleet as the server may hold it: the public pool in model units (sign-augmented as
     ``load_and_split`` augments it) and no device windows (they are dropped at once)."""
@@ -105,6 +140,7 @@ def public_pool(cfg: TrainConfig) -> Fleet:
     fleet = to_model_units(fleet)
     if augments(cfg, fleet):
         fleet.public = with_negated(fleet.public)
+    apply_frontend(cfg, fleet)
     return fleet
 
 
@@ -121,6 +157,7 @@ def load_and_split(cfg: TrainConfig, on_device=None, on_start=None) -> tuple[Fle
     if augments(cfg, fleet):
         negate_augment(fleet, splits)
         fleet.info["negate_augment"] = True
+    apply_frontend(cfg, fleet, splits)
     return fleet, splits
 
 

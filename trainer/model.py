@@ -1,7 +1,19 @@
 """The fleet's model: a small 1D CNN split into a feature extractor and a decision head.
 
-    input (T, C) -> [feature extractor: Conv1D x3 (ReLU6) -> GlobalAveragePooling1D]  = "features"
+    input (T, C) -> [feature extractor: Conv1D x3 (ReLU6) -> average pooling over the whole length
+                     -> flatten]  = "features"
                  -> [decision head: Dense(16, ReLU6) -> Dense(K, softmax)]
+
+The pooling is ``AveragePooling1D(pool_size=L)`` over the L positions the last convolution leaves,
+not ``GlobalAveragePooling1D``: the latter converts to TFLite MEAN, which the Nano 33 BLE's TFLM
+library computes as an integer sum / L truncated toward zero while the host and esp-tflite-micro
+round (off by one on many features, up to 21 LSB on the scores); the former converts to
+AVERAGE_POOL_2D, which every TFLM library computes as the sum / L rounded half away from zero.
+Both are the same mean in float, so training is unchanged.
+
+With a front end (``fedtiny.frontend``: ``features`` or ``spectrum``) the input is one position of
+F values, (1, F): every convolution gets kernel 1 (``conv_plan``), i.e. the network is a small dense
+net (three ReLU6 layers of 16 as the extractor, the same head), still split at ``SPLIT_LAYER``.
 
 ReLU6 (min(max(x, 0), 6)) rather than ReLU: bounded activations keep the per-tensor INT8 ranges
 tight. With plain ReLU the fine-tuned models grew activations up to ~85 and logits over +-60, and
@@ -52,6 +64,13 @@ class ModelSpec:
             length = (length - k) // s + 1
         return out
 
+    def pooled_length(self) -> int:
+        """Positions the last convolution leaves (what the average pooling spans)."""
+        length = self.input_shape[0]
+        for _, k, s in self.conv_plan():
+            length = (length - k) // s + 1
+        return length
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
@@ -63,17 +82,22 @@ class ModelSpec:
         return cls(tuple(d["input_shape"]), int(d["n_classes"]), tuple(d["filters"]), int(d["head_units"]))
 
 
-def build_model(spec: ModelSpec, seed: int):
-    """Build the Keras model with seeded Glorot-uniform initialisers (same seed -> same weights)."""
+def build_model(spec: ModelSpec, seed: int, batch_size: int | None = None):
+    """Build the Keras model with seeded Glorot-uniform initialisers (same seed -> same weights).
+    ``batch_size=1`` fixes the batch axis, as the INT8 conversion needs it: the board runs one window
+    at a time, and with a static batch the flatten after the pooling converts to one RESHAPE (with a
+    free batch axis Keras computes the shape at run time: SHAPE, STRIDED_SLICE and PACK ops)."""
     import keras
 
     init = lambda i: keras.initializers.GlorotUniform(seed=seed * 1000 + i)  # noqa: E731
-    inp = keras.Input(shape=spec.input_shape, name="window")
+    inp = keras.Input(shape=spec.input_shape, batch_size=batch_size, name="window")
     x = inp
     for i, (f, k, s) in enumerate(spec.conv_plan()):
         x = keras.layers.Conv1D(f, k, strides=s, activation="relu6", kernel_initializer=init(i),
                                 name=f"fx_conv{i + 1}")(x)
-    x = keras.layers.GlobalAveragePooling1D(name=SPLIT_LAYER)(x)
+    length = spec.pooled_length()
+    x = keras.layers.AveragePooling1D(pool_size=length, strides=length, name="fx_pool")(x)
+    x = keras.layers.Reshape((spec.conv_plan()[-1][0],), name=SPLIT_LAYER)(x)
     x = keras.layers.Dense(spec.head_units, activation="relu6", kernel_initializer=init(10),
                            name=f"{HEAD_PREFIX}dense")(x)
     out = keras.layers.Dense(spec.n_classes, activation="softmax", kernel_initializer=init(11),

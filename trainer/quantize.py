@@ -35,8 +35,9 @@ _TRACED: dict = {}   # per process: spec (JSON) -> (Keras model, its traced infe
 
 
 def _traced(spec_dict: dict):
-    """The model for ``spec_dict`` and its inference function traced once per process with a
-    free batch axis (input tensor ``window``, shape ``[-1, *input_shape]``). Later conversions of
+    """The model for ``spec_dict`` and its inference function traced once per process for one window
+    at a time, as the board runs it (input tensor ``window``, shape ``[1, *input_shape]``; a static
+    batch keeps the pooling's flatten a single RESHAPE, ``model.build_model``). Later conversions of
     the same spec only assign the new weights: tracing and the Keras SavedModel export were about
     four fifths of a conversion (0.46 s -> 0.10 s per model, measured on this machine)."""
     import json
@@ -48,9 +49,9 @@ def _traced(spec_dict: dict):
     k = json.dumps(spec_dict, sort_keys=True)
     if k not in _TRACED:
         spec = ModelSpec.from_dict(spec_dict)
-        model = build_model(spec, seed=0)
+        model = build_model(spec, seed=0, batch_size=1)
         fn = tf.function(lambda x: model(x, training=False))
-        cf = fn.get_concrete_function(tf.TensorSpec([None, *spec.input_shape], tf.float32, name="window"))
+        cf = fn.get_concrete_function(tf.TensorSpec([1, *spec.input_shape], tf.float32, name="window"))
         _TRACED[k] = (model, cf)
     return _TRACED[k]
 
@@ -196,9 +197,11 @@ def quant_params(model_bytes: bytes) -> dict:
 
 def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """q = clip(round(x / scale) + zero_point, -128, 127) as int8, rounding half away from zero
-    (TFLite's rounding)."""
-    v = np.asarray(x, dtype=np.float64) / scale
-    return np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + zero_point, -128, 127).astype(np.int8)
+    (TFLite's rounding), in double: ``fedtiny.frontend.quantize``, the one definition the board's
+    front end mirrors."""
+    from fedtiny.frontend import quantize
+
+    return quantize(x, scale, zero_point)
 
 
 class Prefetched:

@@ -91,6 +91,13 @@ def _layer_context(i: int, layer: Layer, src: int, dst: int) -> dict:
                 f"{geo['oc']}, {geo['kh']}, {n4}, {geo['sh']}, {geo['sw']}, {tag}_w, {tag}_bias, "
                 f"{tag}_mult, {tag}_shift, {p['out_zp']}, {p['lo']}, {p['hi']});")
         return dict(title=title, arrays=arrays, call=call)
+    if layer.kind == "avgpool":
+        title = (f"layer {i}: AVERAGE_POOL_2D (operator {layer.op_index}) {p['ih']}x{p['iw']}x{p['c']} -> "
+                 f"{p['oh']}x{p['ow']}x{p['c']}, filter {p['fh']}x{p['fw']}, stride {p['sh']}x{p['sw']}, "
+                 f"{p['activation']} clamp [{p['lo']}, {p['hi']}]")
+        call = (f"ft_avgpool_s8(a + {src}, a + {dst}, {p['iw']}, {p['c']}, {p['oh']}, {p['ow']}, {p['fh']}, "
+                f"{p['fw']}, {p['sh']}, {p['sw']}, {p['lo']}, {p['hi']});")
+        return dict(title=title, arrays=[], call=call)
     if layer.kind == "mean":
         title = (f"layer {i}: MEAN (operator {layer.op_index}) over {p['n']} positions of {p['c']} "
                  f"channels, multiplier {p['mult']} shift {p['shift']}")

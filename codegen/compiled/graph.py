@@ -10,7 +10,10 @@ reference kernels compute them for int8:
                      point 0), int32 bias, VALID padding, dilation 1, fused NONE/RELU/RELU6/
                      RELU_N1_TO_1
     FULLY_CONNECTED  int8, per-tensor or per-channel int8 weights, int32 bias, fused as above
+    AVERAGE_POOL_2D  int8, VALID padding, input and output quantization equal, fused activation as
+                     above: sum of the window / count rounded half away from zero (TFLM's kernel)
     MEAN             int8, reducing every axis but the last (global average pooling), batch 1
+                     (models of earlier fedtiny versions; today's models pool with AVERAGE_POOL_2D)
     SOFTMAX          int8 in, int8 out with scale 1/256 and zero point -128
 
 Anything else is refused by name with ``CodegenError`` (op, operator index, and why), at build
@@ -25,7 +28,7 @@ import numpy as np
 from ..errors import CodegenError
 from . import qmath
 
-SUPPORTED_OPS = ("CONV_2D", "EXPAND_DIMS", "FULLY_CONNECTED", "MEAN", "RESHAPE", "SOFTMAX", "SQUEEZE")
+SUPPORTED_OPS = ("AVERAGE_POOL_2D", "CONV_2D", "EXPAND_DIMS", "FULLY_CONNECTED", "MEAN", "RESHAPE", "SOFTMAX", "SQUEEZE")
 VIEW_OPS = ("EXPAND_DIMS", "RESHAPE", "SQUEEZE")
 
 
@@ -54,7 +57,7 @@ class Tensor:
 
 @dataclass
 class Layer:
-    """One computing layer. ``kind``: conv, fc, mean, softmax. ``src``/``dst``: activation ids
+    """One computing layer. ``kind``: conv, fc, avgpool, mean, softmax. ``src``/``dst``: activation ids
     (after resolving views); ``p``: the folded constants of that kind (see ``lower``)."""
 
     kind: str
@@ -196,6 +199,8 @@ def lower(model_bytes: bytes) -> Program:
             layers.append(_fc(schema, k, name, x, tensors[ins[1]],
                               tensors[ins[2]] if len(ins) > 2 and ins[2] >= 0 else None, y, opts,
                               act(ins[0]), outs[0]))
+        elif name == "AVERAGE_POOL_2D":
+            layers.append(_avgpool(schema, k, name, x, y, opts, act(ins[0]), outs[0]))
         elif name == "MEAN":
             layers.append(_mean(k, name, x, tensors[ins[1]], y, act(ins[0]), outs[0]))
         elif name == "SOFTMAX":
@@ -294,6 +299,26 @@ def _fc(schema, k, op, x, w, b, y, opts, src, dst) -> Layer:
         n_in=n_in, n_out=n_out, weights=w.data.astype(np.int8).reshape(n_out, 1, n_in),
         bias=folded.astype(np.int64), mult=mults, shift=shifts, out_zp=int(y.zero_point),
         lo=lo, hi=hi, activation=activation, per_channel=len(w.scales) > 1))
+
+
+def _avgpool(schema, k, op, x, y, opts, src, dst) -> Layer:
+    if len(x.shape) != 4 or len(y.shape) != 4 or x.shape[0] != 1:
+        raise _refuse(k, op, f"expects 4-D NHWC tensors with batch 1 (input {x.shape})")
+    if x.scale != y.scale or x.zero_point != y.zero_point:
+        raise _refuse(k, op, "input and output quantization differ")
+    if opts.padding != schema.Padding.VALID:
+        raise _refuse(k, op, "padding SAME (only VALID is generated)")
+    _, ih, iw, c = x.shape
+    fh, fw, sh, sw = int(opts.filterHeight), int(opts.filterWidth), int(opts.strideH), int(opts.strideW)
+    if not (1 <= fh <= ih and 1 <= fw <= iw and sh >= 1 and sw >= 1):
+        raise _refuse(k, op, f"filter {fh}x{fw} / stride {sh}x{sw} on a {ih}x{iw} input")
+    oh, ow = (ih - fh) // sh + 1, (iw - fw) // sw + 1
+    if y.shape != (1, oh, ow, c):
+        raise _refuse(k, op, f"output shape {y.shape} is not the VALID result {(1, oh, ow, c)}")
+    activation = _activation(schema, opts.fusedActivationFunction, k, op)
+    lo, hi = qmath.activation_range(activation, y.scale, y.zero_point)
+    return Layer("avgpool", k, src, dst, x.size, y.size, dict(
+        ih=ih, iw=iw, c=c, oh=oh, ow=ow, fh=fh, fw=fw, sh=sh, sw=sw, lo=lo, hi=hi, activation=activation))
 
 
 def _mean(k, op, x, axes_t, y, src, dst) -> Layer:

@@ -3,6 +3,10 @@
  * from the same protocol header: at boot "banner" then "ready"; "info", "run", "infer <hex>",
  * "reset"; every failure an "error" line, then "ready" (firmware/PROTOCOL.md).
  *
+ * With a front end (ft_frontend_config.h: FT_FRONTEND_KIND other than FT_FRONTEND_RAW) the
+ * embedded test windows are int16 samples and "run" computes each model input with
+ * ft_frontend_run (the host twin: fedtiny/frontend.py); "infer" still takes the model input.
+ *
  * Latency: ticks of ft_board_ticks() around ft_model_invoke(), times FT_LATENCY_PER_TICK, in the
  * unit the banner's clock names (clock=device: microseconds; clock=icount: instructions counted
  * by QEMU -icount shift=0, ft_board_config.h).
@@ -20,13 +24,21 @@
 #include "fedtiny_config.h"
 #include "ft_board.h"
 #include "ft_model.h"
+#include "ft_frontend_config.h"
 #include "test_data.h"
 
 #if FT_CONFIG_PROTOCOL_VERSION != FT_PROTOCOL_VERSION
 #error "fedtiny_config.h and fedtiny_protocol.h disagree on the protocol version"
 #endif
-#if FT_TEST_WINDOW_BYTES != FT_INPUT_BYTES || FT_MODEL_INPUT_BYTES != FT_INPUT_BYTES
-#error "test windows, model input and config disagree on the input size"
+#if FT_FRONTEND_KIND == FT_FRONTEND_RAW
+#if FT_TEST_WINDOW_BYTES != FT_INPUT_BYTES
+#error "test windows and config disagree on the input size"
+#endif
+#elif FT_TEST_WINDOW_VALUES != FT_FRONTEND_WINDOW_VALUES || FT_FRONTEND_N_FEATURES != FT_INPUT_BYTES
+#error "test windows, front end and config disagree on the window or input size"
+#endif
+#if FT_MODEL_INPUT_BYTES != FT_INPUT_BYTES
+#error "model input and config disagree on the input size"
 #endif
 #if FT_MODEL_OUTPUT_BYTES != FT_N_CLASSES
 #error "model output and config disagree on the number of classes"
@@ -83,12 +95,23 @@ static long invoke_window(const int8_t* window) {
   return (long)ticks * (long)FT_LATENCY_PER_TICK;
 }
 
+/* the model input of embedded test window i */
+#if FT_FRONTEND_KIND == FT_FRONTEND_RAW
+static const int8_t* test_input(int i) { return g_fedtiny_test_x + (long)i * FT_INPUT_BYTES; }
+#else
+static int8_t g_fe_input[FT_INPUT_BYTES];
+static const int8_t* test_input(int i) {
+  ft_frontend_run(&kFtFrontend, g_fedtiny_test_x + (long)i * FT_TEST_WINDOW_VALUES, 0, g_fe_input);
+  return g_fe_input;
+}
+#endif
+
 static int decide(void) { return ft_decide_q(g_scores, FT_N_CLASSES, FT_Q0_FAULT_MAX); }
 
 static void command_run(void) {
   ft_counts_t counts = {0, 0, 0, 0, 0, 0};
   for (int i = 0; i < FT_N_TEST; ++i) {
-    const long lat = invoke_window(g_fedtiny_test_x + (long)i * FT_INPUT_BYTES);
+    const long lat = invoke_window(test_input(i));
     const int pred = decide();
     const int label = g_fedtiny_test_y[i];
     ft_counts_add(&counts, pred, label);

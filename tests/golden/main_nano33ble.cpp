@@ -17,25 +17,30 @@
 #include "fedtiny_protocol.h"
 #include "fedtiny_config.h"
 #include "model_data.h"
+#include "ft_frontend_config.h"
 #include "test_data.h"
 
 #if FT_CONFIG_PROTOCOL_VERSION != FT_PROTOCOL_VERSION
 #error "fedtiny_config.h and fedtiny_protocol.h disagree on the protocol version"
 #endif
+#if FT_FRONTEND_KIND == FT_FRONTEND_RAW
 static_assert(FT_TEST_WINDOW_BYTES == FT_INPUT_BYTES, "test windows must match the model input");
+#else
+static_assert(FT_TEST_WINDOW_VALUES == FT_FRONTEND_WINDOW_VALUES && FT_FRONTEND_N_FEATURES == FT_INPUT_BYTES,
+              "test windows, front end and model input must agree");
+#endif
 
 namespace {
 
 // Exactly the ops of this model. The resolver holds at most kOpCount registrations and
 // refuses any past that, so the count is generated from the same list as the calls.
-constexpr unsigned int kOpCount = 6;
+constexpr unsigned int kOpCount = 5;
 tflite::MicroMutableOpResolver<kOpCount> g_resolver;
 
 bool register_ops() {
-  if (g_resolver.AddExpandDims() != kTfLiteOk) return false;  // EXPAND_DIMS
-  if (g_resolver.AddConv2D() != kTfLiteOk) return false;  // CONV_2D
   if (g_resolver.AddReshape() != kTfLiteOk) return false;  // RESHAPE
-  if (g_resolver.AddMean() != kTfLiteOk) return false;  // MEAN
+  if (g_resolver.AddConv2D() != kTfLiteOk) return false;  // CONV_2D
+  if (g_resolver.AddAveragePool2D() != kTfLiteOk) return false;  // AVERAGE_POOL_2D
   if (g_resolver.AddFullyConnected() != kTfLiteOk) return false;  // FULLY_CONNECTED
   if (g_resolver.AddSoftmax() != kTfLiteOk) return false;  // SOFTMAX
   return true;
@@ -130,13 +135,26 @@ bool invoke_window(const int8_t* window, long* micros_taken) {
   return status == kTfLiteOk;
 }
 
+// The model input of embedded test window i: the window itself, or the front end's output on its
+// int16 samples (ft_frontend.h; the host twin is fedtiny/frontend.py).
+#if FT_FRONTEND_KIND == FT_FRONTEND_RAW
+const int8_t* test_input(int i) { return g_fedtiny_test_x + static_cast<size_t>(i) * FT_INPUT_BYTES; }
+#else
+int8_t g_fe_input[FT_INPUT_BYTES];
+const int8_t* test_input(int i) {
+  ft_frontend_run(&kFtFrontend, g_fedtiny_test_x + static_cast<size_t>(i) * FT_TEST_WINDOW_VALUES, nullptr,
+                  g_fe_input);
+  return g_fe_input;
+}
+#endif
+
 int decide() { return ft_decide_q(g_output->data.int8, FT_N_CLASSES, FT_Q0_FAULT_MAX); }
 
 void command_run() {
   ft_counts_t counts = {0, 0, 0, 0, 0, 0};
   for (int i = 0; i < FT_N_TEST; ++i) {
     long us = 0;
-    if (!invoke_window(g_fedtiny_test_x + static_cast<size_t>(i) * FT_INPUT_BYTES, &us)) {
+    if (!invoke_window(test_input(i), &us)) {
       snprintf(g_detail, sizeof g_detail, "Invoke failed on window %d", i);
       send_error(FT_ERR_INVOKE, g_detail);
       return;

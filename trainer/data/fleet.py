@@ -34,13 +34,17 @@ class Pool:
 
     ``spans`` (n, 3) int64, real data only: [source, start, stop) raw rows of each window in its
     source (0 for the CSV file; the record number for CWRU), so tests can prove that no raw row
-    belongs to two groups (``blocks.shared_rows``)."""
+    belongs to two groups (``blocks.shared_rows``).
+
+    ``raw`` (n, T, C) int16, only when a front end replaced ``x`` by its output: the int16 samples
+    the front end computed it from (what the firmware carries and runs the front end on)."""
 
     x: np.ndarray
     y: np.ndarray
     groups: np.ndarray
     condition: dict = field(default_factory=dict)
     spans: np.ndarray | None = None
+    raw: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.x = np.asarray(self.x, dtype=np.float32)
@@ -58,7 +62,8 @@ class Pool:
 
     def take(self, idx: np.ndarray) -> "Pool":
         return Pool(self.x[idx], self.y[idx], self.groups[idx], dict(self.condition),
-                    None if self.spans is None else self.spans[idx])
+                    None if self.spans is None else self.spans[idx],
+                    None if self.raw is None else self.raw[idx])
 
 
 @dataclass

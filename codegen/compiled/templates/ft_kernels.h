@@ -4,7 +4,7 @@
  * every formula and computes the constants at build time): SaturatingRoundingDoublingHighMul,
  * RoundingDivideByPOT, MultiplyByQuantizedMultiplier (double rounding, TFLite's default build),
  * an int8 dot product, and the kernels CONV_2D (VALID, dilation 1; FULLY_CONNECTED is a 1x1
- * convolution of one position), MEAN over all positions of each channel, and int8 SOFTMAX with
+ * convolution of one position), AVERAGE_POOL_2D (VALID), MEAN over all positions of each channel, and int8 SOFTMAX with
  * the exponential of every possible input difference precomputed in a 256-entry table.
  *
  * On a Cortex-M with the DSP extension (__ARM_FEATURE_DSP, e.g. -mcpu=cortex-m4) the dot product
@@ -155,6 +155,26 @@ static inline void ft_conv_s8(const int8_t* in, int8_t* out, int iw, int ic, int
         out[c] = ft_requant(acc, mult[c], shift[c], out_zp, lo, hi);
       }
       out += oc;
+    }
+  }
+}
+
+/* AVERAGE_POOL_2D, NHWC, VALID, batch 1, input and output quantization equal (TFLM's integer
+ * kernel): per output position and channel, acc = sum of the fh x fw window's int8 values,
+ * out = clamp(acc > 0 ? (acc + n / 2) / n : (acc - n / 2) / n, lo, hi), n = fh * fw, C division
+ * truncating toward zero (so halves round away from zero). */
+static inline void ft_avgpool_s8(const int8_t* in, int8_t* out, int iw, int c, int oh, int ow, int fh,
+                                 int fw, int sh, int sw, int32_t lo, int32_t hi) {
+  const int32_t n = (int32_t)(fh * fw);
+  for (int y = 0; y < oh; ++y) {
+    for (int x = 0; x < ow; ++x) {
+      for (int j = 0; j < c; ++j) {
+        int32_t acc = 0;
+        for (int fy = 0; fy < fh; ++fy)
+          for (int fx = 0; fx < fw; ++fx) acc += in[((y * sh + fy) * iw + x * sw + fx) * c + j];
+        acc = acc > 0 ? (acc + n / 2) / n : (acc - n / 2) / n;
+        *out++ = (int8_t)ft_clamp(acc, lo, hi);
+      }
     }
   }
 }
