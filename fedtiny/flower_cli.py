@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from fedtiny.errors import UserError, friendly
-from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, min_sites_option,
-                             rounds_option)
+from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, file_values,
+                             min_sites_option, rounds_option)
 
 INSECURE_HELP = ("Plain-text connections, no TLS. Allowed only on loopback (127.0.0.1 / localhost): "
                  "for tests and demos on one machine; across machines give certificates instead.")
@@ -158,6 +158,10 @@ def merged_config(ctx, options: dict, config_file: Path | None) -> dict:
         raise UserError(f"--config {config_file}: {e}") from None
     if not isinstance(base, dict):
         raise UserError(f"--config {config_file}: expected a JSON object of run settings")
+    try:
+        base = file_values(ctx, base, f"--config {config_file}")
+    except click.BadParameter as e:
+        raise UserError(e.format_message()) from None
     out = dict(base)
     for k, v in fields.items():
         if ctx.get_parameter_source(k) != ParameterSource.DEFAULT or k not in base:

@@ -196,3 +196,23 @@ def no_cache_env(off: bool):
                 os.environ.pop("FEDTINY_NO_CACHE", None)
             else:
                 os.environ["FEDTINY_NO_CACHE"] = old
+
+
+def file_values(ctx: click.Context, values: dict, source: str) -> dict:
+    """The values of a settings file (``--config FILE``) checked and converted exactly as the same
+    keys given as options on the command line (the option's click type, range and callback); a key
+    that is no option of the command is passed on as it is (TrainConfig checks it). A JSON list
+    stands for its comma-joined form (``splits``), null for the option's own default (kept as is).
+    A bad value raises click.BadParameter naming the key and ``source``."""
+    params = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
+    out = dict(values)
+    for key, value in values.items():
+        param = params.get(key)
+        if param is None or value is None:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        try:
+            out[key] = param.process_value(ctx, text)
+        except click.BadParameter as e:
+            raise click.BadParameter(f"{source}: key {key!r}: {e.format_message()}") from None
+    return out
