@@ -103,6 +103,13 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
         link_host, link_port = host, port
     _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
                "the SuperLink")
+    if not superlink_addr:
+        try:
+            fp.check_bindable(host, port)
+        except OSError as e:
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); another "
+                            "program holds it: choose another --port, or give --superlink HOST:PORT to use a "
+                            "running SuperLink") from None
     run = Run(cfg, out, resume, backend=Deployed(None, timeout, wait), min_sites=min_sites)   # checks only
     if resume and (done := run.finished_report()) is not None:
         click.echo(f"{out} is already finished; nothing to resume (its report follows)")
@@ -130,6 +137,9 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
                 fp.wait_port(connect, port, 120, link, "flower-superlink", link_log)
             except RuntimeError as e:
                 raise UserError(str(e)) from None
+            if link.poll() is not None or not fp.owns_port(link, port):
+                raise UserError(f"--port {port}: another process took {host}:{port} before the SuperLink "
+                                f"could listen on it{fp.tail(link_log)}; choose another --port")
             click.echo(f"SuperLink listening on {host}:{port} (log {link_log})")
         run_log = work / f"flwr-run-{stamp}.log"
         flwr_run = fp.start([fp.bin_path("flwr"), "run", str(app_dir), "fedtiny", "--stream",
