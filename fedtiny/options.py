@@ -12,6 +12,9 @@ import os
 import click
 
 MAX_DEVICES = 1000
+# the built-in generators give every class of a device at least 4 windows (fleet.class_counts), and
+# the electrical set has 6 classes: fewer windows per device cannot be generated
+MIN_SAMPLES_PER_DEVICE = 4 * 6
 
 
 def _splits(ctx, param, value):
@@ -62,7 +65,7 @@ _CONFIG_OPTIONS = {
         "--alpha", default=0.5, show_default=True, type=click.FloatRange(0, min_open=True),
         help="Dirichlet label-skew concentration (small: each device sees few classes)."),
     "samples_per_device": lambda: click.option(
-        "--samples-per-device", default=None, type=click.IntRange(20),
+        "--samples-per-device", default=None, type=click.IntRange(MIN_SAMPLES_PER_DEVICE),
         help="Windows per device, built-in data only [default: 400]; refused on real data."),
     "min_device_samples": lambda: click.option(
         "--min-device-samples", default=20, show_default=True, type=click.IntRange(1),

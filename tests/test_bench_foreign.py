@@ -1,5 +1,5 @@
 """A port that never carries a fedtiny frame (another program, a wrong baud rate) is an error in
-seconds, not after every retry's timeout (issue 9, item 7); a noisy link with intact frames keeps
+seconds, not after every retry's timeout; a noisy link with intact frames keeps
 the patient behaviour (tests/test_bench.py: corruption, stalls, dropped bytes)."""
 from __future__ import annotations
 
