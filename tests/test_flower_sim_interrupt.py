@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -60,12 +61,14 @@ def _interrupt(run: Path, tmp_path: Path, ray_tmp: Path) -> None:
         wait_for(lambda: _phase2_started(run) or p.poll() is not None, 600, "the first Phase-2 round")
         assert p.poll() is None, (tmp_path / "train.log").read_text()
         assert len(c.marked("train")) > 3            # the run, Ray's GCS and raylet, its workers
+        t0 = time.monotonic()
         os.killpg(p.pid, signal.SIGINT)              # what Ctrl-C in a terminal sends
         wait_for(lambda: p.poll() is not None or not [q for q in c.marked("train") if q != p.pid], 120,
                  "the run's child processes to end")
         if p.poll() is None:
             p.send_signal(signal.SIGINT)             # an impatient second Ctrl-C during the cleanup
         code = p.wait(120)                           # hang guard only
+        print(f"stopped {time.monotonic() - t0:.1f} s after SIGINT")     # a figure, not an assertion
         log = (tmp_path / "train.log").read_text(errors="replace")
         assert code == 130, log
         assert "Traceback" not in log, log
