@@ -179,7 +179,7 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
 @click.option("--run", "run", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: newest runs/* with report.json).")
 @click.option("--device", type=int, required=True, help="Device of the run to serve.")
-@click.option("--n-test", type=int, default=None, help="Serve only the first N test windows (as a capped firmware).")
+@click.option("--n-test", type=click.IntRange(0), default=None, help="Serve only the first N test windows (as a capped firmware).")
 @click.option("--board", default="emulator", show_default=True, help="Board name in the banner.")
 @click.option("--link", "link", default=None, help="Also create this symlink to the pty (a stable path).")
 @click.option("--corrupt", type=float, default=0.0, show_default=True, help="Fraction of lines with one byte replaced.")

@@ -1,7 +1,7 @@
 """Tell a borderline disagreement from a real one by the raw int8 scores.
 
 A board whose kernels round a little differently from the host's (CMSIS-NN or an older TFLM on
-the Nano 33 BLE: up to about 7 LSB measured on QEMU against the host wheel, issue 14) can decide a
+the Nano 33 BLE: up to about 7 LSB measured on QEMU against the host wheel) can decide a
 window differently when that window sits at the decision threshold. For every decision that
 differs, the bench asks the board for its raw scores (``infer``) and compares them with the host's:
 

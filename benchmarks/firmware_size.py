@@ -16,7 +16,7 @@ embedded, as the TFLM reference build was), then measured:
 * instructions per inference: the bench's latency under ``-icount shift=0`` (clock=icount,
   SysTick ticks x 40, so +-40 instructions), min / p50 / max over the embedded windows.
 
-The TFLM figures beside them are the issue's reference measurements of the default electrical
+The TFLM figures beside them are reference measurements of the default electrical
 model (device 3, seed 0) with the real TFLM libraries on the same emulated board; they are not
 re-measured here (no TFLM sources on this machine).
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from fedtiny.trainer.rundir import dumps_strict
 
 PAINT = bytes.fromhex("a5a5a5a5")
-TFLM_REFERENCE = {   # issue 12, default electrical model (device 3, seed 0), QEMU mps2-an386
+TFLM_REFERENCE = {   # measured once, default electrical model (device 3, seed 0), QEMU mps2-an386
     "TFLM + CMSIS-NN (Arduino_TensorFlowLite)": dict(instr=172_000, text=121_072, data=124, bss=15_216, arena=3_428),
     "TFLM reference kernels (esp-tflite-micro v1.3.8)": dict(instr=3_250_000, text=114_488, data=None, bss=None, arena=None),
 }

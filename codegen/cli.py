@@ -9,7 +9,7 @@ import click
 from fedtiny.errors import friendly
 
 from . import pio as piomod
-from .boards import load_board
+from .boards import board_names, load_board
 from .errors import CodegenError
 
 
@@ -24,6 +24,9 @@ def _run_dir(run: str | None) -> Path:
         raise CodegenError(str(e).replace(", or --no-run", "")) from None
 
 
+BOARD_HELP = f"Board name ({', '.join(board_names())}) or path to a board .json file."
+
+
 def _margin(used: int, budget: int) -> str:
     return f"{used:,} of {budget:,} bytes used, margin {budget - used:,} bytes ({100.0 * (budget - used) / budget:.1f}%)"
 
@@ -31,7 +34,7 @@ def _margin(used: int, budget: int) -> str:
 @click.command("build")
 @click.option("--device", "-d", type=int, required=True, help="Device id whose model to build (RUN/devices/devNN).")
 @click.option("--board", "-b", default="nano33ble", show_default=True,
-              help="Board name (esp32dev, nano33ble) or path to a board .json file.")
+              help=BOARD_HELP)
 @click.option("--run", "run", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: newest runs/* with a report.json).")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
@@ -94,7 +97,7 @@ def _usb_identity(port: str | None, usb_ids: list[str]):
 @click.command("flash")
 @click.option("--device", "-d", type=int, required=True, help="Device id whose firmware to upload.")
 @click.option("--board", "-b", default="nano33ble", show_default=True,
-              help="Board name (esp32dev, nano33ble) or path to a board .json file.")
+              help=BOARD_HELP)
 @click.option("--port", "-p", default=None, help="Serial port of the board (default: PlatformIO auto-detects).")
 @click.option("--run", "run", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: newest runs/* with a report.json).")

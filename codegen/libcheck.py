@@ -6,7 +6,7 @@ Board files state, under ``tflm``, what their pinned TFLM library computes corre
                               Arduino_TensorFlowLite (pinned commit, CMSIS-NN) supports only
                               per-tensor FC weights and silently applies channel 0's scale to
                               every channel, so such a model computes other scores on the board
-                              than on the host (verified on QEMU mps2-an386, issue 14).
+                              than on the host (verified on QEMU mps2-an386).
                               esp-tflite-micro (ESP32) supports per-channel FC: true.
 
 A board file without the key is treated as not supporting the feature (the safe reading: fedtiny's

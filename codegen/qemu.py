@@ -40,7 +40,7 @@ def qemu_argv(board: Board, elf: Path, exe: str | None = None, extra_args: list[
 class QemuBoard:
     """One QEMU process running ``elf``; ``port`` is the pty of its UART0 once started."""
 
-    START_TIMEOUT_S = 10.0
+    START_TIMEOUT_S = 120.0     # a hang guard: the wait ends as soon as QEMU names its pty or exits
 
     def __init__(self, elf: Path, board: Board, extra_args: list[str] | None = None):
         self.elf = Path(elf)

@@ -29,8 +29,8 @@ LAZY = {
 }
 SHORT_HELP = {
     "train": "Train a fleet (Fed-Meta-Align, FedAvg, FedProx, references) into a run directory.",
-    "build": "Generate the TFLM PlatformIO firmware project of one device.",
-    "flash": "Upload a device's firmware project with PlatformIO.",
+    "build": "Generate one device's firmware: a TFLM PlatformIO sketch or compiled C (also qemu-m4).",
+    "flash": "Upload a device's firmware with PlatformIO, or run it on QEMU (qemu-m4).",
     "bench": "Benchmark one board, several, or an emulated one over serial.",
     "emulate": "Serve a device's model over a pseudo-terminal (protocol v1).",
     "compare": "Fed-Meta-Align vs baselines over seeds: table, JSON and plots.",
@@ -40,6 +40,11 @@ SHORT_HELP = {
     "server": "Run a federation's server over Flower: the same run directory as train.",
     "site": "Serve one device's data to a federation (a Flower SuperNode + the site worker).",
 }
+
+
+# click >= 8.2 raises this (a UsageError whose message is the whole help) for a group given no
+# arguments; older click prints the help itself
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class LazyGroup(click.Group):
@@ -54,6 +59,9 @@ class LazyGroup(click.Group):
         except click.exceptions.Abort:
             click.echo("error: interrupted", err=True)
             raise SystemExit(130) from None
+        except NO_ARGS_IS_HELP as e:      # bare `fedtiny`: the help, as --help prints it
+            click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
+            raise SystemExit(0) from None
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else "fedtiny"
             msg = " ".join(e.format_message().split())

@@ -16,8 +16,8 @@ import click
 
 from fedtiny.trainer.rundir import dumps_strict
 from fedtiny.errors import UserError, friendly
-from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, min_sites_option,
-                             rounds_option)
+from fedtiny.options import (config_fields, config_options, dataset_option, devices_option, file_values,
+                             min_sites_option, rounds_option)
 
 INSECURE_HELP = ("Plain-text connections, no TLS. Allowed only on loopback (127.0.0.1 / localhost): "
                  "for tests and demos on one machine; across machines give certificates instead.")
@@ -104,6 +104,13 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
         link_host, link_port = host, port
     _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
                "the SuperLink")
+    if not superlink_addr:
+        try:
+            fp.check_bindable(host, port)
+        except OSError as e:
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); another "
+                            "program holds it: choose another --port, or give --superlink HOST:PORT to use a "
+                            "running SuperLink") from None
     run = Run(cfg, out, resume, backend=Deployed(None, timeout, wait), min_sites=min_sites)   # checks only
     if resume and (done := run.finished_report()) is not None:
         click.echo(f"{out} is already finished; nothing to resume (its report follows)")
@@ -131,6 +138,9 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
                 fp.wait_port(connect, port, 120, link, "flower-superlink", link_log)
             except RuntimeError as e:
                 raise UserError(str(e)) from None
+            if link.poll() is not None or not fp.owns_port(link, port):
+                raise UserError(f"--port {port}: another process took {host}:{port} before the SuperLink "
+                                f"could listen on it{fp.tail(link_log)}; choose another --port")
             click.echo(f"SuperLink listening on {host}:{port} (log {link_log})")
         run_log = work / f"flwr-run-{stamp}.log"
         flwr_run = fp.start([fp.bin_path("flwr"), "run", str(app_dir), "fedtiny", "--stream",
@@ -159,6 +169,10 @@ def merged_config(ctx, options: dict, config_file: Path | None) -> dict:
         raise UserError(f"--config {config_file}: {e}") from None
     if not isinstance(base, dict):
         raise UserError(f"--config {config_file}: expected a JSON object of run settings")
+    try:
+        base = file_values(ctx, base, f"--config {config_file}")
+    except click.BadParameter as e:
+        raise UserError(e.format_message()) from None
     out = dict(base)
     for k, v in fields.items():
         if ctx.get_parameter_source(k) != ParameterSource.DEFAULT or k not in base:

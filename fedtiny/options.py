@@ -12,6 +12,9 @@ import os
 import click
 
 MAX_DEVICES = 1000
+# the built-in generators give every class of a device at least 4 windows (fleet.class_counts), and
+# the electrical set has 6 classes: fewer windows per device cannot be generated
+MIN_SAMPLES_PER_DEVICE = 4 * 6
 
 
 def _splits(ctx, param, value):
@@ -62,7 +65,7 @@ _CONFIG_OPTIONS = {
         "--alpha", default=0.5, show_default=True, type=click.FloatRange(0, min_open=True),
         help="Dirichlet label-skew concentration (small: each device sees few classes)."),
     "samples_per_device": lambda: click.option(
-        "--samples-per-device", default=None, type=click.IntRange(20),
+        "--samples-per-device", default=None, type=click.IntRange(MIN_SAMPLES_PER_DEVICE),
         help="Windows per device, built-in data only [default: 400]; refused on real data."),
     "min_device_samples": lambda: click.option(
         "--min-device-samples", default=20, show_default=True, type=click.IntRange(1),
@@ -201,3 +204,23 @@ def no_cache_env(off: bool):
                 os.environ.pop("FEDTINY_NO_CACHE", None)
             else:
                 os.environ["FEDTINY_NO_CACHE"] = old
+
+
+def file_values(ctx: click.Context, values: dict, source: str) -> dict:
+    """The values of a settings file (``--config FILE``) checked and converted exactly as the same
+    keys given as options on the command line (the option's click type, range and callback); a key
+    that is no option of the command is passed on as it is (TrainConfig checks it). A JSON list
+    stands for its comma-joined form (``splits``), null for the option's own default (kept as is).
+    A bad value raises click.BadParameter naming the key and ``source``."""
+    params = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
+    out = dict(values)
+    for key, value in values.items():
+        param = params.get(key)
+        if param is None or value is None:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        try:
+            out[key] = param.process_value(ctx, text)
+        except click.BadParameter as e:
+            raise click.BadParameter(f"{source}: key {key!r}: {e.format_message()}") from None
+    return out

@@ -1,4 +1,4 @@
-"""The bench tells a borderline disagreement from a real one (issue 14).
+"""The bench tells a borderline disagreement from a real one.
 
 The emulator's ``score_offset`` adds L LSB to the normal-class output, as a board whose kernels
 round differently. The offsets are derived here from the run's own host scores: the smallest one

@@ -119,3 +119,31 @@ def test_bad_splits_option(tmp_path):
 @pytest.mark.parametrize("args, needle", [(["--seed", "-1"], "--seed"), (["--floor", "nan"], "--floor")])
 def test_bad_numbers_are_clean_errors(tmp_path, args, needle):
     _assert_clean_error(_run(["train", *args, "--out", str(tmp_path / "r")]), needle)
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("devices", 5000, "5000 is not in the range 1<=x<=1000"),
+    ("alpha", 0, "0 is not in the range x>0"),
+    ("rounds", 2.5, "'2.5' is not a valid integer"),
+    ("method", "fedsgd", "'fedsgd' is not one of"),
+    ("splits", [0.5, 0.5], "three comma-separated fractions"),
+])
+def test_config_file_values_are_checked_as_the_options_are(tmp_path, key, value, needle):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"samples_per_device": 160, key: value}))
+    res = _run(["server", "--insecure", "--config", str(cfg), "--out", str(tmp_path / "r")])
+    _assert_clean_error(res, f"--config {cfg}", f"key '{key}'", needle)
+    assert not (tmp_path / "r").exists() and not (tmp_path / ".r.flower").exists()
+
+
+def test_config_file_values_convert_as_the_options_do(tmp_path):
+    import click
+
+    from fedtiny.flower_cli import server
+    from fedtiny.options import file_values
+
+    ctx = click.Context(server)
+    got = file_values(ctx, {"splits": [0.2, 0.5, 0.3], "devices": 7, "personalize": False, "hop_ms": None,
+                            "public_samples": 300}, "--config c.json")
+    assert got == {"splits": (0.2, 0.5, 0.3), "devices": 7, "personalize": False, "hop_ms": None,
+                   "public_samples": 300}

@@ -1,4 +1,4 @@
-"""Models every target board runs as the host predicts (issue 14).
+"""Models every target board runs as the host predicts.
 
 The Nano 33 BLE's pinned TFLM library (Arduino_TensorFlowLite, CMSIS-NN) supports only per-tensor
 FULLY_CONNECTED weights and silently uses channel 0's scale for per-channel ones. These tests read

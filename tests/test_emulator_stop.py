@@ -1,4 +1,4 @@
-"""Stopping the emulator never races its serving thread (issue 9, item 4): no exception in the
+"""Stopping the emulator never races its serving thread: no exception in the
 thread, nothing on stderr, the pty closed, over repeated start/stop with traffic, and when stop()
 gives up waiting for a thread that is still busy."""
 from __future__ import annotations

@@ -29,7 +29,7 @@ def _one_error_line(res, code=2):
     return errs[0]
 
 
-# --- item 1: a failed train leaves nothing that blocks the corrected rerun --------------------------
+# --- a failed train leaves nothing that blocks the corrected rerun --------------------------
 def test_failed_train_writes_nothing(tmp_path):
     out = tmp_path / "r"
     res = _run(["train", "--dataset", str(tmp_path / "typo.csv"), "--out", str(out)])
@@ -55,7 +55,7 @@ def test_directory_without_a_finished_step_is_free(tmp_path):
         Run(TrainConfig(), out)
 
 
-# --- item 2: unwritable output folders --------------------------------------------------------------
+# --- unwritable output folders --------------------------------------------------------------
 def test_unwritable_train_out_is_one_line_before_any_work(tmp_path):
     (tmp_path / "file").write_text("x")
     res = _run(["train", "--out", str(tmp_path / "file" / "run")])
@@ -75,7 +75,7 @@ def test_unwritable_build_and_report_out(tmp_path):
     assert not list((tmp_path).glob("**/.*.tmp"))
 
 
-# --- item 8: option errors are one line -------------------------------------------------------------
+# --- option errors are one line -------------------------------------------------------------
 @pytest.mark.parametrize("args", [["train", "--devices", "0"], ["train", "--bogus"], ["compare", "--seeds", "x"],
                                   ["demo", "--seed", "-1"], ["ablate", "--out", "o", "--floor", "-1"]])
 def test_option_errors_are_one_line(args):
@@ -96,7 +96,7 @@ def test_one_seed_table_shows_na():
     assert "| b | 1 | device 0 has no windows |" in table
 
 
-# --- item 9: help and ranges --------------------------------------------------------------------------
+# --- help and ranges --------------------------------------------------------------------------
 def _params(cmd_name):
     cmd = main.get_command(None, cmd_name)
     return {p.name: p for p in cmd.params}
@@ -140,7 +140,7 @@ def test_describe_step():
     assert describe_step("phase0") == "Phase 0"
 
 
-# --- item 6: TensorFlow start-up noise ------------------------------------------------------------------
+# --- TensorFlow start-up noise ------------------------------------------------------------------
 def test_noise_filter_keeps_real_messages():
     from fedtiny.trainer.tfquiet import filter_noise
 
@@ -161,7 +161,7 @@ def test_tensorflow_import_is_quiet(tmp_path):
     assert "oneDNN" in loud.stderr or "absl" in loud.stderr     # shown with --verbose
 
 
-# --- item 12: plain lines never wrap ---------------------------------------------------------------------
+# --- plain lines never wrap ---------------------------------------------------------------------
 def test_plain_lines_do_not_wrap():
     from rich.console import Console
 
@@ -174,7 +174,7 @@ def test_plain_lines_do_not_wrap():
     assert buf.getvalue() == line + "\n"
 
 
-# --- issue 8 item 5: what cannot be evaluated ------------------------------------------------------------
+# --- what cannot be evaluated ------------------------------------------------------------
 def test_evaluation_gap_rules():
     from fedtiny.trainer.pipeline import missing_test_classes, one_sided
 
@@ -193,7 +193,7 @@ def test_report_carries_class_counts_and_warnings(small_run):
         assert sum(d["test_class_counts"]) == d["n_test"]
 
 
-# --- item 11: Ctrl-C stops compare at once, and a rerun continues ------------------------------------------
+# --- Ctrl-C stops compare at once, and a rerun continues ------------------------------------------
 def test_compare_stops_on_sigint_and_rerun_continues(tmp_path):
     import signal
     import time

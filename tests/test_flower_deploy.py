@@ -131,3 +131,40 @@ def test_insecure_is_refused_off_loopback():
     p = subprocess.run(fedtiny_cmd("server", "--host", "0.0.0.0", "--insecure", "--devices", "2"),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "allowed only on loopback" in p.stderr
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
+    import socket
+
+    from fedtiny.trainer.flower.processes import free_port
+
+    with socket.socket() as holder, Cluster(tmp_path) as c:
+        port = free_port()
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        p = c.start(fedtiny_cmd("server", "--insecure", "--port", str(port), "--devices", "2",
+                                "--out", str(tmp_path / "run"), "--wait", "3", "--timeout", "5"), "server.log")
+        try:
+            rc = p.wait(300)                           # hang guard only
+        except subprocess.TimeoutExpired:
+            pytest.fail("fedtiny server did not stop:\n" + (tmp_path / "server.log").read_text()[-3000:])
+    out = (tmp_path / "server.log").read_text()
+    assert rc == 2, out
+    assert out.strip().splitlines() == [
+        f"error: --port {port}: cannot listen on 127.0.0.1:{port} (Address already in use); another program "
+        "holds it: choose another --port, or give --superlink HOST:PORT to use a running SuperLink"]
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.flower").exists()
+
+
+def test_the_port_owner_is_found_by_process():
+    import os
+    import socket
+
+    from fedtiny.trainer.flower.processes import free_port, listening_pids
+
+    with socket.socket() as s:
+        port = free_port()
+        s.bind(("127.0.0.1", port))
+        assert os.getpid() not in listening_pids(port)      # bound, not listening
+        s.listen()
+        assert os.getpid() in listening_pids(port)

@@ -90,7 +90,7 @@ def test_text_colour_follows_cell_luminance():
     blues = matplotlib.colormaps["Blues"]
     assert plots.relative_luminance((1, 1, 1)) == pytest.approx(1.0)
     assert plots.relative_luminance((0, 0, 0, 1)) == 0.0
-    assert plots.text_color(blues(1.0)) == "white"      # navy: the cell the issue could not read
+    assert plots.text_color(blues(1.0)) == "white"      # navy: a dark cell, where black text could not be read
     assert plots.text_color(blues(0.0)) == "black"
     assert plots.text_color((1.0, 1.0, 0.0)) == "black"  # yellow is light although "saturated"
     assert plots.text_color((0.0, 0.0, 1.0)) == "white"

@@ -5,6 +5,10 @@ absl::InitializeLog() is called are written to STDERR") and a oneDNN "I0000 ... 
 the process-level stderr (fd 2), whatever TF_CPP_MIN_LOG_LEVEL says. ``import_tensorflow`` runs the
 first import with fd 2 captured and writes back every captured line that is not one of those
 notices; with ``FEDTINY_VERBOSE=1`` (``fedtiny --verbose``) it writes back everything.
+
+It also drops TensorFlow's "triggered tf.function retracing" warnings from its Python logger:
+every device, seed and variant builds a model of its own, so each model's first predict traces a
+new function by design (``RetracingFilter``; kept with ``--verbose``).
 """
 from __future__ import annotations
 
@@ -31,11 +35,27 @@ def filter_noise(text: str) -> str:
     return "".join(kept)
 
 
+class RetracingFilter:
+    """A logging filter that drops TensorFlow's tf.function retracing warnings."""
+
+    def filter(self, record) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+RETRACING = RetracingFilter()
+
+
+def _quiet_retracing(tf) -> None:
+    if not verbose():
+        tf.get_logger().addFilter(RETRACING)       # the same filter object: added once
+
+
 def import_tensorflow():
     """``import tensorflow`` (and keras) with the start-up notices removed; returns the module."""
     if "tensorflow" in sys.modules or verbose():
         import keras  # noqa: F401
         import tensorflow as tf
+        _quiet_retracing(tf)
         return tf
     sys.stderr.flush()
     saved = os.dup(2)
@@ -52,4 +72,5 @@ def import_tensorflow():
             if rest:
                 sys.stderr.write(rest)
                 sys.stderr.flush()
+    _quiet_retracing(tf)
     return tf

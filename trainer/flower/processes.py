@@ -60,6 +60,58 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def check_bindable(host: str, port: int) -> None:
+    """OSError (its strerror says why, e.g. 'Address already in use') when nothing could listen on
+    ``host:port`` now: the port is held by another process or the address is not this machine's.
+    SO_REUSEADDR as servers set it, so a port in TIME_WAIT counts as free."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+
+
+def listening_pids(port: int) -> set[int]:
+    """Pids of the processes holding a TCP socket that listens on ``port`` (any address), read from
+    /proc/net/tcp{,6} (socket inodes) and /proc/PID/fd (who holds them). Linux only; processes of
+    other users are not visible."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:    # 0A: LISTEN
+                inodes.add(f"socket:[{f[9]}]")
+    pids = set()
+    if not inodes:
+        return pids
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            for fd in (d / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    pids.add(int(d.name))
+                    break
+        except OSError:
+            continue
+    return pids
+
+
+def owns_port(proc: subprocess.Popen, port: int) -> bool:
+    """True when ``proc`` or a process of its process group (``start`` gives each its own) is what
+    listens on ``port``."""
+    for pid in listening_pids(port):
+        try:
+            if pid == proc.pid or os.getpgid(pid) == proc.pid:
+                return True
+        except ProcessLookupError:
+            continue
+    return False
+
+
 def bin_path(name: str) -> str:
     """The console script ``name`` of this Python environment (falls back to PATH)."""
     p = Path(sys.executable).parent / name

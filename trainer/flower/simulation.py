@@ -7,18 +7,185 @@ this process) and reaches the N virtual SuperNodes through ``FlowerBackend``; ea
 it. Ray keeps its files in a fresh temporary folder (not /tmp/ray), listens on 127.0.0.1 only,
 gets one CPU per worker and no dashboard. The sites write their artifacts (and test windows) into
 the run directory itself, since in a simulation they are on this machine.
+
+Ctrl-C (SIGINT) or SIGTERM reaches Flower's main loop in the main thread; the ServerApp thread would
+go on waiting for replies from the stopped engine, and Python waits for it before exiting. So the
+interrupt is raised in that thread too (``ServerStopped``, at its next Python instruction: the run
+stops where it is, as the in-process engine does; every written step is kept for ``--resume``),
+Ray is shut down (its processes end) and the threads Flower started are joined, with further
+signals ignored meanwhile; a thread still stuck in native code after ``STOP_GRACE`` seconds ends
+the process (exit 130) rather than keep it alive.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from ..data.fleet import DataError
 from ..pipeline import Run, RunError
 from .factory import FlowerFactory
+
+
+RAY_TMP_MAX = 20       # longest temporary-folder path Ray's socket paths fit after
+STOP_GRACE = 30.0      # seconds the stopped ServerApp and Flower's threads get to end after Ctrl-C
+
+
+class ServerStopped(BaseException):
+    """Raised inside the ServerApp thread to stop the run after Ctrl-C / SIGTERM in the main thread
+    (a BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it)."""
+
+
+def _raise_in_thread(thread: threading.Thread, exc: type[BaseException]) -> None:
+    """Make ``thread`` raise ``exc`` at its next Python instruction (CPython's async exception)."""
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc))
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """SIGINT and SIGTERM are ignored meanwhile (a second Ctrl-C must not break the cleanup)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _stop_threads(server_thread: threading.Thread | None, before: set[threading.Thread]) -> bool:
+    """After an interrupt: stop the ServerApp thread, shut Ray down, and join every non-daemon
+    thread started since ``before`` (Flower's workers end once its stop event is set), within
+    ``STOP_GRACE`` seconds in all. True when all of them ended."""
+    import time
+
+    deadline = time.monotonic() + STOP_GRACE
+    if server_thread is not None and server_thread.is_alive():
+        _raise_in_thread(server_thread, ServerStopped)
+        server_thread.join(max(0.0, deadline - time.monotonic()))
+    _ray_shutdown()
+    left = [t for t in threading.enumerate() if t not in before and not t.daemon and t.is_alive()
+            and t is not threading.current_thread()]
+    for t in left:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in left)
+
+
+class InterruptWatch(logging.Filter):
+    """Knows, from the moment the signal arrives, that SIGINT or SIGTERM came (through Python's
+    signal wake-up fd, written by the C-level handler before any thread of this process runs on),
+    and, as a logging filter, drops Flower's error reports from then on: the Ray workers that
+    the same Ctrl-C killed are no error to report."""
+
+    STOP = {signal.SIGINT, signal.SIGTERM}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired = False
+        self._r = self._w = None
+        self._old = -1
+        if threading.current_thread() is threading.main_thread():
+            self._r, self._w = os.pipe()
+            os.set_blocking(self._r, False)
+            os.set_blocking(self._w, False)
+            self._old = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+
+    def interrupted(self) -> bool:
+        while not self.fired and self._r is not None:
+            try:
+                got = os.read(self._r, 64)
+            except BlockingIOError:
+                break
+            if not got:
+                break
+            self.fired = any(b in self.STOP for b in got)
+        return self.fired
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR or not self.interrupted()
+
+    def close(self) -> None:
+        if self._r is not None:
+            signal.set_wakeup_fd(self._old)
+            os.close(self._r)
+            os.close(self._w)
+            self._r = self._w = None
+
+
+RAY_MARK = "FEDTINY_RAY_OWNER"
+
+
+def _marked(value: str) -> list[int]:
+    """Pids of the live processes whose environment carries ``RAY_MARK=value`` (every process Ray
+    starts inherits the driver's environment, also once reparented when the raylet died)."""
+    want = f"{RAY_MARK}={value}".encode()
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if want in (d / "environ").read_bytes().split(b"\0"):
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
+def _reap(value: str, grace: float = 5.0) -> None:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, every process left of this run's Ray
+    (a Ray worker whose raylet died with the same Ctrl-C outlives ``ray.shutdown``)."""
+    import time
+
+    if not Path("/proc/self/environ").exists():
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _marked(value)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pids = _marked(value)
+        if not pids:
+            return
+
+
+def _ray_shutdown() -> None:
+    """End this driver's Ray (its GCS, raylet and worker processes)."""
+    try:
+        import ray
+    except ImportError:
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _exit_interrupted() -> None:
+    """The last resort when a thread stays stuck in native code: leave now with exit code 130."""
+    sys.stderr.write("error: interrupted; finished steps are kept: run the same command again with "
+                     "--resume to continue\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)
+
+
+def _short_temp_dir() -> str | None:
+    """The temporary folder for Ray's: ``$TMPDIR`` unless its path is too long for the Unix
+    sockets Ray makes in it (AF_UNIX paths end at 107 bytes, and Ray adds about 85), then /tmp."""
+    base = tempfile.gettempdir()
+    return base if len(base) <= RAY_TMP_MAX or not os.path.isdir("/tmp") else "/tmp"
 
 
 class FlowerSim(FlowerFactory):
@@ -66,10 +233,14 @@ def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, fa
 
     @server_app.main()
     def main(grid, context) -> None:
+        result["thread"] = threading.current_thread()
         factory.grid = grid
-        result["report"] = run.execute(until)
+        try:
+            result["report"] = run.execute(until)
+        except ServerStopped:
+            result["stopped"] = True
 
-    ray_dir = tempfile.mkdtemp(prefix="fedtiny-ray-")
+    ray_dir = tempfile.mkdtemp(prefix="fedtiny-ray-", dir=_short_temp_dir())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")    # CPU only: silence Ray's tip
     cpus = num_cpus or max(1, min(cfg.devices, os.cpu_count() or 1))
@@ -78,6 +249,20 @@ def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, fa
                                     "log_to_driver": False},
                       "client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    threads_before = set(threading.enumerate())
+    hook = threading.excepthook
+
+    def quiet_stop(args):                # ServerStopped landing outside main(): no thread traceback
+        if not issubclass(args.exc_type, ServerStopped):
+            hook(args)
+
+    threading.excepthook = quiet_stop
+    watch = InterruptWatch()
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.addFilter(watch)
+    mark = f"{os.getpid()}:{ray_dir}"
+    old_mark = os.environ.get(RAY_MARK)
+    os.environ[RAY_MARK] = mark
     try:
         run_simulation(server_app=server_app, client_app=client_app.app, num_supernodes=cfg.devices,
                        backend_config=backend_config)
@@ -86,16 +271,26 @@ def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, fa
         if isinstance(cause, (DataError,)):
             raise cause from None
         raise
+    except KeyboardInterrupt:
+        with _signals_ignored():
+            if not _stop_threads(result.get("thread"), threads_before):
+                _reap(mark)
+                shutil.rmtree(ray_dir, ignore_errors=True)
+                _exit_interrupted()
+        raise
     finally:
-        try:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
-        except ImportError:
-            pass
-        shutil.rmtree(ray_dir, ignore_errors=True)
-        run.rep.finish()
+        with _signals_ignored():
+            _ray_shutdown()
+            _reap(mark)
+            shutil.rmtree(ray_dir, ignore_errors=True)
+            run.rep.finish()
+        if old_mark is None:
+            os.environ.pop(RAY_MARK, None)
+        else:
+            os.environ[RAY_MARK] = old_mark
+        threading.excepthook = hook
+        flwr_log.removeFilter(watch)
+        watch.close()
     if "report" not in result and until is None:
         raise RunError("the Flower simulation ended without finishing the run (see the log above)")
     return result.get("report")
