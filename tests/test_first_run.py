@@ -211,16 +211,16 @@ def test_compare_stops_on_sigint_and_rerun_continues(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        t0 = time.monotonic()
-        proc.wait(timeout=30)
-        stopped_in = time.monotonic() - t0
+        proc.wait(timeout=300)      # a hang guard only: load must not decide the test
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     text = (tmp_path / "log").read_text()
     assert proc.returncode == 130, text
-    assert stopped_in < 20, stopped_in
+    # stopped inside run 2 rather than finishing it: no report of run 2, and no later run started
+    runs = sorted(p.name for p in (out / "runs").iterdir() if (p / "report.json").exists())
+    assert runs == ["fedmetaalign-s0"], runs
     assert [ln for ln in text.splitlines() if ln.startswith("error:")] == [
         "error: interrupted; finished steps are kept: run the same command again to continue (for train, add --resume)"]
     assert "leaked" not in text and "Traceback" not in text
