@@ -132,8 +132,11 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     try:
         if not superlink_addr:
             link_log = work / f"superlink-{stamp}.log"
+            from fedtiny.trainer.flower import gate
+
+            # only fedtiny's ServerApp is ever started by this SuperLink (trainer/flower/gate.py)
             link = fp.start(fp.superlink_cmd(host, port, work / "superlink.db", certs, enable_supernode_auth),
-                            link_log, fp.child_env(FLWR_HOME=home))
+                            link_log, fp.child_env(FLWR_HOME=home, **gate.install(work / "gate", work / "refusals.log")))
             try:
                 fp.wait_port(connect, port, 120, link, "flower-superlink", link_log)
             except RuntimeError as e:
@@ -274,7 +277,9 @@ def site(data, builtin, device_id, server_addr, insecure, root_certificates, aut
     _check_tls(host, insecure, root_certificates is not None, "the server")
     work = (work or Path(f"site-dev{device_id:02d}")).absolute()
     work.mkdir(parents=True, exist_ok=True)
+    from fedtiny.trainer.flower import gate
     from fedtiny.trainer.flower.site_service import SiteService
+    from fedtiny.trainer.flower.site_status import Follow, status_lines
     from fedtiny.trainer.flower.site_worker import SiteWorker, make_key
     from fedtiny.trainer.tfquiet import import_tensorflow
 
@@ -296,12 +301,21 @@ def site(data, builtin, device_id, server_addr, insecure, root_certificates, aut
         nc = {"device-id": device_id, "site-socket": str(sock_dir / "worker.sock"), "site-key": str(key_file)}
         port = port or fp.free_port()
         node_log = work / "supernode.log"
+        refusals = work / "refusals.log"
+        # only fedtiny's ClientApp is ever started by this SuperNode (trainer/flower/gate.py)
         node = fp.start(fp.supernode_cmd(server_addr, port, nc, root_certificates, auth_key), node_log,
-                        fp.child_env(FLWR_HOME=work / "flwr-home"))
+                        fp.child_env(FLWR_HOME=work / "flwr-home", **gate.install(work / "gate", refusals)))
         log(f"device {device_id} ({dataset}) serving in process {os.getpid()}; SuperNode -> {server_addr} "
             f"(log {node_log})")
-        while node.poll() is None:
-            time.sleep(0.5)
+        node_out, refused = Follow(node_log), Follow(refusals)
+        try:
+            while node.poll() is None:
+                for line in status_lines(node_out.read(), server_addr) + refused.read().splitlines():
+                    log(line.split(" ", 1)[1] if line[:2].isdigit() and line[2:3] == ":" else line)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            log("stopped")
+            return
         raise UserError(f"flower-supernode exited with code {node.returncode}{fp.tail(node_log)}")
     finally:
         fp.stop(node)

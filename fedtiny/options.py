@@ -148,9 +148,17 @@ _CONFIG_OPTIONS = {
              "are reported separately."),
     "fault": lambda: click.option(
         "--fault", default="label-flip", show_default=True,
-        type=click.Choice(["label-flip", "noise", "gain", "stuck", "random-update"]),
+        type=click.Choice(["label-flip", "noise", "gain", "stuck", "random-update", "scaled-update"]),
         help="How the --faulty devices misbehave: permuted labels, sensor noise, a gain fault, a stuck "
-             "channel, or updates of random direction."),
+             "channel, updates of random direction, or a poisoner (update x50, accuracy 1.0, 1e9 samples)."),
+    "norm_bound": lambda: click.option(
+        "--norm-bound", default=2.0, show_default=True, type=click.FloatRange(0),
+        help="Phase 2: clip every site's update to this multiple of the round's median update norm "
+             "(0: off)."),
+    "weight_cap": lambda: click.option(
+        "--weight-cap", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+        help="Phase 2: no single site's aggregation weight above this (at least 1/K; 1: off). 0.5: one "
+             "site never outweighs all the others together."),
     "threshold_metric": lambda: click.option(
         "--threshold-metric", default="balanced_accuracy", show_default=True,
         type=click.Choice(["balanced_accuracy", "accuracy", "f1"]),

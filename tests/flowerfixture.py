@@ -91,14 +91,19 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def superlink(self) -> int:
+    def superlink(self, gated: bool = True) -> int:
+        """A SuperLink on a free port; ``gated``: behind fedtiny's gate (only fedtiny's ServerApp
+        runs; refusals in ``link-refusals.log``), as ``fedtiny server`` starts it."""
+        from fedtiny.trainer.flower import gate
         from fedtiny.trainer.flower.processes import free_port, superlink_cmd, wait_port
 
         port = free_port()
         home = self.root / "link-home"
         home.mkdir(exist_ok=True)
-        p = self.start(superlink_cmd("127.0.0.1", port, self.root / "link.db"), "superlink.log",
-                       {"FLWR_HOME": str(home)})
+        env = {"FLWR_HOME": str(home)}
+        if gated:
+            env.update(gate.install(self.root / "link-gate", self.root / "link-refusals.log"))
+        p = self.start(superlink_cmd("127.0.0.1", port, self.root / "link.db"), "superlink.log", env)
         wait_port("127.0.0.1", port, 120, p, "flower-superlink", self.root / "superlink.log")
         return port
 

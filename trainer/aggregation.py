@@ -13,6 +13,8 @@ FedAvg / FedProx server step:
 Robust baselines: coordinate-wise median and trimmed mean of the theta_k. Options against the
 Phase-2 oscillation (README "When to choose Fed-Meta-Align"): the cosine against another reference
 direction (``reference_direction``) and server momentum (``momentum_step``).
+Bounds on what a site reports (nothing from the network is trusted): update norms clipped to a
+multiple of the median norm (``clip_deltas``), no single weight above a cap (``cap_weights``).
 """
 from __future__ import annotations
 
@@ -166,6 +168,52 @@ def momentum_step(velocity: np.ndarray | None, step: np.ndarray, beta: float) ->
     theta <- theta + alpha * v."""
     step = np.asarray(step, dtype=np.float64)
     return step if velocity is None else beta * np.asarray(velocity, dtype=np.float64) + step
+
+
+def clip_deltas(deltas: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bound every update's norm by a multiple of the round's median update norm:
+        tau  = factor * median_k ||d_k||
+        d_k <- d_k * min(1, tau / ||d_k||)
+    Returns (clipped deltas, per-row scale in (0, 1]). ``factor`` <= 0 turns the bound off (scale 1).
+    The median is the bound's reference because a minority of sites cannot move it: with K sites
+    an attacker needs more than half of them to raise tau. A zero median (most sites sent no
+    change) clips every non-zero update to zero."""
+    d = np.asarray(deltas, dtype=np.float64)
+    scale = np.ones(len(d))
+    if factor <= 0 or len(d) == 0:
+        return d, scale
+    norms = np.linalg.norm(d, axis=1)
+    tau = float(factor) * float(np.median(norms))
+    big = norms > tau
+    scale[big] = tau / norms[big]
+    return d * scale[:, None], scale
+
+
+def cap_weights(w: np.ndarray, cap: float) -> np.ndarray:
+    """Aggregation weights (non-negative, summing to 1) with no entry above ``cap``: capped entries
+    are set to the cap and their excess is handed to the others in proportion to their weights,
+    repeated until no entry exceeds it (water filling):
+        w_k <- cap                                   for the capped set C
+        w_j <- w_j * (1 - |C| cap) / sum_{i not in C} w_i   for the rest
+    The effective cap is max(cap, 1/K) (K weights cannot all stay below 1/K). ``cap`` >= 1 leaves
+    ``w`` unchanged. When the uncapped entries are all zero, the excess is shared equally."""
+    w = np.asarray(w, dtype=np.float64).copy()
+    k = len(w)
+    if k == 0 or cap >= 1:
+        return w
+    c = max(float(cap), 1.0 / k)
+    capped = np.zeros(k, dtype=bool)
+    while True:
+        over = (w > c + 1e-12) & ~capped
+        if not over.any():
+            return w
+        capped |= over
+        w[capped] = c
+        rest = ~capped
+        left = 1.0 - c * capped.sum()
+        total = w[rest].sum()
+        if rest.any():
+            w[rest] = w[rest] * left / total if total > 0 else left / rest.sum()
 
 
 def tour_order(n_devices: int, policy: str, tour: int, seed: int) -> list[int]:

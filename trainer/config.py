@@ -8,7 +8,7 @@ from .data.fleet import DataError
 METHODS = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized")
 FEDERATED = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean")
 ALIGN_REFS = ("mean", "normalized", "server")
-FAULTS = ("label-flip", "noise", "gain", "stuck", "random-update")
+FAULTS = ("label-flip", "noise", "gain", "stuck", "random-update", "scaled-update")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ class TrainConfig:
     server_momentum: float = 0.0       # heavy-ball momentum of the server step (0: none)
     weight_smoothing: float = 0.8      # EMA beta of the aggregation weights across rounds (0: none)
     trim: float = 0.2                  # trimmed-mean: fraction dropped at each end per coordinate
+    # bounds on what sites report (README "Threat model"): update norms clipped to norm_bound x the
+    # round's median norm, no single aggregation weight above weight_cap (0 / 1: off)
+    norm_bound: float = 2.0
+    weight_cap: float = 0.5
     # misbehaving devices (experiments): how many, and how they misbehave
     faulty: int = 0
     fault: str = "label-flip"
@@ -129,6 +133,8 @@ class TrainConfig:
             bad(f"--weight-smoothing must lie in [0, 1), got {self.weight_smoothing}")
         if not 0 <= self.trim < 0.5:
             bad(f"--trim must lie in [0, 0.5), got {self.trim}")
+        if not (self.norm_bound >= 0 and 0 < self.weight_cap <= 1):
+            bad(f"--norm-bound must be >= 0 and --weight-cap in (0, 1], got {self.norm_bound}, {self.weight_cap}")
         if self.fault not in FAULTS:
             bad(f"unknown --fault {self.fault!r}; choose one of {', '.join(FAULTS)}")
         if not 0 <= self.faulty < self.devices:

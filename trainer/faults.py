@@ -11,6 +11,8 @@ for everything that device records; accuracies are then reported for the honest 
     stuck          channel 0 stuck at its first value of every window (a frozen ADC channel)
     random-update  the device's data is fine, but the update it sends is a random direction with
                    the norm of its real update: d_sent = ||d|| * z / ||z||, z ~ N(0, I)
+    scaled-update  a poisoner: it sends d_sent = SCALE * d and reports accuracy 1.0 and 1e9
+                   training windows (what a site that wants to own the aggregate would send)
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import numpy as np
 FAULT_STREAM = 6007
 NOISE_STD = 0.3          # in model units (full scale 1): a very noisy channel
 GAIN = 4.0
+SCALE = 50.0             # scaled-update: how much the poisoner inflates its update
+CLAIMED_N = 10 ** 9      # scaled-update: the sample count it claims
 DATA_FAULTS = ("label-flip", "noise", "gain", "stuck")
 
 
@@ -64,6 +68,13 @@ def random_update(sent: list[np.ndarray], trained: list[np.ndarray], rng: np.ran
     zn = np.sqrt(sum(float(np.sum(v * v)) for v in z))
     scale = norm / zn if zn > 0 else 0.0
     return [(np.asarray(s, np.float64) + scale * v).astype(np.asarray(s).dtype) for s, v in zip(sent, z)]
+
+
+def scaled_update(sent: list[np.ndarray], trained: list[np.ndarray], metrics: dict) -> tuple[list[np.ndarray], dict]:
+    """(sent + SCALE * (trained - sent), metrics claiming acc 1.0 and CLAIMED_N windows): ``scaled-update``."""
+    w = [(np.asarray(s, np.float64) + SCALE * (np.asarray(t, np.float64) - np.asarray(s, np.float64)))
+         .astype(np.asarray(s).dtype) for s, t in zip(sent, trained)]
+    return w, {**metrics, "acc": 1.0, "n": CLAIMED_N}
 
 
 def corrupt_splits(splits, devices: list[int], kind: str, n_classes: int, seed: int) -> None:

@@ -32,6 +32,7 @@ from .model import ModelSpec
 from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir, load_weights,
                      read_json, read_npz, save_weights)
 from .splits import DeviceSplits
+from .artifacts import check_artifacts
 from .strategies import check_reply, make_strategy
 
 # what to do about a damaged file of a run directory (the error line ends with it)
@@ -162,27 +163,6 @@ class InProcess(BackendFactory):
         if k not in _TRAINERS:
             _TRAINERS[k] = VectorTrainer(*k)
         return VectorizedBackend(sites, _TRAINERS[k])
-
-
-def check_artifacts(art: dict | None, dev: int) -> str | None:
-    """Why a Phase-3 reply of device ``dev`` cannot be stored (None when it can)."""
-    import math
-
-    if not art:
-        return "no artifacts in the reply"
-    for k, typ in (("model_int8", bytes), ("model_float", bytes), ("device_json", dict), ("record", dict)):
-        if not isinstance(art.get(k), typ):
-            return f"artifact {k!r} is missing or not {typ.__name__}"
-    info = art["device_json"]
-    if info.get("device") != dev:
-        return f"device.json names device {info.get('device')}, expected {dev}"
-    for k in ("threshold", "float_acc", "int8_acc"):
-        v = info.get(k)
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            return f"device.json {k} is not a finite number ({v!r})"
-    if info.get("model_bytes") != len(art["model_int8"]):
-        return "device.json model_bytes differs from the model it came with"
-    return None
 
 
 def prepare_server(cfg: TrainConfig, reporter: Reporter | None = None) -> ServerData:
@@ -438,7 +418,7 @@ class Run:
         if failed:
             self.rep.note(f"round {r}: no usable reply from "
                           + "; ".join(f"device {d} ({why})" for d, why in sorted(failed.items())))
-        if cfg.faulty and cfg.fault == "random-update":
+        if cfg.faulty and cfg.fault in ("random-update", "scaled-update"):
             self._random_updates(r, good)
         if len(good) < self.min_sites:
             raise RunError(f"round {r}: only {len(good)} of {cfg.devices} sites answered usably "
@@ -461,13 +441,16 @@ class Run:
 
     def _random_updates(self, r: int, replies) -> None:
         """``--fault random-update``: what the server receives from each faulty device is a random
-        direction with the norm of its real update (``faults.random_update``), keyed by (seed,
+        direction with the norm of its real update (``faults.random_update``); ``scaled-update``:
+        a poisoner's inflated update and claims (``faults.scaled_update``). Keyed by (seed,
         round, device). Injected where replies arrive, so every backend sees the same."""
-        from .faults import FAULT_STREAM, faulty_devices, random_update
+        from .faults import FAULT_STREAM, faulty_devices, random_update, scaled_update
 
         bad = set(faulty_devices(self.cfg.devices, self.cfg.faulty, self.cfg.seed))
         for rep in replies:
-            if rep.device in bad:
+            if rep.device in bad and self.cfg.fault == "scaled-update":
+                rep.weights, rep.metrics = scaled_update(self.global_weights, rep.weights, rep.metrics)
+            elif rep.device in bad:
                 rng = np.random.default_rng([self.cfg.seed, FAULT_STREAM, 3, r, rep.device + 1])
                 rep.weights = random_update(self.global_weights, rep.weights, rng)
 
@@ -501,7 +484,7 @@ class Run:
             tasks = [Task(d, self.global_weights, {"phase": "phase3"}) for d in devs]
             self._phase3.update({r.device: r for r in self.backend.finalize(tasks)})
         reply = self._phase3.pop(dev)
-        bad = reply.error or check_artifacts(reply.artifacts, dev)
+        bad = reply.error or check_artifacts(reply.artifacts, dev, self._model_signature())
         if bad:
             self.rep.note(f"device {dev}: Phase 3 failed ({bad})")
             self.metrics.log({"phase": "phase3", "device": dev, "failed": bad})
@@ -514,6 +497,20 @@ class Run:
             atomic_write_json(ddir / "device.json", art["device_json"])
         self.metrics.log(art["record"])
         return True
+
+    def _model_signature(self):
+        """What every device's INT8 model of this run must look like (``artifacts.ModelSignature``):
+        read off the server's own conversion of the final global model, calibrated on public
+        windows; None for in-process sites (their artifacts never crossed a network)."""
+        if not self.backend.remote:
+            return None
+        if getattr(self, "_signature", None) is None:
+            from .artifacts import ModelSignature
+            from .quantize import Converter
+
+            rep_x = self.server_data.public.x[:self.cfg.rep_samples]
+            self._signature = ModelSignature.of(Converter().convert(self.server_data.spec, self.global_weights, rep_x))
+        return self._signature
 
     def _report(self) -> dict:
         devs, warnings, infos = [], [], []

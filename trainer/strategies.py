@@ -14,6 +14,13 @@ validation windows, ``acc`` = validation accuracy after training). Fed-Meta-Alig
 computed here from those metrics (``perf``: accuracy, or relative loss improvement
 max(before - after, 0) / max(before, 1e-12)), so sites need not know the server's choice.
 The arithmetic is ``trainer/aggregation.py``'s, unchanged.
+
+What a site reports is untrusted (README "Threat model"), so every weighted strategy bounds it:
+its sample count n_k is the one of its first Phase-2 reply (``sample_counts``; a later claim is
+ignored), its update is clipped to ``norm_bound`` x the round's median update norm
+(``aggregation.clip_deltas``) and its aggregation weight to ``weight_cap``
+(``aggregation.cap_weights``). The metrics line records ``clipped`` (each site's scale) when an
+update was clipped.
 """
 from __future__ import annotations
 
@@ -88,31 +95,63 @@ class Strategy:
     name = "fedavg"
     needs = ("n", "acc", "loss_before", "loss_after")
 
-    def __init__(self, local_epochs: int, mu: float = 0.0):
+    def __init__(self, local_epochs: int, mu: float = 0.0, norm_bound: float = 0.0, weight_cap: float = 1.0):
         self.local_epochs = int(local_epochs)
         self.mu = float(mu)
+        self.norm_bound, self.weight_cap = float(norm_bound), float(weight_cap)
+        self.joined_n: dict[int, int] = {}      # device -> its sample count at its first Phase-2 reply
+
+    def sample_counts(self, replies: list[Reply]) -> np.ndarray:
+        """n_k of each reply: fixed at the site's first Phase-2 reply (later claims are ignored)."""
+        for x in replies:
+            self.joined_n.setdefault(int(x.device), int(x.metrics["n"]))
+        return np.asarray([self.joined_n[int(x.device)] for x in replies], dtype=np.float64)
+
+    def bounded_deltas(self, global_weights: Weights, replies: list[Reply]) -> tuple[np.ndarray, np.ndarray]:
+        """(update matrix D with every row clipped by ``aggregation.clip_deltas``, per-row scale)."""
+        return agg.clip_deltas(agg.client_deltas([x.weights for x in replies], global_weights), self.norm_bound)
+
+    def bounds_state(self) -> dict[str, np.ndarray]:
+        if not self.joined_n:
+            return {}
+        return {"joined_n": np.asarray(sorted(self.joined_n.items()), dtype=np.int64)}
+
+    def load_bounds_state(self, state: dict[str, np.ndarray]) -> None:
+        j = state.get("joined_n")
+        self.joined_n = {} if j is None else {int(d): int(n) for d, n in np.asarray(j).reshape(-1, 2)}
 
     def fit_config(self, r: int) -> dict:
         return {"phase": "phase2", "round": int(r), "epochs": self.local_epochs, "mu": self.mu}
 
     def state(self) -> dict[str, np.ndarray]:
-        """Arrays the strategy carries from round to round (checkpointed; none by default)."""
-        return {}
+        """Arrays the strategy carries from round to round (checkpointed: the joined sample counts)."""
+        return self.bounds_state()
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        pass
+        self.load_bounds_state(state)
 
     def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
-        n = [int(x.metrics["n"]) for x in replies]
-        new = agg.fedavg([x.weights for x in replies], n)
-        return new, {"weights": (np.asarray(n) / np.sum(n)).tolist()}
+        """theta + sum_k f_k clip(d_k), f = cap(n_k / n); exactly ``aggregation.fedavg`` when nothing
+        was clipped or capped."""
+        n = self.sample_counts(replies)
+        frac = n / n.sum()
+        capped = agg.cap_weights(frac, self.weight_cap)
+        d, scale = self.bounded_deltas(global_weights, replies)
+        rec = {"weights": capped.tolist()}
+        if np.any(scale < 1) or not np.array_equal(capped, frac):
+            new = agg.apply_weighted_update(global_weights, d, capped)
+            if np.any(scale < 1):
+                rec["clipped"] = scale.tolist()
+        else:
+            new = agg.fedavg([x.weights for x in replies], n)
+        return new, rec
 
 
 class FedAvg(Strategy):
     """theta <- sum_k (n_k / n) theta_k; plain local cross-entropy (mu = 0)."""
 
-    def __init__(self, local_epochs: int):
-        super().__init__(local_epochs, 0.0)
+    def __init__(self, local_epochs: int, norm_bound: float = 0.0, weight_cap: float = 1.0):
+        super().__init__(local_epochs, 0.0, norm_bound, weight_cap)
 
 
 class FedProx(Strategy):
@@ -138,8 +177,8 @@ class FedMetaAlign(Strategy):
 
     def __init__(self, local_epochs: int, floor: float = 0.1, server_lr: float = 1.0,
                  perf: str = "accuracy", ref: str = "mean", momentum: float = 0.0, ref_beta: float = 0.5,
-                 smoothing: float = 0.0):
-        super().__init__(local_epochs, 0.0)
+                 smoothing: float = 0.0, norm_bound: float = 0.0, weight_cap: float = 1.0):
+        super().__init__(local_epochs, 0.0, norm_bound, weight_cap)
         self.floor, self.server_lr, self.perf = float(floor), float(server_lr), perf
         self.ref, self.momentum, self.ref_beta = ref, float(momentum), float(ref_beta)
         self.smoothing = float(smoothing)
@@ -148,7 +187,7 @@ class FedMetaAlign(Strategy):
         self.prev_w: np.ndarray | None = None
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {}
+        out = self.bounds_state()
         if self.prev_step is not None:
             out["prev_step"] = self.prev_step
         if self.velocity is not None:
@@ -161,9 +200,10 @@ class FedMetaAlign(Strategy):
         self.prev_step = state.get("prev_step")
         self.velocity = state.get("velocity")
         self.prev_w = state.get("prev_w")
+        self.load_bounds_state(state)
 
     def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
-        d = agg.client_deltas([x.weights for x in replies], global_weights)
+        d, scale = self.bounded_deltas(global_weights, replies)
         p = np.asarray([perf_score(x.metrics, self.perf) for x in replies], dtype=np.float64)
         reference = None if self.ref == "mean" else agg.reference_direction(d, self.ref, self.prev_step,
                                                                              self.ref_beta)
@@ -172,6 +212,7 @@ class FedMetaAlign(Strategy):
         if self.smoothing > 0:
             w = agg.smooth_weights(self.prev_w, aw.w, self.smoothing)
             self.prev_w = w
+        w = agg.cap_weights(w, self.weight_cap)
         step = w @ d
         if self.momentum > 0:
             self.velocity = agg.momentum_step(self.velocity, step, self.momentum)
@@ -182,6 +223,8 @@ class FedMetaAlign(Strategy):
         rec = {"weights": w.tolist(), "cos": aw.cos.tolist(), "perf": aw.p.tolist()}
         if self.smoothing > 0:
             rec["raw_weights"] = aw.w.tolist()
+        if np.any(scale < 1):
+            rec["clipped"] = scale.tolist()
         return new, rec
 
 
@@ -211,13 +254,14 @@ def make_strategy(cfg) -> Strategy:
     """The strategy of a run config (a ``TrainConfig`` of a federated method)."""
     if cfg.method == "fedmetaalign":
         return FedMetaAlign(cfg.local_epochs, cfg.floor, cfg.server_lr, cfg.perf, cfg.align_ref,
-                            cfg.server_momentum, smoothing=cfg.weight_smoothing)
+                            cfg.server_momentum, smoothing=cfg.weight_smoothing, norm_bound=cfg.norm_bound,
+                            weight_cap=cfg.weight_cap)
     if cfg.method == "median":
         return Median(cfg.local_epochs)
     if cfg.method == "trimmed-mean":
         return TrimmedMean(cfg.local_epochs, cfg.trim)
     if cfg.method == "fedprox":
-        return FedProx(cfg.local_epochs, cfg.mu)
+        return FedProx(cfg.local_epochs, cfg.mu, cfg.norm_bound, cfg.weight_cap)
     if cfg.method == "fedavg":
-        return FedAvg(cfg.local_epochs)
+        return FedAvg(cfg.local_epochs, cfg.norm_bound, cfg.weight_cap)
     raise ValueError(f"{cfg.method!r} has no federated strategy")

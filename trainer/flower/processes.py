@@ -39,11 +39,25 @@ clientapp = "fedtiny.trainer.flower.client_app:app"
 job = ""
 '''
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+def resolve(host: str) -> list[str]:
+    """Every address ``host`` resolves to (an IP literal resolves to itself; [] when it does not resolve)."""
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host.strip("[]"), None)})
+    except (OSError, UnicodeError):
+        return []
 
 
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
+def is_loopback(host: str, resolver=resolve) -> bool:
+    """True when ``host`` resolves, and every address it resolves to is a loopback address
+    (``ipaddress``'s is_loopback: 127.0.0.0/8, ::1). A name is judged by what it resolves to, never
+    by how it is spelled: ``127.attacker.invalid`` does not resolve (or resolves elsewhere)."""
+    import ipaddress
+
+    addrs = resolver(host)
+    try:
+        return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+    except ValueError:
+        return False
 
 
 def split_address(addr: str) -> tuple[str, int]:
