@@ -55,9 +55,10 @@ def _check_tls(host: str, insecure: bool, have_certs: bool, what: str) -> None:
               help="SuperLink TLS private key (PEM).")
 @click.option("--ssl-ca-certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CA certificate (PEM) that signed the SuperLink's certificate; flwr run verifies with it.")
-@click.option("--enable-supernode-auth", is_flag=True,
-              help="Flower node authentication: only SuperNodes whose public keys were registered may join "
-                   "(passed to flower-superlink).")
+@click.option("--sites", "sites_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="sites.toml: [sites] device = \"public key file\" (from `fedtiny site keygen`). Turns on "
+                   "Flower node authentication: only these keys may join, each only for its device. "
+                   "Required off loopback; needs TLS.")
 @min_sites_option()
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a site has to answer one request before the server goes on without it.")
@@ -73,7 +74,7 @@ def _check_tls(host: str, insecure: bool, have_certs: bool, what: str) -> None:
 @click.pass_context
 @friendly
 def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile, ssl_keyfile, ssl_ca_certfile,
-           enable_supernode_auth, min_sites, timeout, wait, work, config_file, **options):
+           sites_file, min_sites, timeout, wait, work, config_file, **options):
     """Run a federation's server: Phase 0 here on the public pool, every site step on the sites.
 
     Starts a SuperLink on HOST:PORT (or uses --superlink), submits fedtiny's ServerApp with
@@ -104,6 +105,7 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
         link_host, link_port = host, port
     _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
                "the SuperLink")
+    sites = _sites(sites_file, link_host, cfg.devices, insecure)
     if not superlink_addr:
         try:
             fp.check_bindable(host, port)
@@ -122,8 +124,6 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     job = work / "job.json"
     status = work / "status.json"
     status.unlink(missing_ok=True)
-    job.write_text(dumps_strict({"cfg": cfg.to_dict(), "out": str(out), "resume": resume, "min_sites": min_sites,
-                               "timeout": timeout, "wait": wait, "watch_pid": os.getpid()}, indent=2))
     app_dir = fp.write_app(work / "app")
     connect = "127.0.0.1" if link_host in ("0.0.0.0", "::") else link_host
     address = f"{connect}:{link_port}"
@@ -135,7 +135,7 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
             from fedtiny.trainer.flower import gate
 
             # only fedtiny's ServerApp is ever started by this SuperLink (trainer/flower/gate.py)
-            link = fp.start(fp.superlink_cmd(host, port, work / "superlink.db", certs, enable_supernode_auth),
+            link = fp.start(fp.superlink_cmd(host, port, work / "superlink.db", certs, sites is not None),
                             link_log, fp.child_env(FLWR_HOME=home, **gate.install(work / "gate", work / "refusals.log")))
             try:
                 fp.wait_port(connect, port, 120, link, "flower-superlink", link_log)
@@ -145,6 +145,10 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
                 raise UserError(f"--port {port}: another process took {host}:{port} before the SuperLink "
                                 f"could listen on it{fp.tail(link_log)}; choose another --port")
             click.echo(f"SuperLink listening on {host}:{port} (log {link_log})")
+        nodes = _register(sites, home, work) if sites else None
+        job.write_text(dumps_strict({"cfg": cfg.to_dict(), "out": str(out), "resume": resume, "min_sites": min_sites,
+                                     "timeout": timeout, "wait": wait, "watch_pid": os.getpid(), "nodes": nodes},
+                                    indent=2))
         run_log = work / f"flwr-run-{stamp}.log"
         flwr_run = fp.start([fp.bin_path("flwr"), "run", str(app_dir), "fedtiny", "--stream",
                              "--run-config", f'job="{job}"'], run_log, fp.child_env(FLWR_HOME=home))
@@ -157,6 +161,46 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     if not st.get("ok"):
         raise UserError(st.get("error", "the ServerApp failed") + f" (log: {run_log})")
     _summary(json.loads((out / "report.json").read_text()), out)
+
+
+def _sites(sites_file: Path | None, host: str, devices: int, insecure: bool) -> dict[int, str] | None:
+    """device -> public key of --sites (None without it); off loopback it is required."""
+    from fedtiny.trainer.flower import identity
+    from fedtiny.trainer.flower.processes import is_loopback
+
+    if sites_file is None:
+        if not is_loopback(host):
+            raise UserError(f"off loopback ({host}) node authentication is required: give --sites sites.toml "
+                            "(each device's public key, from `fedtiny site keygen`)")
+        return None
+    if insecure:
+        raise UserError("--sites (node authentication) needs TLS: give --ssl-certfile/--ssl-keyfile/"
+                        "--ssl-ca-certfile instead of --insecure")
+    try:
+        sites = identity.load_sites(sites_file)
+    except ValueError as e:
+        raise UserError(f"--sites {e}") from None
+    missing = sorted(set(range(devices)) - set(sites))
+    extra = sorted(set(sites) - set(range(devices)))
+    if missing or extra:
+        raise UserError(f"--sites {sites_file}: " + "; ".join(
+            ([f"no key for device(s) {', '.join(map(str, missing))}"] if missing else [])
+            + ([f"device(s) {', '.join(map(str, extra))} not in this {devices}-device run"] if extra else [])))
+    return sites
+
+
+def _register(sites: dict[int, str], home: Path, work: Path) -> dict[str, int]:
+    """Register every site's key with the SuperLink; {device: node id} (as JSON keys) for the ServerApp."""
+    from fedtiny.trainer.flower import identity
+
+    nodes = {}
+    for dev, key in sorted(sites.items()):
+        try:
+            nodes[str(dev)] = identity.register(home, key, work / "registered.json")
+        except RuntimeError as e:
+            raise UserError(f"device {dev}: {e}") from None
+    click.echo(f"registered {len(nodes)} site key(s) with the SuperLink (node authentication)")
+    return nodes
 
 
 def merged_config(ctx, options: dict, config_file: Path | None) -> dict:
@@ -226,28 +270,29 @@ def _builtin(ctx, param, value):
     return name, int(k)
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
               help="This site's data, in any format `fedtiny train --dataset` reads (a classData .csv or a "
                    "folder of CWRU .mat files); the site keeps device K's pool of it.")
 @click.option("--builtin", callback=_builtin, default=None, metavar="NAME:K",
               help="Demo data instead of --data: device K of a built-in fleet (electrical:K, mechanical:K).")
 @click.option("--device-id", type=click.IntRange(0), default=None, help="The device K this site holds.")
-@click.option("--server", "server_addr", required=True, metavar="HOST:PORT",
-              help="The SuperLink of `fedtiny server` (its --host/--port).")
+@click.option("--server", "server_addr", default=None, metavar="HOST:PORT",
+              help="The SuperLink of `fedtiny server` (its --host/--port). Required.")
 @click.option("--insecure", is_flag=True, help=INSECURE_HELP)
 @click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CA certificate (PEM) that verifies the SuperLink's TLS certificate.")
 @click.option("--auth-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="This SuperNode's private key for Flower node authentication (flower-supernode "
-                   "--auth-supernode-private-key).")
+              help="This site's private key (`fedtiny site keygen`) for Flower node authentication; the "
+                   "server's sites.toml lists its .pub for this device. Required off loopback.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="This site's local run copy: its device's artifacts and test windows, logs "
                    "[default: site-devK].")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port of the SuperNode's local API for its ClientApp processes, on 127.0.0.1 (0: a free one).")
+@click.pass_context
 @friendly
-def site(data, builtin, device_id, server_addr, insecure, root_certificates, auth_key, work, port):
+def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates, auth_key, work, port):
     """Serve one device's data to a federation: a Flower SuperNode plus fedtiny's site worker.
 
     The site trains on its own windows when the server asks and sends back weights and metrics;
@@ -259,6 +304,10 @@ def site(data, builtin, device_id, server_addr, insecure, root_certificates, aut
 
     from fedtiny.trainer.flower import processes as fp
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if server_addr is None:
+        raise UserError("give --server HOST:PORT (the SuperLink of `fedtiny server`)")
     if (data is None) == (builtin is None):
         raise UserError("give exactly one of --data PATH or --builtin NAME:K")
     if builtin is not None:
@@ -275,6 +324,9 @@ def site(data, builtin, device_id, server_addr, insecure, root_certificates, aut
     except ValueError as e:
         raise UserError(f"--server: {e}") from None
     _check_tls(host, insecure, root_certificates is not None, "the server")
+    if auth_key is None and not fp.is_loopback(host):
+        raise UserError(f"off loopback ({host}) node authentication is required: give --auth-key "
+                        "(make one with `fedtiny site keygen`)")
     work = (work or Path(f"site-dev{device_id:02d}")).absolute()
     work.mkdir(parents=True, exist_ok=True)
     from fedtiny.trainer.flower import gate
@@ -323,3 +375,23 @@ def site(data, builtin, device_id, server_addr, insecure, root_certificates, aut
         import shutil
 
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+@site.command("keygen")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("site.key"), show_default=True,
+              help="The private key file; the public key goes next to it as OUT.pub.")
+@friendly
+def keygen(out):
+    """Write this site's key pair for node authentication (P-384, OpenSSH format).
+
+    Keep the private key on the site (`fedtiny site --auth-key OUT ...`); give OUT.pub to the
+    server's operator, who lists it for this site's device in sites.toml (`fedtiny server --sites`).
+    """
+    from fedtiny.trainer.flower import identity
+
+    try:
+        priv, pub = identity.keygen(out)
+    except FileExistsError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"private key: {priv} (keep it here; mode 0600)")
+    click.echo(f"public key:  {pub} (the server lists it in sites.toml: K = \"{pub.name}\" for device K)")

@@ -107,15 +107,20 @@ class Cluster:
         wait_port("127.0.0.1", port, 120, p, "flower-superlink", self.root / "superlink.log")
         return port
 
-    def site(self, k: int, link_port: int, timeout: float = 180) -> subprocess.Popen:
-        """Start ``fedtiny site`` for built-in electrical device k; return once its SuperNode listens."""
+    def site(self, k: int, link_port: int, timeout: float = 180, ca: Path | None = None,
+             key: Path | None = None, name: str | None = None) -> subprocess.Popen:
+        """Start ``fedtiny site`` for built-in electrical device k (TLS with ``ca``, node
+        authentication with ``key``, else --insecure); return once its SuperNode listens."""
         from fedtiny.trainer.flower.processes import free_port, wait_port
 
         port = free_port()
+        name = name or f"site{k}"
+        secure = ["--root-certificates", str(ca)] if ca else ["--insecure"]
+        secure += ["--auth-key", str(key)] if key else []
         p = self.start(fedtiny_cmd("site", "--builtin", f"electrical:{k}", "--server", f"127.0.0.1:{link_port}",
-                                   "--insecure", "--work", str(self.root / f"site{k}"), "--port", str(port)),
-                       f"site{k}.log", name=f"site{k}")
-        wait_port("127.0.0.1", port, timeout, p, f"site {k}", self.root / f"site{k}.log")
+                                   *secure, "--work", str(self.root / name), "--port", str(port)),
+                       f"{name}.log", name=name)
+        wait_port("127.0.0.1", port, timeout, p, f"site {k}", self.root / f"{name}.log")
         self.sites[k] = p
         return p
 
@@ -133,3 +138,41 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
             return v
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def make_tls(folder: Path) -> dict:
+    """A test CA and a SuperLink certificate for 127.0.0.1 / localhost signed by it (PEM files in
+    ``folder``): {"ca": ..., "cert": ..., "key": ...}. Made with ``cryptography``, valid one day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, issuer, public, signer, ca: bool, san=None):
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public)
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedtiny test CA")])
+    ca = cert(ca_name, ca_name, ca_key.public_key(), ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    srv = cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name, key.public_key(), ca_key,
+               False, [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
+    out = {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    out["cert"].write_bytes(srv.public_bytes(serialization.Encoding.PEM))
+    out["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
+    return out

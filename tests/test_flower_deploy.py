@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import report_without_timings as _report, small_config
-from flowerfixture import Cluster, fedtiny_cmd, wait_for
+from flowerfixture import Cluster, fedtiny_cmd, make_tls, wait_for
 
 pytest.importorskip("flwr")
 
@@ -33,17 +33,41 @@ def _finish(proc, cluster, timeout=600):
 
 
 def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
+    """TLS and node authentication, with a CA, a SuperLink certificate and site keys made here:
+    `fedtiny server --sites` registers the three sites' keys; a fourth SuperNode with a key of its
+    own claims device 0 (the slot hijack) and is refused at the door; the run equals the in-process one."""
+    from fedtiny.trainer.flower import identity
+    from fedtiny.trainer.flower.processes import free_port, wait_port
     from fedtiny.trainer.pipeline import InProcess, train
 
     ref = tmp_path / "inprocess"
     train(small_config(rounds=1), ref, backend=InProcess(vectorized=False))   # the per-device engine sites run
     run = tmp_path / "run"
+    tls = make_tls(tmp_path / "tls")
+    keys = [identity.keygen(tmp_path / "keys" / f"dev{k:02d}.key")[0] for k in range(3)]
+    hijack = identity.keygen(tmp_path / "keys" / "outsider.key")[0]
+    (tmp_path / "sites.toml").write_text("[sites]\n" + "".join(f'dev{k:02d} = "keys/dev{k:02d}.key.pub"\n'
+                                                                for k in range(3)))
+    port = free_port()
     with Cluster(tmp_path) as c:
-        port = c.superlink()
+        srv = c.start(fedtiny_cmd("server", "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile",
+                                  str(tls["cert"]), "--ssl-keyfile", str(tls["key"]), "--ssl-ca-certfile",
+                                  str(tls["ca"]), "--sites", str(tmp_path / "sites.toml"), "--devices", "3",
+                                  "--config", str(c.small_config()), "--out", str(run), "--rounds", "1",
+                                  "--wait", "240", "--timeout", "300", "--work", str(tmp_path / "work")),
+                      "server.log", name="server")
+        wait_for(lambda: "registered 3 site key(s)" in (tmp_path / "server.log").read_text() or srv.poll() is not None,
+                 180, "the server to register the site keys")
+        wait_port("127.0.0.1", port, 30, srv, "the SuperLink", tmp_path / "server.log")
+        outsider = c.start(fedtiny_cmd("site", "--builtin", "electrical:0", "--server", f"127.0.0.1:{port}",
+                                       "--root-certificates", str(tls["ca"]), "--auth-key", str(hijack),
+                                       "--work", str(tmp_path / "outsider")), "outsider.log", name="outsider")
         for k in range(3):
-            c.site(k, port)
-        srv = _server(c, port, run, c.small_config(), "--rounds", "1", "--wait", "120", "--timeout", "300")
+            c.site(k, port, ca=tls["ca"], key=keys[k])
+        assert outsider.wait(180) == 2                          # refused: it never joined
+        assert "refused (identity)" in (tmp_path / "outsider.log").read_text()
         _finish(srv, c)
+    assert "connected to server" in (tmp_path / "site0" / "site.log").read_text()
     assert _report(run) == _report(ref)                       # accuracies, thresholds, model bytes
     assert (run / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
     for k in range(3):

@@ -8,6 +8,10 @@ that restarts (a new node id) rejoins at the next request. ``wait`` bounds how l
 waits for sites that are not connected: for all of them before the first step (then a clear
 error names the missing devices), and for the one site a Phase-1 visit or a Phase-3 step needs;
 a Phase-2 round goes on with the sites it has.
+
+With node authentication (``fedtiny server --sites``) ``registered`` maps each device to the node id
+of its registered key: a node serves exactly the device its key was registered for. A node that
+claims another device, or a node the table does not know, is refused and logged once.
 """
 from __future__ import annotations
 
@@ -31,11 +35,12 @@ class FlowerBackend(Backend):
     remote = True
 
     def __init__(self, grid, run: dict, n_devices: int, timeout: float, wait: float,
-                 site_dir: str | None = None, note=print):
+                 site_dir: str | None = None, note=print, registered: dict[int, int] | None = None):
         self.grid, self.run, self.n = grid, run, int(n_devices)
         self.timeout, self.wait = float(timeout), float(wait)
         self.site_dir = site_dir            # simulation: where the (local) sites write artifacts
         self.note = note
+        self.registered = {int(n): int(d) for d, n in registered.items()} if registered else None   # node -> device
         self.nodes: dict[int, int] = {}     # device -> node id
         self.ignored: set[int] = set()      # nodes that hold no usable device
         self.silent: dict[int, float] = {}  # node -> when it last let a request time out
@@ -69,7 +74,13 @@ class FlowerBackend(Backend):
                     except (KeyError, TypeError, ValueError):
                         self.ignored.add(node)
                         continue
-                    if not 0 <= dev < self.n:
+                    if self.registered is not None and self.registered.get(node) != dev:
+                        own = self.registered.get(node)
+                        self.note(f"node {node} claims device {dev}, but its key is registered "
+                                  + (f"for device {own}" if own is not None else "for no device")
+                                  + "; refused")
+                        self.ignored.add(node)
+                    elif not 0 <= dev < self.n:
                         self.note(f"node {node} holds device {dev}, which this {self.n}-device run "
                                   "does not have; ignored")
                         self.ignored.add(node)

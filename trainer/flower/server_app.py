@@ -41,9 +41,13 @@ class Deployed(FlowerFactory):
     name = "flower"
     runs = "a federation"
 
-    def __init__(self, grid, timeout: float, wait: float):
+    def __init__(self, grid, timeout: float, wait: float, nodes: dict | None = None):
         self.grid, self.timeout, self.wait = grid, timeout, wait
+        self.nodes = {int(d): int(n) for d, n in nodes.items()} if nodes else None
         self.backend = None
+
+    def backend_options(self, run: Run) -> dict:
+        return {"registered": self.nodes} if self.nodes else {}
 
 
 def watch(pid: int) -> None:
@@ -75,7 +79,7 @@ def run_job(grid, job_path: Path) -> dict:
     if job.get("watch_pid"):
         watch(int(job["watch_pid"]))
     cfg = TrainConfig.from_dict(job["cfg"])
-    factory = Deployed(grid, job["timeout"], job["wait"])
+    factory = Deployed(grid, job["timeout"], job["wait"], job.get("nodes"))
     run = Run(cfg, Path(job["out"]), job["resume"], PrintReporter(), factory, job["min_sites"])
     done = run.finished_report() if job["resume"] else None
     if done is None:

@@ -4,7 +4,8 @@ log, plus the runs the gate refused (``gate.py``), as one short line per change.
 ``status_lines(new_text, server)`` is pure: the status lines of a chunk of ``flower-supernode``
 output (Flower 1.42's wording: "Connection attempt failed, retrying in X seconds" while the
 SuperLink is unreachable, Flower retrying with exponential backoff itself; "SuperNode ID: N" once
-it joined). ``Follow`` reads the new part of a growing log file.
+it joined; "Failed to activate SuperNode" when node authentication refused its key, after which
+flower-supernode exits with code 305). ``Follow`` reads the new part of a growing log file.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 _RETRY = re.compile(r"Connection attempt failed, retrying in ([0-9.]+) seconds")
 _JOINED = re.compile(r"SuperNode ID: (-?\d+)")
-_AUTH = re.compile(r"(?i)(public key|authenticat)\w*[^\n]*(fail|denied|not|invalid)[^\n]*")
+_AUTH = re.compile(r"Failed to activate SuperNode")
 
 
 def status_lines(text: str, server: str) -> list[str]:
@@ -25,8 +26,9 @@ def status_lines(text: str, server: str) -> list[str]:
             out.append(f"waiting for server {server} (unreachable; retrying in {float(m.group(1)):.0f} s)")
         elif m := _JOINED.search(line):
             out.append(f"connected to server {server} (node {m.group(1)})")
-        elif _AUTH.search(line) and ("ERROR" in line or "WARN" in line):
-            out.append(f"refused (identity): {_AUTH.search(line).group(0).strip()[:200]}")
+        elif _AUTH.search(line):
+            out.append(f"refused (identity): the server {server} does not accept this site's key (the "
+                       "server's sites.toml must list this site's .pub for its device)")
     return out
 
 
