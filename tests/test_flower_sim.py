@@ -1,15 +1,18 @@
 """``--engine flower-sim``: the same run through Flower's simulation engine (Ray) gives the
 per-device in-process engine's (``--engine in-process-loop``: each Flower site runs that engine)
-splits, weights, accuracies and thresholds, and its messages carry weights and
-metrics only."""
+splits, weights, accuracies and thresholds, its messages carry weights and metrics only, and every
+port Ray opens meanwhile listens on 127.0.0.1 only."""
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
 
 from conftest import report_without_timings as _report, small_config
+from flowerfixture import is_loopback_address, listening_sockets, process_tree
 
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
@@ -24,7 +27,23 @@ def test_simulation_equals_inprocess_and_sends_no_windows(small_run_loop, tmp_pa
 
     factory = FlowerSim(timeout=600, wait=300)
     out = tmp_path / "sim"
-    train_sim(small_config(), out, factory=factory)
+    sockets, done = set(), threading.Event()
+
+    def sample():                                   # what Ray listens on while the run goes on
+        while not done.is_set():
+            sockets.update(listening_sockets(process_tree(os.getpid())))
+            done.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        train_sim(small_config(), out, factory=factory)
+    finally:
+        done.set()
+        sampler.join(10)
+    ray_ports = [s for s in sockets if s[2] != os.getpid()]
+    assert len(ray_ports) >= 3, sockets              # GCS, raylet, workers: seen, so the check is real
+    assert all(is_loopback_address(a) for a, _, _ in sockets), sorted(sockets)
     a, b = _report(small_run), _report(out)
     for da, db in zip(a["devices"], b["devices"]):
         assert da["threshold"] == db["threshold"]

@@ -4,9 +4,11 @@
 The server (``pipeline.Run``) runs inside our ServerApp's ``main`` (Flower runs it in a thread of
 this process) and reaches the N virtual SuperNodes through ``FlowerBackend``; each node runs
 ``client_app.app`` in a Ray worker, where one ``SiteService`` (one TF engine) per worker answers
-it. Ray keeps its files in a fresh temporary folder (not /tmp/ray), listens on 127.0.0.1 only,
-gets one CPU per worker and no dashboard. The sites write their artifacts (and test windows) into
-the run directory itself, since in a simulation they are on this machine.
+it. Ray keeps its files in a fresh temporary folder (not /tmp/ray), gets one CPU per worker and
+no dashboard, and every port it opens listens on 127.0.0.1 only (``ray_on_loopback``;
+``tests/test_flower_sim.py`` lists the process tree's listening sockets). The sites write their
+artifacts (and test windows) into the run directory itself, since in a simulation they are on
+this machine.
 
 Ctrl-C (SIGINT) or SIGTERM reaches Flower's main loop in the main thread; the ServerApp thread would
 go on waiting for replies from the stopped engine, and Python waits for it before exiting. So the
@@ -188,6 +190,22 @@ def _short_temp_dir() -> str | None:
     return base if len(base) <= RAY_TMP_MAX or not os.path.isdir("/tmp") else "/tmp"
 
 
+def ray_on_loopback() -> None:
+    """Make Ray bind every server it starts (GCS, raylet, workers, agents) to 127.0.0.1.
+
+    Ray 2.55 replaces a node address of 127.0.0.1 by the machine's external address
+    (``ray._private.services.resolve_ip_for_localhost``) whenever its multi-machine mode is on,
+    which is the Linux default, and then listens on all interfaces. Turning that mode off
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read at import and inherited by Ray's processes; the
+    module constant too, in case Ray is imported already) keeps the node on the loopback address."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        from ray._private import ray_constants
+    except ImportError:
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 class FlowerSim(FlowerFactory):
     name = "flower-sim"
     runs = "--engine flower-sim"
@@ -224,6 +242,7 @@ def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, fa
     from ..tfquiet import import_tensorflow
 
     import_tensorflow()          # flwr.simulation imports TensorFlow; quietly, as everywhere else
+    ray_on_loopback()            # before flwr.simulation imports Ray
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
