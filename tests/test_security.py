@@ -200,25 +200,17 @@ def test_insecure_on_a_127_host_name_is_refused_by_the_commands():
 
 
 # --- a foreign run ---------------------------------------------------------------------------------
-FOREIGN_PYPROJECT = '''[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
+def _foreign_pyproject() -> str:
+    """fedtiny's app pyproject with the outsider's name and components (its own code in the FAB)."""
+    from fedtiny.trainer.flower.processes import APP_PYPROJECT
 
-[project]
-name = "not-fedtiny"
-version = "1.0.0"
-license = "Apache-2.0"
-dependencies = []
+    out = (APP_PYPROJECT.replace('name = "fedtiny-federation"', 'name = "not-fedtiny"')
+           .replace('publisher = "fedtiny"', 'publisher = "outsider"')
+           .replace("fedtiny.trainer.flower.server_app:app", "outsider.server:app")
+           .replace("fedtiny.trainer.flower.client_app:app", "outsider.client:app"))
+    assert "fedtiny.trainer" not in out
+    return out
 
-[tool.flwr.app]
-publisher = "outsider"
-
-[tool.flwr.app.components]
-serverapp = "outsider.server:app"
-clientapp = "outsider.client:app"
-
-[tool.flwr.app.config]
-'''
 
 FOREIGN_SERVER = '''import pathlib, time
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -263,7 +255,7 @@ def _submit_foreign_run(root, link_port):
     app, mark = root / "outsider-app", root / "marks"
     (app / "outsider").mkdir(parents=True)
     mark.mkdir()
-    (app / "pyproject.toml").write_text(FOREIGN_PYPROJECT)
+    (app / "pyproject.toml").write_text(_foreign_pyproject())
     (app / "outsider" / "__init__.py").write_text("")
     (app / "outsider" / "server.py").write_text(FOREIGN_SERVER.format(mark=str(mark)))
     (app / "outsider" / "client.py").write_text(FOREIGN_CLIENT.format(mark=str(mark)))
