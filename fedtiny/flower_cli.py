@@ -42,7 +42,8 @@ def _check_tls(host: str, insecure: bool, have_certs: bool, what: str) -> None:
               help="Run directory [default: runs/<dataset>-<method>-s<seed>].")
 @click.option("--resume", is_flag=True, help="Continue a run that was interrupted (same options).")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address the SuperLink listens on (0.0.0.0: every interface; needs TLS).")
+              help="Address the SuperLink listens on (0.0.0.0: every interface; needs TLS and --sites). "
+                   "Flower 1.42 serves its Control API (flwr run) on the same port.")
 @click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535),
               help="SuperLink port (sites connect here; flwr run too).")
 @click.option("--superlink", "superlink_addr", default=None, metavar="HOST:PORT",

@@ -1,6 +1,8 @@
 """Attacks on a federation, reproduced on 127.0.0.1 or against the pure functions they target, and
 shown refused or contained: a foreign run, a slot hijack, scaled-weight poisoning, a fake Phase-3
-artifact, a ``127.`` host name and Ray's sockets (README "Threat model")."""
+artifact, a ``127.`` host name (Ray's sockets: ``test_flower_sim.py``; the slot hijack under TLS and
+node authentication: ``test_flower_deploy.py``), and what a site says while it waits for its server
+(README "Threat model")."""
 from __future__ import annotations
 
 import json
@@ -294,3 +296,83 @@ def test_a_foreign_run_never_starts_on_the_server_nor_at_a_site(tmp_path):
         assert "(wrong run): its app (FAB sha256" in site_log.read_text()
         assert "refused run" in (root / "site0.log").read_text()          # on the site's terminal too
         assert not (mark / "clientapp-ran").exists()
+
+
+# --- what a site says --------------------------------------------------------------------------------
+def test_status_lines_of_the_supernode_log():
+    from fedtiny.trainer.flower.site_status import status_lines
+
+    log = ("WARNING :   Connection attempt failed, retrying in 0.98 seconds\n"
+           "WARNING :   Connection attempt failed, retrying in 1.75 seconds\n"
+           "INFO :      SuperNode ID: 9791107621206967379\n"
+           "INFO :      Receiving: train message\n"
+           "[code: 2004] Failed to activate SuperNode.\n")
+    assert status_lines(log, "h:1") == [
+        "waiting for server h:1 (unreachable; retrying in 1 s)", "waiting for server h:1 (unreachable; retrying in 2 s)",
+        "connected to server h:1 (node 9791107621206967379)",
+        "refused (identity): the server h:1 does not accept this site's key (the server's sites.toml must list "
+        "this site's .pub for its device)"]
+
+
+def test_a_site_without_its_server_says_so_keeps_retrying_and_stops_on_ctrl_c(tmp_path):
+    import signal
+
+    from flowerfixture import Cluster, fedtiny_cmd, wait_for
+
+    from fedtiny.trainer.flower.processes import free_port
+
+    with Cluster(tmp_path) as c:
+        p = c.start(fedtiny_cmd("site", "--builtin", "electrical:0", "--server", f"127.0.0.1:{free_port()}",
+                                "--insecure", "--work", str(tmp_path / "site")), "site.log")
+        out = tmp_path / "site.log"
+        wait_for(lambda: out.read_text().count("waiting for server") >= 2 or p.poll() is not None, 180,
+                 "the site to report its unreachable server twice")
+        assert p.poll() is None                                    # still trying
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 0
+    text = out.read_text()
+    assert "unreachable; retrying in" in text and text.strip().endswith("stopped") and "Traceback" not in text
+
+
+# --- slot hijack: the server maps nodes to devices by their registered keys --------------------------
+def test_a_node_that_claims_a_device_its_key_is_not_registered_for_is_refused(monkeypatch):
+    """With node authentication the server knows each registered key's node id: node 13 (first to
+    answer, claiming device 0) and node 12 (device 1's key, claiming device 0) never get a slot; the
+    registered nodes serve their own devices. Without keys the first claimant would keep device 0."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("flwr")
+    from fedtiny.trainer.flower import backend as fb
+    from fedtiny.trainer.flower.backend import FlowerBackend
+
+    # a request only needs its destination here (Flower's Message wants a running ServerApp)
+    monkeypatch.setattr(fb, "Message", lambda content, dst_node_id, **kw: SimpleNamespace(
+        metadata=SimpleNamespace(dst_node_id=dst_node_id)))
+
+    class Reply:
+        def __init__(self, node, dev):
+            self.metadata = SimpleNamespace(src_node_id=node)
+            self.content = {"reply": {"device": dev}}
+
+        def has_error(self):
+            return False
+
+    class Grid:
+        def __init__(self, claims):
+            self.claims = claims
+
+        def get_node_ids(self):
+            return list(self.claims)
+
+        def send_and_receive(self, msgs, timeout):
+            return [Reply(m.metadata.dst_node_id, self.claims[m.metadata.dst_node_id]) for m in msgs]
+
+    notes = []
+    b = FlowerBackend(Grid({13: 0, 11: 0, 12: 0}), {}, 2, 10, 0, note=notes.append, registered={0: 11, 1: 12})
+    b.discover()
+    assert b.nodes == {0: 11}
+    assert any("node 13 claims device 0, but its key is registered for no device; refused" in n for n in notes)
+    assert any("node 12 claims device 0, but its key is registered for device 1; refused" in n for n in notes)
+    open_link = FlowerBackend(Grid({13: 0, 21: 0}), {}, 2, 10, 0, note=notes.append)
+    open_link.discover()
+    assert open_link.nodes == {0: 13}                  # the hijacker keeps the real site (21) out: what keys prevent
