@@ -232,8 +232,9 @@ def _follow(log: Path, status: Path, flwr_run, link) -> None:
     """Echo the ServerApp's progress lines until it wrote its status (or flwr run / the SuperLink died)."""
     from fedtiny.trainer.flower.processes import tail
 
-    pos, ended = 0, None
+    pos, ended, last = 0, None, False
     while True:
+        last = last or status.exists()       # one more pass after the status: the log's last lines
         if log.exists():
             with open(log, "rb") as f:
                 f.seek(pos)
@@ -243,7 +244,7 @@ def _follow(log: Path, status: Path, flwr_run, link) -> None:
             for line in chunk[:cut].decode(errors="replace").splitlines():
                 if "fedtiny:" in line:
                     click.echo(line[line.index("fedtiny:") + 9:])
-        if status.exists():
+        if last:
             return
         if link is not None and link.poll() is not None:
             raise UserError(f"flower-superlink exited with code {link.returncode}")
