@@ -29,7 +29,13 @@ def _finish(proc, cluster, timeout=600):
         rc = proc.wait(timeout)
     except subprocess.TimeoutExpired:
         pytest.fail("fedtiny server did not finish in time:\n" + (cluster.root / "server.log").read_text()[-3000:])
-    assert rc == 0, (cluster.root / "server.log").read_text()[-3000:]
+    if rc != 0:                                   # the server's log, and why a step failed
+        failed = [x for x in _metrics_lines(cluster.root) if "failed" in x]
+        pytest.fail((cluster.root / "server.log").read_text()[-3000:] + f"\nfailed steps: {failed}")
+
+
+def _metrics_lines(root) -> list[str]:
+    return [line for m in root.glob("*/metrics.jsonl") for line in m.read_text().splitlines()]
 
 
 def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
