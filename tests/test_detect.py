@@ -140,3 +140,19 @@ def test_reference_features_are_the_documented_statistics():
     assert std == pytest.approx(np.sqrt(2), rel=1e-4) and peak == pytest.approx(2.0, rel=1e-4)
     assert crest == pytest.approx(np.sqrt(2), rel=1e-4) and kurt == pytest.approx(1.5, rel=1e-3)
     assert list(f[1]) == pytest.approx([3.0, 0.0, 3.0, 3.0, 1.0, 0.0])     # constant: no spread
+
+
+def test_rounds_option_takes_an_integer_or_auto():
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.data.fleet import DataError
+
+    for bad in ("abc", "-1", "2.5"):
+        res = CliRunner().invoke(main, ["train", "--rounds", bad, "--out", "/nonexistent/x"])
+        assert res.exit_code == 2 and "--rounds" in res.output and "Traceback" not in res.output, res.output
+    assert TrainConfig(rounds="auto", max_rounds=7).n_rounds == 7 and TrainConfig(rounds=3).n_rounds == 3
+    for bad_cfg in (dict(rounds="ten"), dict(rounds=True), dict(patience=0), dict(perf_prior=-1.0)):
+        with pytest.raises(DataError):
+            TrainConfig(**bad_cfg)
