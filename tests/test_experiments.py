@@ -79,6 +79,7 @@ def test_report_html(small_run, tmp_path):
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 4
     assert "fedmetaalign" in text
+    assert "false alarms" in text and "threshold from" in text and "Fleet-wide" in text
     bad = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert bad.exit_code == 2 and "not a finished run" in bad.output
 

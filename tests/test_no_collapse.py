@@ -3,8 +3,10 @@ one or two time blocks (its raw accuracy 0 or 1), Fed-Meta-Align with the shrunk
 3 points of personalized FedAvg on every seed (mean INT8 test accuracy over the devices), and no
 device's shrunk p_k is 0 in any round (the raw ones often are).
 
-Cheap settings (few epochs, at most 4 rounds, 2 seeds); the default-settings comparison with 3
-seeds is in the README ("Results")."""
+Default settings except Phase 2's length (``--patience 2 --max-rounds 4``: at most 4 rounds), 2
+seeds; the comparison with every default and 3 seeds is in the README ("Results"). With fewer
+epochs (Phase 0 and 3: 5, local: 1) the two methods' models differ by one or two test windows either
+way (a window is 4.2 points of a 4-device mean here), which says nothing about collapse."""
 from __future__ import annotations
 
 import json
@@ -12,12 +14,11 @@ import json
 import pytest
 
 import realdata
-from conftest import small_config
 
+from fedtiny.trainer.config import TrainConfig
 from fedtiny.trainer.pipeline import train
 
-CHEAP = dict(samples_per_device=400, public_samples=1200, rounds="auto", patience=2, max_rounds=4,
-             phase0_epochs=5, phase3_epochs=5, local_epochs=1)
+SHORT = dict(rounds="auto", patience=2, max_rounds=4)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_fedmetaalign_stays_within_3_points_of_fedavg_p(files, tmp_path, form, d
     for seed in (0, 1):
         acc = {}
         for method in ("fedmetaalign", "fedavg"):
-            cfg = small_config(**CHEAP, dataset=str(files[form]), devices=devices, seed=seed, method=method)
+            cfg = TrainConfig(**SHORT, dataset=str(files[form]), devices=devices, seed=seed, method=method)
             acc[method] = train(cfg, tmp_path / f"{method}-s{seed}")["summary"]["mean_int8_acc"]
         assert acc["fedmetaalign"] >= acc["fedavg"] - 0.03, (form, devices, seed, acc)
         lines = [json.loads(x) for x in (tmp_path / f"fedmetaalign-s{seed}" / "metrics.jsonl").read_text().splitlines()]
