@@ -3,10 +3,12 @@ one or two time blocks (its raw accuracy 0 or 1), Fed-Meta-Align with the shrunk
 3 points of personalized FedAvg on every seed (mean INT8 test accuracy over the devices), and no
 device's shrunk p_k is 0 in any round (the raw ones often are).
 
-Default settings except Phase 2's length (``--patience 2 --max-rounds 4``: at most 4 rounds), 2
-seeds; the comparison with every default and 3 seeds is in the README ("Results"). With fewer
-epochs (Phase 0 and 3: 5, local: 1) the two methods' models differ by one or two test windows either
-way (a window is 4.2 points of a 4-device mean here), which says nothing about collapse."""
+Every default (``--rounds auto``; after the first rounds, Phase 2 costs little next to Phase 0, the
+tracing and Phase 3), 2 seeds; the same runs with 3 seeds, and more fleets, are in the README
+("Results"). With fewer epochs (Phase 0 and 3: 5, local: 1) or Phase 2 cut to at most 4 rounds,
+the two methods' final models differ by one to several test windows either way on these test
+splits of 12-18 windows per device (a window is 1.9-4.2 points of the mean), which says nothing
+about collapse, so the check runs what users run."""
 from __future__ import annotations
 
 import json
@@ -17,8 +19,6 @@ import realdata
 
 from fedtiny.trainer.config import TrainConfig
 from fedtiny.trainer.pipeline import train
-
-SHORT = dict(rounds="auto", patience=2, max_rounds=4)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_fedmetaalign_stays_within_3_points_of_fedavg_p(files, tmp_path, form, d
     for seed in (0, 1):
         acc = {}
         for method in ("fedmetaalign", "fedavg"):
-            cfg = TrainConfig(**SHORT, dataset=str(files[form]), devices=devices, seed=seed, method=method)
+            cfg = TrainConfig(dataset=str(files[form]), devices=devices, seed=seed, method=method)
             acc[method] = train(cfg, tmp_path / f"{method}-s{seed}")["summary"]["mean_int8_acc"]
         assert acc["fedmetaalign"] >= acc["fedavg"] - 0.03, (form, devices, seed, acc)
         lines = [json.loads(x) for x in (tmp_path / f"fedmetaalign-s{seed}" / "metrics.jsonl").read_text().splitlines()]
