@@ -4,7 +4,8 @@ one or two time blocks (its raw accuracy 0 or 1), Fed-Meta-Align with the shrunk
 device's shrunk p_k is 0 in any round (the raw ones often are).
 
 Every default (``--rounds auto``; after the first rounds, Phase 2 costs little next to Phase 0, the
-tracing and Phase 3), 2 seeds; the same runs with 3 seeds, and more fleets, are in the README
+tracing and Phase 3), 2 seeds of the 4-device classData fleet and 1 of the 3-device detect fleet;
+the same runs with 3 seeds, and more fleets, are in the README
 ("Results"). With fewer epochs (Phase 0 and 3: 5, local: 1) or Phase 2 cut to at most 4 rounds,
 the two methods' final models differ by one to several test windows either way on these test
 splits of 12-18 windows per device (a window is 1.9-4.2 points of the mean), which says nothing
@@ -28,9 +29,11 @@ def files(tmp_path_factory):
             "detect": realdata.write_detect_data(d / "detect_dataset.csv")}
 
 
-@pytest.mark.parametrize("form,devices", [("classData", 4), ("detect", 3)])
-def test_fedmetaalign_stays_within_3_points_of_fedavg_p(files, tmp_path, form, devices):
-    for seed in (0, 1):
+# the 4-device classData fleet is where the raw p_k collapsed (0.0 % on 2 of 3 seeds): two seeds;
+# the detect form one seed, to keep the suite's time
+@pytest.mark.parametrize("form,devices,seeds", [("classData", 4, (0, 1)), ("detect", 3, (0,))])
+def test_fedmetaalign_stays_within_3_points_of_fedavg_p(files, tmp_path, form, devices, seeds):
+    for seed in seeds:
         acc = {}
         for method in ("fedmetaalign", "fedavg"):
             cfg = TrainConfig(dataset=str(files[form]), devices=devices, seed=seed, method=method)
