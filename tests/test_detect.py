@@ -156,3 +156,14 @@ def test_rounds_option_takes_an_integer_or_auto():
     for bad_cfg in (dict(rounds="ten"), dict(rounds=True), dict(patience=0), dict(perf_prior=-1.0)):
         with pytest.raises(DataError):
             TrainConfig(**bad_cfg)
+
+
+def test_fleet_threshold_and_stopping_never_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; import fedtiny.trainer.fleet_threshold, fedtiny.trainer.stopping; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
