@@ -167,3 +167,16 @@ def test_fleet_threshold_and_stopping_never_import_tensorflow():
             "print(bad); sys.exit(1 if bad else 0)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_html_report_refuses_a_reference_run_in_one_line(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+
+    (tmp_path / "report.json").write_text(json.dumps({"method": "reference-local", "devices": []}))
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "classical reference run" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "report.html").exists()
