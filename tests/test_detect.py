@@ -128,18 +128,23 @@ def test_threshold_validation_holds_both_sides(n_normal, n_fault):
         assert np.array_equal(s.phase3_val.groups, s2.phase3_val.groups)
 
 
-def test_reference_features_are_the_documented_statistics():
-    from fedtiny.trainer.reference import window_features
+def test_reference_features_are_the_features_front_end():
+    from fedtiny import frontend
+    from fedtiny.trainer.reference import forest_probs, window_features
 
-    t = np.arange(400) / 400.0
-    sine = 2.0 * np.sin(2 * np.pi * 5 * t)
-    x = np.stack([sine, np.full(400, 3.0)], axis=1)[None]        # (1, T, 2)
-    f = window_features(x).reshape(2, 6)
-    mean, std, rms, peak, crest, kurt = f[0]
-    assert mean == pytest.approx(0, abs=1e-6) and rms == pytest.approx(np.sqrt(2), rel=1e-4)
-    assert std == pytest.approx(np.sqrt(2), rel=1e-4) and peak == pytest.approx(2.0, rel=1e-4)
-    assert crest == pytest.approx(np.sqrt(2), rel=1e-4) and kurt == pytest.approx(1.5, rel=1e-3)
-    assert list(f[1]) == pytest.approx([3.0, 0.0, 3.0, 3.0, 1.0, 0.0])     # constant: no spread
+    rng = np.random.default_rng(0)
+    t = np.arange(40) / 40.0
+    quiet = 0.1 * np.sin(2 * np.pi * 2 * t)[None, :, None] + rng.normal(0, 0.01, (30, 40, 2))
+    loud = 0.8 * np.sin(2 * np.pi * 2 * t)[None, :, None] + rng.normal(0, 0.01, (30, 40, 2))
+    x = np.concatenate([quiet, loud]).astype(np.float32)
+    f = window_features(x)
+    assert f.shape == (60, 12) and np.array_equal(f, frontend.compute("features", x))
+    y = np.repeat([0, 1], 30)
+    p = forest_probs(x[::2], y[::2], x[1::2], 3, [0, 11, 1])
+    assert p.shape == (30, 3) and np.all(p[:, 2] == 0)            # class 2 never seen: probability 0
+    assert np.array_equal(np.argmax(p, axis=1), y[1::2])            # the RMS alone separates them
+    p2 = forest_probs(x[::2], y[::2], x[1::2], 3, [0, 11, 1])
+    assert np.array_equal(p, p2)                                    # seeded
 
 
 def test_rounds_option_takes_an_integer_or_auto():

@@ -2,10 +2,10 @@
 time-domain features, over the same splits as the networks (``--method reference-local`` /
 ``reference-central``).
 
-Features (``window_features``), per channel c of a window x (T samples, model units):
-    mean m = (1/T) sum x,  std s = sqrt((1/T) sum (x - m)^2),  rms = sqrt((1/T) sum x^2),
-    peak p = max |x|,  crest = p / rms,  kurtosis = (1/T) sum (x - m)^4 / s^4
-(crest and kurtosis 0 where their denominator is 0), 6 values per channel, channel-major.
+Features (``window_features``): the ``features`` front end (``fedtiny.frontend``, the one the
+firmware computes too): per channel mean, std, RMS, peak, crest factor and kurtosis of the window,
+in the front end's integer / log2 form, 6 values per channel, channel-major. It is computed on the
+raw windows whatever ``--frontend`` the run names (the splits are the same).
 ``reference-local``: one forest per device on every window it may train on (``train_all``: all
 shares but test); ``reference-central``: one forest on the pooled ``train_all`` of every device.
 Each is evaluated on every device's test split with the trainer's decision rule at the default
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +33,10 @@ N_TREES = 100
 
 
 def window_features(x: np.ndarray) -> np.ndarray:
-    """(n, 6 C) features of windows ``x`` (n, T, C), module doc."""
-    x = np.asarray(x, dtype=np.float64)
-    m = x.mean(axis=1)
-    c = x - m[:, None, :]
-    var = (c ** 2).mean(axis=1)
-    s = np.sqrt(var)
-    rms = np.sqrt((x ** 2).mean(axis=1))
-    peak = np.abs(x).max(axis=1)
-    crest = np.divide(peak, rms, out=np.zeros_like(peak), where=rms > 0)
-    kurt = np.divide((c ** 4).mean(axis=1), var ** 2, out=np.zeros_like(var), where=var > 0)
-    f = np.stack([m, s, rms, peak, crest, kurt], axis=2)       # (n, C, 6)
-    return f.reshape(len(x), -1).astype(np.float32)
+    """(n, 6 C) features of windows ``x`` (n, T, C) in model units: ``frontend.compute("features")``."""
+    from fedtiny import frontend
+
+    return frontend.compute("features", np.asarray(x, dtype=np.float32))
 
 
 def forest_probs(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int,
@@ -73,7 +66,7 @@ def train_reference(cfg: TrainConfig, out: Path, reporter=None) -> dict:
 
     check_writable(out)
     t0 = time.perf_counter()
-    data = prepare(cfg, reporter)
+    data = prepare(replace(cfg, frontend="raw"), reporter)      # features of the raw windows
     names = list(data.fleet.class_names)
     k = len(names)
     out = Path(out)
