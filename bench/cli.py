@@ -52,7 +52,8 @@ def _table(items, ports):
     t = Table(title="fedtiny bench (latency in µs, measured by the clock in the 'clock' column; "
                     "clock=host means the emulator's host time, not a board; clock=icount means "
                     "instructions counted by QEMU, not µs)")
-    for col in ("port", "board", "dev", "clock", "n", "accuracy", "run INT8", "mismatch", "borderline",
+    for col in ("port", "board", "dev", "clock", "n", "accuracy", "run INT8", "threshold (from)", "mismatch",
+                "borderline",
                 "p50 µs", "p95 µs", "max µs", "stream acc", "dropped", "status"):
         t.add_column(col, justify="right" if col not in ("port", "board", "clock", "status") else "left")
     for it, port in zip(items, ports):
@@ -60,13 +61,15 @@ def _table(items, ports):
             lat = it.latency_us
             status = {"ok": "[green]ok[/]", "borderline": "[yellow]borderline[/]"}.get(it.status, "[red]MISMATCH[/]")
             t.add_row(it.port, it.board, str(it.device_id), it.clock, str(it.n), _fmt_acc(it.accuracy),
-                      _fmt_acc(it.expected_accuracy), str(it.n_mismatch) if it.run_dir else "-",
+                      _fmt_acc(it.expected_accuracy),
+                      f"{it.threshold:.3f}" + (f" ({it.threshold_origin})" if it.threshold_origin else ""),
+                      str(it.n_mismatch) if it.run_dir else "-",
                       str(it.n_borderline) if it.run_dir else "-",
                       _fmt_lat(lat["p50"], it.clock), _fmt_lat(lat["p95"], it.clock),
                       _fmt_lat(lat["max"], it.clock), _fmt_acc(it.stream["accuracy"]) if it.stream else "-",
                       str(it.link.get("dropped_lines", 0)), status)
         else:
-            t.add_row(port, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "[red]error[/]")
+            t.add_row(port, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "[red]error[/]")
     return t
 
 

@@ -78,6 +78,7 @@ class BenchResult:
     tolerance_lsb: int = DEFAULT_TOLERANCE_LSB
     label_mismatches: list = field(default_factory=list)     # [{index, device_label, run_label}]
     device_summary: dict | None = None
+    threshold_origin: str | None = None   # the run's device.json: local / fleet / default
     summary_agrees: bool | None = None
     samples: list = field(default_factory=list)      # [{index, source, pred, label, micros, ...}]
     stream: dict | None = None
@@ -539,6 +540,7 @@ def _assemble(port, banner: P.Banner, rd: RunDevice | None, samples: dict, sourc
         tp=c["tp"], fp=c["fp"], tn=c["tn"], fn=c["fn"],
         latency_us=_latency([samples[i].micros for i in idx], banner.clock),
         tolerance_lsb=tolerance_lsb,
+        threshold_origin=(rd.info.get("threshold_origin") or "default") if rd else None,
     )
     probed = probed or {}
     differ = [i for i in idx if rd is not None and samples[i].pred != int(rd.pred_int8[i])]

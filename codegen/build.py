@@ -132,6 +132,18 @@ def test_windows(rd, facts: ModelFacts, device: int) -> TestWindows:
     return TestWindows(raw, values, 2 * values, work_bytes(d), files, d["kind"])
 
 
+ORIGINS = ("local", "fleet", "default")
+
+
+def threshold_origin(info: dict) -> str:
+    """device.json's ``threshold_origin`` (runs made before it existed: "default"); anything but
+    local / fleet / default is refused, since it lands in a C string literal."""
+    origin = info.get("threshold_origin") or "default"
+    if origin not in ORIGINS:
+        raise CodegenError(f"device.json threshold_origin {origin!r} is not one of {', '.join(ORIGINS)}")
+    return origin
+
+
 def config_values(board: Board, device: int, info: dict, facts: ModelFacts, sha256: str,
                   host_arena: int, arena: int, arena_comment: list[str] | None = None) -> dict:
     """The config header's values, already as C literals."""
@@ -143,7 +155,7 @@ def config_values(board: Board, device: int, info: dict, facts: ModelFacts, sha2
     threshold = float(info["threshold"])
     return dict(
         protocol_version=P.PROTOCOL_VERSION, board=board.name, device=int(device), model_sha256=sha256,
-        threshold=c_float(threshold),
+        threshold=c_float(threshold), threshold_origin=threshold_origin(info),
         q0_fault_max=P.fault_q0_max(threshold, facts.output.scale, facts.output.zero_point),
         input_t=t, input_c=c, input_bytes=facts.input.size,
         input_scale=c_float(facts.input.scale), input_zero_point=facts.input.zero_point,

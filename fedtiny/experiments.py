@@ -2,8 +2,12 @@
 
 Every variant is an ordinary run directory under ``OUT/runs/<variant>-s<seed>``; the tables, the
 JSON and the plots are computed from those run directories only, so every number traces to one.
-Statistics: for each run, the mean over devices of the per-device test accuracy; over seeds, the
-mean and the sample standard deviation (ddof = 1; n/a for a single seed).
+Statistics: for each run, the mean over devices of the per-device test accuracy, and the fleet-wide
+INT8 false-alarm rate (normal test windows called a fault / normal test windows, every device's
+pooled) and detection rate (fault windows called a fault / fault windows); over seeds, the mean and
+the sample standard deviation (ddof = 1; n/a for a single seed). The ``reference-*`` variants are
+a random forest on time-domain features (``trainer/reference.py``): no INT8 model, their float and
+INT8 columns are the forest's accuracy.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ COMPARE_VARIANTS: dict[str, dict] = {
     "fedprox": {"method": "fedprox", "personalize": False},
     "local": {"method": "local"},
     "centralized": {"method": "centralized"},
+    "reference-local": {"method": "reference-local"},
+    "reference-central": {"method": "reference-central"},
 }
 
 # robust aggregation baselines, added to compare when devices misbehave (--faulty)
@@ -138,29 +144,44 @@ def summarise(runs: dict[str, dict[int, Path]]) -> dict:
             per_run.append({"seed": seed, "run_dir": str(rdir),
                             "mean_float_acc": rep["summary"]["mean_float_acc"],
                             "mean_int8_acc": rep["summary"]["mean_int8_acc"],
+                            "fleet_int8_far": rep["summary"].get("fleet_int8_far"),
+                            "fleet_int8_dr": rep["summary"].get("fleet_int8_dr"),
+                            "threshold_origins": rep["summary"].get("threshold_origins"),
+                            "chosen_round": (rep.get("phase2") or {}).get("chosen_round"),
                             "class_names": rep.get("class_names", []),
                             "faults": rep.get("faults"),
                             "warnings": rep.get("warnings", []),
-                            "devices": [{k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold",
-                                                           "test_class_counts") if k in d}
+                            "devices": [{k: d[k] for k in ("device", "float_acc", "int8_acc", "int8_far", "int8_dr",
+                                                           "threshold", "threshold_origin", "test_class_counts")
+                                         if k in d}
                                         for d in rep["devices"]]})
             for d in rep["devices"]:
                 per_dev_f.setdefault(d["device"], []).append(d["float_acc"])
                 per_dev_i.setdefault(d["device"], []).append(d["int8_acc"])
         mf = mean_std([r["mean_float_acc"] for r in per_run])
         mi = mean_std([r["mean_int8_acc"] for r in per_run])
+        far = mean_std_some([r["fleet_int8_far"] for r in per_run])
+        dr = mean_std_some([r["fleet_int8_dr"] for r in per_run])
         faulted = [r["faults"] for r in per_run if r["faults"]]
         hon = mean_std([f["honest_mean_int8_acc"] for f in faulted]) if faulted else (None, None)
         shares = [np.mean(f["faulty_weight_share_per_round"]) for f in faulted if f["faulty_weight_share_per_round"]]
         res["variants"][name] = {
             "runs": per_run,
             "float_mean": mf[0], "float_std": mf[1], "int8_mean": mi[0], "int8_std": mi[1],
+            "far_mean": far[0], "far_std": far[1], "dr_mean": dr[0], "dr_std": dr[1],
+            "chosen_rounds": [r["chosen_round"] for r in per_run],
             "honest_int8_mean": hon[0], "honest_int8_std": hon[1],
             "faulty_weight_share": float(np.mean(shares)) if shares else None,
             "per_device_float": {str(k): float(np.mean(v)) for k, v in sorted(per_dev_f.items())},
             "per_device_int8": {str(k): float(np.mean(v)) for k, v in sorted(per_dev_i.items())},
         }
     return res
+
+
+def mean_std_some(values) -> tuple[float | None, float | None]:
+    """``mean_std`` of the values that are not None ((None, None) when none is)."""
+    v = [x for x in values if x is not None]
+    return mean_std(v) if v else (None, None)
 
 
 def pct(v: float | None) -> str:
@@ -174,8 +195,9 @@ def markdown_table(res: dict, title: str) -> str:
     names = list(res["variants"])
     faults = any(v.get("honest_int8_mean") is not None for v in res["variants"].values())
     extra = " honest devices' INT8 % (mean ± std) | faulty devices' weight share % |" if faults else ""
-    lines = [f"## {title}", "", "| variant | float acc % (mean ± std) | INT8 acc % (mean ± std) |" + extra + " seeds |",
-             "| --- | --- | --- |" + (" --- | --- |" if faults else "") + " --- |"]
+    lines = [f"## {title}", "", "| variant | float acc % (mean ± std) | INT8 acc % (mean ± std) | "
+             "false alarms % (INT8) | detections % (INT8) |" + extra + " seeds |",
+             "| --- | --- | --- | --- | --- |" + (" --- | --- |" if faults else "") + " --- |"]
     for n in names:
         v = res["variants"][n]
         cells = ""
@@ -183,7 +205,9 @@ def markdown_table(res: dict, title: str) -> str:
             cells = (f" {pct(v.get('honest_int8_mean'))} ± {pct(v.get('honest_int8_std'))} | "
                      f"{pct(v.get('faulty_weight_share'))} |")
         lines.append(f"| {n} | {pct(v['float_mean'])} ± {pct(v['float_std'])} | "
-                     f"{pct(v['int8_mean'])} ± {pct(v['int8_std'])} |{cells} {len(v['runs'])} |")
+                     f"{pct(v['int8_mean'])} ± {pct(v['int8_std'])} | {pct(v.get('far_mean'))} ± "
+                     f"{pct(v.get('far_std'))} | {pct(v.get('dr_mean'))} ± {pct(v.get('dr_std'))} |"
+                     f"{cells} {len(v['runs'])} |")
     if names:
         devs = list(res["variants"][names[0]]["per_device_int8"])
         lines += ["", "Per-device INT8 accuracy % (mean over seeds):", "",
@@ -192,6 +216,7 @@ def markdown_table(res: dict, title: str) -> str:
             lines.append(f"| {d} | " + " | ".join(pct(res["variants"][n]["per_device_int8"].get(d))
                                                   for n in names) + " |")
         lines += _class_count_lines(res["variants"][names[0]]["runs"])
+        lines += _detail_lines(res)
     if faults:
         lines += ["", "Faulty devices per seed (the same for every variant of a seed):", ""]
         lines += sorted({f"- seed {r['seed']}: {fault_note(r['faults'])}" for v in res["variants"].values()
@@ -204,6 +229,23 @@ def markdown_table(res: dict, title: str) -> str:
     if warns:
         lines += ["", "Evaluation warnings:", ""] + [f"- seed {s}: {w}" for s, w in warns]
     return "\n".join(lines) + "\n"
+
+
+def _detail_lines(res: dict) -> list[str]:
+    """Per variant: where the thresholds came from (devices local / fleet / default, summed over
+    seeds) and, for federated variants, the Phase-2 round whose model went on, per seed."""
+    out = ["", "Thresholds (devices tuned locally / from the fleet histograms / default, all seeds) and "
+           "the Phase-2 round chosen per seed:", "", "| variant | local / fleet / default | chosen round |",
+           "| --- | --- | --- |"]
+    for n, v in res["variants"].items():
+        tot = {"local": 0, "fleet": 0, "default": 0}
+        for r in v["runs"]:
+            for k, c in (r.get("threshold_origins") or {}).items():
+                tot[k] = tot.get(k, 0) + c
+        rounds = "/".join(str(r.get("chosen_round")) for r in v["runs"]) if any(
+            r.get("chosen_round") for r in v["runs"]) else "-"
+        out.append(f"| {n} | {tot['local']} / {tot['fleet']} / {tot['default']} | {rounds} |")
+    return out
 
 
 def _class_count_lines(runs: list[dict]) -> list[str]:

@@ -38,9 +38,28 @@ def devices_option():
                         help="Number of devices (boards) in the fleet.")
 
 
+class RoundsType(click.ParamType):
+    """An integer >= 0 or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            n = int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor auto", param, ctx)
+        if n < 0:
+            self.fail(f"{n} is below 0", param, ctx)
+        return n
+
+
 def rounds_option():
-    return click.option("--rounds", default=10, show_default=True, type=click.IntRange(0),
-                        help="Phase-2 federated rounds.")
+    return click.option("--rounds", default="auto", show_default=True, type=RoundsType(),
+                        help="Phase-2 federated rounds: an integer, or auto (stop when the global "
+                             "validation loss has not improved for --patience rounds, at most "
+                             "--max-rounds; the best round's model goes on to Phase 3).")
 
 
 def min_sites_option():
@@ -54,10 +73,13 @@ def min_sites_option():
 _CONFIG_OPTIONS = {
     "method": lambda: click.option(
         "--method", default="fedmetaalign", show_default=True,
-        type=click.Choice(["fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized"]),
+        type=click.Choice(["fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized",
+                           "reference-local", "reference-central"]),
         help="fedmetaalign (Phases 0-3); fedavg / fedprox baselines and the robust median / "
              "trimmed-mean aggregators from the same Phase-0 model; local (one model per device on "
-             "its own data) or centralized (one model on pooled data) references."),
+             "its own data) or centralized (one model on pooled data) references; reference-local / "
+             "reference-central: a random forest on time-domain features (scikit-learn), per device "
+             "or on pooled data, no firmware."),
     "personalize": lambda: click.option(
         "--personalize/--no-personalize", default=True, show_default=True,
         help="Phase 3 per device (frozen extractor, fine-tuned head, tuned threshold)."),
@@ -102,6 +124,17 @@ _CONFIG_OPTIONS = {
              "(spectrum), each computed bit for bit alike on the board (then a small dense net)."),
     "skip_phase1": lambda: click.option(
         "--skip-phase1", is_flag=True, help="Ablation: no Phase-1 tour (Fed-Meta-Align)."),
+    "patience": lambda: click.option(
+        "--patience", default=5, show_default=True, type=click.IntRange(1),
+        help="--rounds auto: stop after this many rounds without a lower global validation loss."),
+    "max_rounds": lambda: click.option(
+        "--max-rounds", default=30, show_default=True, type=click.IntRange(1),
+        help="--rounds auto: at most this many Phase-2 rounds."),
+    "perf_prior": lambda: click.option(
+        "--perf-prior", default=4.0, show_default=True, type=click.FloatRange(0),
+        help="Fed-Meta-Align: p_k is shrunk towards the fleet's score as if the fleet had this many "
+             "validation groups more of evidence (0: the paper's raw p_k; README \"When to choose "
+             "Fed-Meta-Align\")."),
     "floor": lambda: click.option(
         "--floor", default=0.1, show_default=True, type=click.FloatRange(0),
         help="Similarity floor c in w_k ~ p_k * max(cos_k, c)."),

@@ -165,10 +165,19 @@ def render_report(run: Path) -> str:
     bench = bench_section(bench_rows(results, rep), problems, run.name)
     rows = "".join(
         f"<tr><td>{d['device']}</td><td>{d['n_test']}</td><td>{100 * d['float_acc']:.1f}</td>"
-        f"<td>{100 * d['int8_acc']:.1f}</td><td>{d['threshold']:.3f}</td><td>{d['model_bytes']}</td>"
-        f"<td>{d['arena_bytes']}</td></tr>" for d in rep["devices"])
+        f"<td>{100 * d['int8_acc']:.1f}</td><td>{_pct(d.get('int8_far'))}</td><td>{_pct(d.get('int8_dr'))}</td>"
+        f"<td>{d['threshold']:.3f}</td><td>{html.escape(str(d.get('threshold_origin', 'n/a')))}</td>"
+        f"<td>{d['model_bytes']}</td><td>{d['arena_bytes']}</td></tr>" for d in rep["devices"])
     s = rep["summary"]
     faults = html.escape(" " + fault_note(rep["faults"])) if rep.get("faults") else ""
+    fleet = (f"<p>Fleet-wide (every device's INT8 test windows pooled): accuracy {_pct(s.get('fleet_int8_acc'))} %, "
+             f"false alarms {_pct(s.get('fleet_int8_far'))} % of normal windows, detections "
+             f"{_pct(s.get('fleet_int8_dr'))} % of fault windows. Thresholds: "
+             + ", ".join(f"{c} {o}" for o, c in (s.get("threshold_origins") or {}).items()) + ".</p>")
+    ph2 = rep.get("phase2") or {}
+    if ph2:
+        fleet += (f"<p>Phase 2: {ph2['rounds_run']} round(s) run (--rounds {html.escape(str(ph2['rounds']))}); "
+                  f"the model of round {ph2['chosen_round']} went on to Phase 3.</p>")
     cfg_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in cfg.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>fedtiny report: {html.escape(run.name)}</title>
@@ -177,8 +186,9 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 <h1>{html.escape(method)} on {html.escape(str(rep['dataset']))} (seed {rep['seed']})</h1>
 <p>Mean device accuracy: float {100 * s['mean_float_acc']:.2f} %, INT8 {100 * s['mean_int8_acc']:.2f} %
 (largest INT8 drop {s['max_int8_drop_pp']:.2f} pp); model {s['max_model_bytes']} B, arena used (host) {s['max_arena_bytes']} B.{faults}</p>
-<h2>Devices</h2><table><tr><th>device</th><th>test n</th><th>float %</th><th>INT8 %</th><th>threshold</th>
-<th>model B</th><th>arena used B (host)</th></tr>{rows}</table>
+{fleet}
+<h2>Devices</h2><table><tr><th>device</th><th>test n</th><th>float %</th><th>INT8 %</th><th>false alarms %</th>
+<th>detections %</th><th>threshold</th><th>threshold from</th><th>model B</th><th>arena used B (host)</th></tr>{rows}</table>
 <h2 id="bench">Bench</h2>{bench}
 <h2>Phase-2 global accuracy per round</h2>{parts['rounds'] or '<p>(no Phase 2 in this run)</p>'}
 <h2>Per-device accuracy</h2>{parts['devices']}
@@ -215,6 +225,13 @@ def write_report(run: Path, out: Path | None = None) -> Path:
     run = Path(run)
     if not (run / "report.json").is_file():
         raise UserError(f"{run} is not a finished run (no report.json)")
+    try:
+        method = json.loads((run / "report.json").read_text()).get("method")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{run}/report.json is unreadable ({e})") from None
+    if str(method).startswith("reference-"):
+        raise UserError(f"{run} is a classical reference run ({method}): it has no model or firmware to "
+                        "report on; its figures are in its report.json and in the compare table")
     out = Path(out) if out else run / "report.html"
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give the HTML file's name")

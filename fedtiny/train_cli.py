@@ -18,15 +18,24 @@ def print_summary(report: dict, out: Path) -> None:
     from rich.table import Table
 
     t = Table(title=f"{report['method']} on {report['dataset']} (seed {report['seed']}) -> {out}")
-    for col in ("device", "test n", "float acc", "INT8 acc", "threshold", "model B", "arena used B (host)"):
+
+    def pct(v) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    for col in ("device", "test n", "float acc", "INT8 acc", "false alarms", "detections", "threshold (from)",
+                "model B", "arena used B (host)"):
         t.add_column(col, justify="right")
     for d in report["devices"]:
         t.add_row(str(d["device"]), str(d["n_test"]), f"{100 * d['float_acc']:.1f}%",
-                  f"{100 * d['int8_acc']:.1f}%", f"{d['threshold']:.3f}", str(d["model_bytes"]),
-                  str(d["arena_bytes"]))
+                  f"{100 * d['int8_acc']:.1f}%", pct(d.get("int8_far")), pct(d.get("int8_dr")),
+                  f"{d['threshold']:.3f} ({d.get('threshold_origin') or 'default'})",
+                  str(d.get("model_bytes", "-")), str(d.get("arena_bytes", "-")))
     s = report["summary"]
-    t.add_row("mean", "", f"{100 * s['mean_float_acc']:.1f}%", f"{100 * s['mean_int8_acc']:.1f}%", "", "", "",
-              style="bold")
+    t.add_row("mean", "", f"{100 * s['mean_float_acc']:.1f}%", f"{100 * s['mean_int8_acc']:.1f}%", "", "", "", "",
+              "", style="bold")
+    if s.get("fleet_int8_acc") is not None:
+        t.add_row("fleet", "", "", pct(s.get("fleet_int8_acc")), pct(s.get("fleet_int8_far")),
+                  pct(s.get("fleet_int8_dr")), "", "", "", style="bold")
     if report.get("faults"):
         from fedtiny.trainer.faults import fault_note
 

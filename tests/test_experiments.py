@@ -40,15 +40,24 @@ def test_compare_tiny(tmp_path):
     # every number in the table is found in the JSON, and the JSON's numbers trace to run dirs
     json_pcts = set()
     for v in data["variants"].values():
-        for k in ("float_mean", "float_std", "int8_mean", "int8_std"):
-            json_pcts.add(f"{100 * v[k]:.2f}")
+        for k in ("float_mean", "float_std", "int8_mean", "int8_std", "far_mean", "far_std", "dr_mean", "dr_std"):
+            if v[k] is not None:
+                json_pcts.add(f"{100 * v[k]:.2f}")
         json_pcts |= {f"{100 * x:.2f}" for x in v["per_device_int8"].values()}
         for r in v["runs"]:
             rep = json.loads((Path(r["run_dir"]) / "report.json").read_text())
             assert rep["summary"]["mean_int8_acc"] == r["mean_int8_acc"]
+            assert rep["summary"]["fleet_int8_far"] == r["fleet_int8_far"]
             assert rep["seed"] == r["seed"]
     numbers = re.findall(r"\d+\.\d\d", "\n".join(summary + dev_rows))
     assert numbers and all(n in json_pcts for n in numbers)
+    # false-alarm and detection columns on every row; the classical references among the rows,
+    # their thresholds the default, the personalized networks' tuned locally or from the fleet
+    assert all(len(r.split("|")) == 8 for r in summary)
+    assert {"reference-local", "reference-central"} <= set(data["variants"])
+    assert "| reference-local | 0 / 0 / 4 | - |" in table
+    fma = data["variants"]["fedmetaalign"]["runs"]
+    assert sum(r["threshold_origins"]["default"] for r in fma) == 0
 
     for key, p in paths.items():
         if key.endswith("png") or key.startswith("confusion"):
@@ -70,6 +79,7 @@ def test_report_html(small_run, tmp_path):
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 4
     assert "fedmetaalign" in text
+    assert "false alarms" in text and "threshold from" in text and "Fleet-wide" in text
     bad = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert bad.exit_code == 2 and "not a finished run" in bad.output
 

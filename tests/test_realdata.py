@@ -212,40 +212,66 @@ def test_concentrate_and_min_groups():
 
 
 def test_repair_parts_rule():
-    # six groups of two classes, all in one training split: test gets one of each class, and each
-    # required split gets one group
+    # six groups of two classes, all in one training split: test gets one of each class, the
+    # training splits one group each, and the threshold-validation split one of each side; Phase 2's
+    # validation group went to it (split_device then lets Phase 2 validate on phase3_val)
     part = {g: "phase2_train" for g in range(1, 7)}
     cls = {1: 0, 2: 0, 3: 1, 4: 1, 5: 1, 6: 1}
     out = repair_parts(part, cls)
     assert sorted(cls[g] for g in out if out[g] == "test") == [0, 1]
-    for need in ("phase2_train", "phase2_val", "phase3_tune", "phase3_val"):
+    assert sorted(cls[g] for g in out if out[g] == "phase3_val") == [0, 1]
+    for need in ("phase2_train", "phase3_tune"):
         assert sum(1 for g in out if out[g] == need) == 1
+    assert not any(out[g] == "phase2_val" for g in out)
     # five groups cannot serve four required splits and test coverage of two classes: the required
     # splits win, and one class loses its test group
     five = {1: "phase2_train", 2: "phase2_train", 3: "test", 4: "phase2_train", 5: "phase3_tune"}
     out = repair_parts(five, {1: 0, 2: 0, 3: 1, 4: 1, 5: 1})
-    assert all(any(out[g] == need for g in out) for need in ("phase2_train", "phase2_val", "phase3_tune", "phase3_val"))
+    assert all(any(out[g] == need for g in out) for need in ("phase2_train", "phase3_tune", "phase3_val"))
+    assert sorted({1: 0, 2: 0, 3: 1, 4: 1, 5: 1}[g] for g in out if out[g] == "phase3_val") == [0, 1]
     assert sum(1 for g in out if out[g] == "test") == 1
     # nothing to repair: unchanged
     ok = {1: "test", 2: "phase2_train", 3: "phase2_val", 4: "phase3_tune", 5: "phase3_val", 6: "phase1"}
     assert repair_parts(ok, {g: 0 for g in ok}) == ok
 
 
-def test_builtin_splits_are_unchanged():
-    """The split repair never touches the built-in fleets: these digests were taken before it existed."""
-    want = {"electrical": "949ab7f8fb3a6351388c3b7a26b9bf90b33658d6427f9648d378083bfeb2609f",
-            "mechanical": "c98a1723e7486e12364478281f0aaccb479c74c5db4c21c13a6223a778c8084f"}
-    for ds, digest in want.items():
+def test_builtin_splits_are_unchanged(monkeypatch):
+    """Rules 1-2 of the split repair never touch the built-in fleets (the first digests were taken
+    before the repair existed); rule 3 (both sides in the threshold-validation split) moves a group
+    only where the plain rounding left that split one-sided: electrical device 1 (6 normal windows)."""
+    from fedtiny.trainer import splits as split_mod
+
+    def digest(ds):
         f = load_fleet(ds, n_devices=3, alpha=0.5, seed=0, samples_per_device=160, public_samples=300)
         h = hashlib.sha256()
         h.update(f.public.groups.tobytes())
         for i, p in enumerate(f.devices):
             s = split_device(p, 0.2, (0.2, 0.5, 0.3), 0.2, 0.4, 0, i)
+            assert set(np.unique(s.phase3_val.y != 0).tolist()) == {False, True}, (ds, i)
             for name in PARTS:
                 part = getattr(s, name)
                 h.update(part.groups.tobytes())
                 h.update(part.y.tobytes())
-        assert h.hexdigest() == digest, ds
+        return h.hexdigest()
+
+    with_rule3 = {"electrical": "e55246f3e602e98402f23995980476607ccc488abb3018764c6653e5e7be00c0",
+                  "mechanical": "c98a1723e7486e12364478281f0aaccb479c74c5db4c21c13a6223a778c8084f"}
+    for ds, want in with_rule3.items():
+        assert digest(ds) == want, ds
+    before = {"electrical": "949ab7f8fb3a6351388c3b7a26b9bf90b33658d6427f9648d378083bfeb2609f",
+              "mechanical": "c98a1723e7486e12364478281f0aaccb479c74c5db4c21c13a6223a778c8084f"}
+    monkeypatch.setattr(split_mod, "_two_sided", lambda part, class_of: part)
+    with pytest.raises(AssertionError):
+        digest("electrical")                  # without rule 3, device 1's split is one-sided
+    f = load_fleet("electrical", n_devices=3, alpha=0.5, seed=0, samples_per_device=160, public_samples=300)
+    h = hashlib.sha256()
+    h.update(f.public.groups.tobytes())
+    for i, p in enumerate(f.devices):
+        s = split_device(p, 0.2, (0.2, 0.5, 0.3), 0.2, 0.4, 0, i)
+        for name in PARTS:
+            h.update(getattr(s, name).groups.tobytes())
+            h.update(getattr(s, name).y.tobytes())
+    assert h.hexdigest() == before["electrical"]
 
 
 def test_csv_splits_never_put_a_group_on_both_sides(class_csv):
@@ -253,7 +279,10 @@ def test_csv_splits_never_put_a_group_on_both_sides(class_csv):
         fleet, splits = prepare_data(TrainConfig(dataset=str(class_csv), devices=3, seed=seed))
         for s in splits:
             owner = {}
+            shared = np.array_equal(s.phase2_val.groups, s.phase3_val.groups)   # Phase 2 validates on phase3_val
             for name in PARTS:
+                if shared and name == "phase2_val":
+                    continue
                 for g in np.unique(getattr(s, name).groups):
                     assert owner.setdefault(int(g), name) == name
             for name in ("test", "phase2_train", "phase2_val", "phase3_tune", "phase3_val"):

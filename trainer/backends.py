@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .strategies import Reply
 
 
@@ -83,7 +85,8 @@ class VectorizedBackend(InProcessBackend):
       (seed, phase2, round, device), FedProx anchored at the sent weights), the sent and trained
       weights evaluated on every site's validation windows at once; the same metrics as
       ``SiteClient.fit``. Phase-1 visits (one site at a time) go through the per-device loop.
-    - ``evaluate``: every task's site at once.
+    - ``evaluate``: every task's site at once (Phase-2 validation); score-histogram requests go
+      through the per-device loop.
     - ``finalize``: the Phase-3 local training (head-only fine-tune, or the ``local`` reference's
       full training) is done for the block of ``block`` devices the asked device belongs to
       (blocks fixed by device number, so a resumed run groups devices alike), cached by the
@@ -116,12 +119,16 @@ class VectorizedBackend(InProcessBackend):
         W, L = vt.fit(start, tr, epochs.pop(), keys, mu=mus.pop(), anchors=start)
         after = vt.evaluate(W, va)
         out = []
-        for t, w, loss, (b, ab), (a, acc), (_, y) in zip(tasks, W, L, before, after, tr):
+        for t, s, w, loss, (b, ab), (a, acc), (_, y) in zip(tasks, sites, W, L, before, after, tr):
+            groups = int(len(np.unique(s.data.splits.phase2_val.groups)))
             out.append(Reply(t.device, w, {"n": int(len(y)), "train_loss": loss, "loss_before": b,
-                                           "acc_before": ab, "loss_after": a, "acc": acc}))
+                                           "acc_before": ab, "loss_after": a, "acc": acc,
+                                           "val_groups": groups}))
         return out
 
     def evaluate(self, tasks):
+        if any(t.config.get("phase") != "phase2" for t in tasks):     # score histograms: per site
+            return super().evaluate(tasks)
         sites = [self.sites[t.device] for t in tasks]
         va = [(s.data.splits.phase2_val.x, s.data.splits.phase2_val.y) for s in sites]
         res = self.vt.evaluate([t.weights for t in tasks], va)

@@ -11,12 +11,18 @@ local run copy. It answers three requests, each given weights and a config dict:
   Returns the trained weights and metrics: ``n`` (training windows), ``train_loss`` (mean CE of
   the last epoch; absent when the share is empty), and for phase2 ``loss_before``, ``loss_after``,
   ``acc_before``, ``acc`` (CE and accuracy of the sent / trained weights on the Phase-2
-  validation windows; ``acc`` is p_k under ``--perf accuracy``).
-- ``evaluate(weights, config)``: ``loss``, ``acc`` on the Phase-2 validation windows.
+  validation windows; ``acc`` is p_k under ``--perf accuracy``) and ``val_groups`` (the number of
+  groups in those windows: the evidence behind p_k).
+- ``evaluate(weights, config)``: ``loss``, ``acc`` on the Phase-2 validation windows; with
+  ``config["phase"] == "scores"`` instead ``hist``: the (2, 256) per-side histogram of the scores
+  1 - P(normal) of the sent weights on the threshold-validation windows
+  (``fleet_threshold.score_histogram``; counts only, no window), for the fleet threshold.
 - ``finalize(weights, config)`` (Phase 3): fine-tune the head (federated methods with
   personalization) or train a local model (method ``local``), convert to INT8, tune the
-  threshold on the INT8 model's scores of the threshold-validation windows, evaluate float and
-  INT8 on the test split, and write the device's artifacts into the local run copy
+  threshold on the INT8 model's scores of the threshold-validation windows (``threshold_origin``
+  "local"; when that split holds one side only, or without personalization, the server's
+  ``config["fleet_threshold"]`` is used: "fleet"; without either, ``default_threshold``:
+  "default"), evaluate float and INT8 on the test split (accuracy, false-alarm and detection rates), and write the device's artifacts into the local run copy
   (``devices/devNN/``: model_float.keras, model_int8.tflite, device.json, test_split.npz).
   Returns the artifacts a server may store: ``model_int8`` and ``model_float`` (bytes),
   ``device_json`` and ``record`` (the metrics line) as dicts. ``test_split.npz`` (raw test
@@ -37,7 +43,7 @@ from .config import FEDERATED, TrainConfig
 from .model import ModelSpec
 from .rundir import atomic_savez, atomic_write_bytes, atomic_write_json, device_dir
 from .splits import DeviceSplits
-from .threshold import decide, dequantize, tune_threshold
+from .threshold import decide, dequantize, detection_rates, tune_threshold
 
 
 @dataclass
@@ -101,9 +107,17 @@ class SiteClient:
                      mu=float(config.get("mu", 0.0)), anchor=weights)
         after, acc = e.evaluate(va.x, va.y)
         return e.get_weights(), {"n": int(len(tr)), "train_loss": loss, "loss_before": before,
-                                 "acc_before": acc_before, "loss_after": after, "acc": acc}
+                                 "acc_before": acc_before, "loss_after": after, "acc": acc,
+                                 "val_groups": int(len(np.unique(va.groups)))}
 
     def evaluate(self, weights, config: dict | None = None) -> dict:
+        if (config or {}).get("phase") == "scores":
+            from .fleet_threshold import score_histogram
+
+            va = self.data.splits.phase3_val
+            self.engine.set_weights(weights)
+            probs = self.engine.predict(va.x) if len(va) else np.zeros((0, self.data.spec.n_classes))
+            return {"hist": score_histogram(1.0 - probs[:, 0], va.y).tolist(), "n": int(len(va))}
         va = self.data.splits.phase2_val
         self.engine.set_weights(weights)
         loss, acc = self.engine.evaluate(va.x, va.y)
@@ -129,8 +143,12 @@ class SiteClient:
         else:
             e.set_weights(weights)
         threshold = cfg.default_threshold
+        fleet_t = (config or {}).get("fleet_threshold")
+        origin = "default"
         tune = None           # the split the threshold is tuned on (on the INT8 model's scores)
         warnings = []
+        if cfg.method in FEDERATED and not cfg.personalize and fleet_t is not None:
+            threshold, origin = float(fleet_t), "fleet"
         if cfg.method in FEDERATED and cfg.personalize:
             fx_before = [w.copy() for w in e.get_weights()[:e.n_fx]]
             if tuned is not None:
@@ -142,12 +160,16 @@ class SiteClient:
             if not all(np.array_equal(a, b) for a, b in zip(fx_before, e.get_weights()[:e.n_fx])):
                 raise RuntimeError("Phase 3 changed the frozen feature extractor")
             side = one_sided(s.phase3_val.y)
-            if side:
+            if side and fleet_t is not None:
+                threshold, origin = float(fleet_t), "fleet"
                 warnings.append(f"device {dev}: its threshold-validation split holds only {side} windows "
-                                f"({len(s.phase3_val)}); the threshold stays at the default "
-                                f"{cfg.default_threshold:g}")
+                                f"({len(s.phase3_val)}); it uses the fleet threshold {threshold:.4f}")
+            elif side:
+                warnings.append(f"device {dev}: its threshold-validation split holds only {side} windows "
+                                f"({len(s.phase3_val)}) and no fleet threshold was sent; the threshold stays "
+                                f"at the default {cfg.default_threshold:g}")
             else:
-                tune = s.phase3_val
+                tune, origin = s.phase3_val, "local"
         final = e.get_weights()
         names = self.data.class_names
         missing = missing_test_classes(s.train_all().y, s.test.y)
@@ -155,11 +177,12 @@ class SiteClient:
             warnings.append(f"device {dev}: its test split holds no {', '.join(names[k] for k in missing)} "
                             f"window although it trains on them; its accuracy says nothing about "
                             f"{'that class' if len(missing) == 1 else 'those classes'}")
-        art = self._artifacts(final, threshold, warnings, converter, tune=tune)
+        art = self._artifacts(final, threshold, warnings, converter, tune=tune, origin=origin)
         info = art["device_json"]
         if tune is not None:
             rec.update(threshold_metric=cfg.threshold_metric, threshold_metric_value=info["threshold_metric_value"])
-        rec.update(threshold=info["threshold"], float_acc=info["float_acc"], int8_acc=info["int8_acc"])
+        rec.update(threshold=info["threshold"], threshold_origin=origin, float_acc=info["float_acc"],
+                   int8_acc=info["int8_acc"], int8_far=info["int8_far"], int8_dr=info["int8_dr"])
         art["record"] = rec
         return art
 
@@ -173,7 +196,8 @@ class SiteClient:
         rng = np.random.default_rng(key(self.cfg.seed, "phase3", self.device, 1))
         return rep_pool[np.sort(rng.permutation(len(rep_pool))[:self.cfg.rep_samples])]
 
-    def _artifacts(self, weights, threshold: float, warnings: list[str], converter=None, tune=None) -> dict:
+    def _artifacts(self, weights, threshold: float, warnings: list[str], converter=None, tune=None,
+                   origin: str = "default") -> dict:
         """Convert to INT8, tune the threshold when ``tune`` (a split) is given, evaluate float and
         INT8 (tflite-micro) on the test split, write the artifacts.
 
@@ -189,7 +213,10 @@ class SiteClient:
         ``test_split.npz`` carries the host's raw int8 output scores (``out_int8``) beside its
         decisions (and, with a front end, the int16 samples of each test window, ``raw_int16``), so the bench can tell a borderline disagreement from a real one
         without running the model; ``device.json`` records how dense layers were quantized
-        (``dense_quantization``)."""
+        (``dense_quantization``), where its threshold came from (``threshold_origin``: local /
+        fleet / default) and, per model, the test split's false-alarm and detection rates
+        (``threshold.detection_rates``: ``int8_far``, ``int8_dr``, ``float_far``, ``float_dr``, and the
+        INT8 counts in ``int8_counts``)."""
         from .quantize import DENSE_QUANTIZATION, Converter, quant_params, quantize_input
         from .tflm import arena_bytes, run_int8
 
@@ -208,6 +235,7 @@ class SiteClient:
         x_int8 = quantize_input(s.test.x, q["input_scale"], q["input_zero_point"])
         out = run_int8(tfl, x_int8)
         int8_pred = decide(dequantize(out, q["output_scale"], q["output_zero_point"]), threshold)
+        rates_i, rates_f = detection_rates(s.test.y, int8_pred), detection_rates(s.test.y, float_pred)
         ddir = device_dir(self.out, dev)
         ddir.mkdir(parents=True, exist_ok=True)
         e.set_weights(weights)
@@ -219,7 +247,7 @@ class SiteClient:
         atomic_savez(ddir / "test_split.npz", x=s.test.x, y=s.test.y, x_int8=x_int8, pred_int8=int8_pred,
                      out_int8=out, **extra)
         info = {
-            "device": dev, "threshold": float(threshold),
+            "device": dev, "threshold": float(threshold), "threshold_origin": origin,
             "threshold_tuned_on": "int8" if tune is not None else None,
             "threshold_metric_value": metric_value,
             "float_threshold": float(float_threshold),
@@ -232,6 +260,10 @@ class SiteClient:
             "dense_quantization": DENSE_QUANTIZATION,
             "float_acc": float(np.mean(float_pred == s.test.y)),
             "int8_acc": float(np.mean(int8_pred == s.test.y)),
+            "int8_far": rates_i["far"], "int8_dr": rates_i["dr"],
+            "float_far": rates_f["far"], "float_dr": rates_f["dr"],
+            "int8_counts": {k: rates_i[k] for k in ("n_normal", "n_fault", "false_alarms", "detections",
+                                                    "correct")},
             "n_test": int(len(s.test)),
             "model_bytes": len(tfl),
             "arena_bytes": arena_bytes(tfl),

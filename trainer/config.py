@@ -5,7 +5,8 @@ from dataclasses import asdict, dataclass, fields
 
 from .data.fleet import DataError
 
-METHODS = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized")
+REFERENCES = ("reference-local", "reference-central")     # classical: trainer/reference.py
+METHODS = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized") + REFERENCES
 FEDERATED = ("fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean")
 ALIGN_REFS = ("mean", "normalized", "server")
 FAULTS = ("label-flip", "noise", "gain", "stuck", "random-update", "scaled-update")
@@ -20,12 +21,16 @@ class TrainConfig:
     public_samples: int = 1200         # built-in generators only
     method: str = "fedmetaalign"
     personalize: bool = True           # Phase 3 (federated methods)
-    rounds: int = 10
+    rounds: int | str = "auto"         # Phase-2 rounds: an integer, or "auto" (early stopping)
+    patience: int = 5                  # auto: stop after this many rounds without a better val loss
+    max_rounds: int = 30               # auto: never more rounds than this
     seed: int = 0
     skip_phase1: bool = False          # ablation (Fed-Meta-Align only)
     floor: float = 0.1                 # similarity floor c
     server_lr: float = 1.0             # server step alpha
     perf: str = "accuracy"             # p_k: accuracy | loss_improvement
+    perf_prior: float = 4.0            # p_k shrunk towards the fleet's score with this pseudo-count of
+                                       # validation groups (aggregation.shrink_perf); 0: raw p_k
     mu: float = 0.01                   # FedProx proximal weight
     tour: str = "fixed"                # Phase-1 order: fixed | random
     tours: int = 1
@@ -86,8 +91,15 @@ class TrainConfig:
             bad(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.devices < 1:
             bad("--devices must be at least 1")
-        if self.rounds < 0 or self.tours < 0:
-            bad("--rounds and --tours must be >= 0")
+        if self.rounds != "auto" and (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
+                                      or self.rounds < 0):
+            bad(f"--rounds must be an integer >= 0 or auto, got {self.rounds!r}")
+        if self.tours < 0:
+            bad("--tours must be >= 0")
+        if self.patience < 1 or self.max_rounds < 1:
+            bad(f"--patience and --max-rounds must be at least 1, got {self.patience}, {self.max_rounds}")
+        if not self.perf_prior >= 0:
+            bad(f"--perf-prior must be a number >= 0, got {self.perf_prior}")
         if len(self.splits) != 3 or any(s < 0 for s in self.splits) or abs(sum(self.splits) - 1) > 1e-6:
             bad(f"--splits needs three fractions >= 0 that sum to 1, got {list(self.splits)}")
         if not 0 < self.test_fraction < 1:
@@ -139,6 +151,15 @@ class TrainConfig:
             bad(f"unknown --fault {self.fault!r}; choose one of {', '.join(FAULTS)}")
         if not 0 <= self.faulty < self.devices:
             bad(f"--faulty must lie in [0, devices), got {self.faulty} of {self.devices}")
+
+    @property
+    def auto_rounds(self) -> bool:
+        return self.rounds == "auto"
+
+    @property
+    def n_rounds(self) -> int:
+        """The most Phase-2 rounds this run can take (``max_rounds`` under auto)."""
+        return self.max_rounds if self.rounds == "auto" else int(self.rounds)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import aggregation as agg
 from .backends import Backend, InProcessBackend, Task
-from .config import FEDERATED, TrainConfig
+from .config import FEDERATED, REFERENCES, TrainConfig
 from .data.fleet import DataError, Fleet, Pool
 from .model import ModelSpec
 from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir, load_weights,
@@ -179,6 +179,8 @@ def prepare_server(cfg: TrainConfig, reporter: Reporter | None = None) -> Server
 
 def steps_for(cfg: TrainConfig) -> list[str]:
     devs = [f"dev{i:02d}" for i in range(cfg.devices)]
+    if cfg.method in REFERENCES:
+        return []
     if cfg.method == "local":
         return devs
     if cfg.method == "centralized":
@@ -186,7 +188,7 @@ def steps_for(cfg: TrainConfig) -> list[str]:
     out = ["phase0"]
     if cfg.method == "fedmetaalign" and not cfg.skip_phase1 and cfg.tours > 0:
         out.append("phase1")
-    out += [f"round{r:02d}" for r in range(1, cfg.rounds + 1)]
+    out += [f"round{r:02d}" for r in range(1, cfg.n_rounds + 1)]
     return out + devs
 
 
@@ -275,6 +277,9 @@ class Run:
             (self.state / old).unlink(missing_ok=True)
         if old_server and old_server != self.progress.get("server_state"):
             (self.state / old_server).unlink(missing_ok=True)
+        for f in self.state.glob("best-round*.npz"):       # --rounds auto: only the best round's
+            if f.name != self.progress.get("best"):
+                f.unlink(missing_ok=True)
 
     # --- execution -------------------------------------------------------------------------
     def execute(self, until: str | None = None) -> dict | None:
@@ -361,6 +366,8 @@ class Run:
         elif step == "phase1":
             self._phase1()
         elif step.startswith("round"):
+            if "stopped" in self.progress:      # --rounds auto stopped earlier: nothing to do
+                return False
             self._round(int(step[5:]))
         elif step == "central":
             self._central()
@@ -433,11 +440,40 @@ class Run:
         rec.update(agg_rec)
         accs = self._global_val_acc()
         answered = [a for a in accs if a is not None]
+        losses = [x for x in self._val_loss if x is not None]
         rec.update(global_val_acc=float(np.mean(answered)) if answered else float("nan"),
-                   global_val_acc_per_device=accs)
+                   global_val_acc_per_device=accs,
+                   global_val_loss=float(np.mean(losses)) if losses else float("nan"))
         self.metrics.log(rec, why={"global_val_acc": "no site answered the evaluation",
+                                   "global_val_loss": "no site answered the evaluation",
                                    "local_val_acc": "the device has no Phase-2 validation windows",
                                    "global_val_acc_per_device": "the device has no Phase-2 validation windows"})
+        if cfg.auto_rounds:
+            self._early_stop(r, rec["global_val_loss"])
+
+    def _early_stop(self, r: int, loss: float) -> None:
+        """``--rounds auto`` (``stopping``): record round r's global validation loss, keep the best
+        round's weights (``state/best-roundNN.npz``), and when the rule says stop, carry the best
+        round's weights on, log the chosen round and the curve (metrics.jsonl ``phase: stopping``)
+        and mark the remaining rounds as not needed. The curve and the best round live in
+        progress.json, so a resumed run decides exactly as an uninterrupted one."""
+        from .stopping import best_round, should_stop
+
+        curve = self.progress.setdefault("val_loss_curve", [])
+        curve.append(loss if np.isfinite(loss) else None)
+        vals = [float("nan") if v is None else v for v in curve]
+        if best_round(vals) == r:
+            name = f"best-round{r:02d}.npz"
+            save_weights(self.state / name, self.global_weights)
+            self.progress["best"] = name
+        if should_stop(vals, self.cfg.patience, self.cfg.max_rounds):
+            b = best_round(vals)
+            self.global_weights = [np.array(w) for w in load_weights(self.state / self.progress["best"])]
+            self.progress["stopped"] = {"after_round": r, "chosen_round": b}
+            self.metrics.log({"phase": "stopping", "rule": "rounds auto", "metric": "global_val_loss",
+                              "patience": self.cfg.patience, "max_rounds": self.cfg.max_rounds,
+                              "stopped_after_round": r, "chosen_round": b, "curve": curve})
+            self.rep.note(f"Phase 2 stopped after round {r}: best global validation loss at round {b}")
 
     def _random_updates(self, r: int, replies) -> None:
         """``--fault random-update``: what the server receives from each faulty device is a random
@@ -456,10 +492,12 @@ class Run:
 
     def _global_val_acc(self) -> list[float | None]:
         """Every site's accuracy of the global weights on its Phase-2 validation windows (None for
-        a site that did not answer)."""
+        a site that did not answer); their losses go to ``self._val_loss``."""
         replies = self.backend.evaluate([Task(i, self.global_weights, {"phase": "phase2"})
                                          for i in range(self.cfg.devices)])
-        return [x.metrics["acc"] if check_reply(x, None, ("acc",)) is None else None for x in replies]
+        ok = [check_reply(x, None, ("acc", "loss")) is None for x in replies]
+        self._val_loss = [float(x.metrics["loss"]) if g else None for x, g in zip(replies, ok)]
+        return [x.metrics["acc"] if g else None for x, g in zip(replies, ok)]
 
     def _central(self) -> None:
         """Centralized reference: one model on the pooled non-test windows of every device (not a
@@ -481,7 +519,8 @@ class Run:
             # remote sites run Phase 3 at the same time: one request to each site still to do
             devs = [int(x[3:]) for x in self._todo if x.startswith("dev") and int(x[3:]) >= dev] \
                 if self.backend.remote else [dev]
-            tasks = [Task(d, self.global_weights, {"phase": "phase3"}) for d in devs]
+            conf = {"phase": "phase3", **self._fleet_threshold()}
+            tasks = [Task(d, self.global_weights, conf) for d in devs]
             self._phase3.update({r.device: r for r in self.backend.finalize(tasks)})
         reply = self._phase3.pop(dev)
         bad = reply.error or check_artifacts(reply.artifacts, dev, self._model_signature())
@@ -512,13 +551,51 @@ class Run:
             self._signature = ModelSignature.of(Converter().convert(self.server_data.spec, self.global_weights, rep_x))
         return self._signature
 
+    def _fleet_threshold(self) -> dict:
+        """Server step before Phase 3 (federated methods): every site sends the per-side histogram
+        of its threshold-validation scores under the final global weights; the server checks and
+        merges them and tunes one fleet threshold (``fleet_threshold``), which a site uses when its
+        own split cannot tune one. Logged once (metrics.jsonl ``phase: fleet_threshold``) and kept in
+        progress.json, so a resumed run sends the same value. Returns the Phase-3 config entry
+        (empty when no threshold could be tuned)."""
+        from .fleet_threshold import check_histogram, merge_histograms, threshold_from_histogram
+
+        cfg = self.cfg
+        if cfg.method not in FEDERATED:
+            return {}
+        if "fleet_threshold" not in self.progress:
+            replies = self.backend.evaluate([Task(i, self.global_weights, {"phase": "scores"})
+                                             for i in range(cfg.devices)])
+            good, refused = [], {}
+            for r in replies:
+                bad = check_reply(r, None, ("hist",)) or check_histogram(r.metrics["hist"])
+                if bad:
+                    refused[str(r.device)] = bad
+                else:
+                    good.append(r.metrics["hist"])
+            tuned = threshold_from_histogram(merge_histograms(good), cfg.threshold_metric) if good else None
+            merged = merge_histograms(good).sum(axis=1).tolist() if good else [0, 0]
+            rec = {"phase": "fleet_threshold", "threshold": tuned[0] if tuned else None,
+                   "metric": cfg.threshold_metric, "metric_value": tuned[1] if tuned else None,
+                   "sites": len(good), "windows_normal_fault": merged}
+            if refused:
+                rec["refused"] = refused
+                self.rep.note("fleet threshold: refused histograms from "
+                              + "; ".join(f"device {d} ({why})" for d, why in refused.items()))
+            self.metrics.log(rec)
+            self.progress["fleet_threshold"] = rec["threshold"]
+        t = self.progress["fleet_threshold"]
+        return {} if t is None else {"fleet_threshold": float(t)}
+
     def _report(self) -> dict:
         devs, warnings, infos = [], [], []
         for i in range(self.cfg.devices):
             d = read_json(device_dir(self.out, i) / "device.json")
             infos.append(d)
-            devs.append({k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold", "n_test",
-                                           "test_class_counts", "model_bytes", "arena_bytes", "model_sha256")})
+            devs.append({k: d.get(k) for k in ("device", "float_acc", "int8_acc", "int8_far", "int8_dr",
+                                               "float_far", "float_dr", "threshold", "threshold_origin",
+                                               "n_test", "test_class_counts", "model_bytes", "arena_bytes",
+                                               "model_sha256")})
             warnings += d["warnings"]
         names = self.server_data.class_names
         # a device trains on every window but its test split: class_counts - test_class_counts
@@ -537,13 +614,33 @@ class Run:
             "seed": self.cfg.seed, "class_names": self.server_data.class_names,
             "devices": devs,
             "summary": {"mean_float_acc": float(np.mean(fa)), "mean_int8_acc": float(np.mean(ia)),
+                        **fleet_rates([d.get("int8_counts") for d in infos]),
+                        "threshold_origins": {o: sum(1 for d in devs if d["threshold_origin"] == o)
+                                              for o in ("local", "fleet", "default")},
                         "max_int8_drop_pp": float(100 * np.max(np.subtract(fa, ia))),
                         "max_model_bytes": max(d["model_bytes"] for d in devs),
                         "max_arena_bytes": max(d["arena_bytes"] for d in devs)},
+            "phase2": self._rounds_summary(),
             "warnings": warnings,
             **({"faults": self._fault_summary(devs)} if self.cfg.faulty else {}),
             "timings_s": self.progress["timings"],
         }
+
+    def _rounds_summary(self) -> dict | None:
+        """Phase 2 in numbers (federated methods): the rounds mode, the rounds run, the round whose
+        model went on (the last one unless --rounds auto chose an earlier one), and the global
+        validation curves (loss and accuracy per round)."""
+        if self.cfg.method not in FEDERATED:
+            return None
+        lines = [json.loads(x) for x in (self.out / "metrics.jsonl").read_text().splitlines()]
+        rounds = [x for x in lines if x.get("phase") == "phase2"]
+        stop = self.progress.get("stopped")
+        return {"rounds": self.cfg.rounds, "patience": self.cfg.patience if self.cfg.auto_rounds else None,
+                "max_rounds": self.cfg.max_rounds if self.cfg.auto_rounds else None,
+                "rounds_run": len(rounds),
+                "chosen_round": stop["chosen_round"] if stop else len(rounds),
+                "val_loss": [x.get("global_val_loss") for x in rounds],
+                "val_acc": [x.get("global_val_acc") for x in rounds]}
 
     def _fault_summary(self, devs: list[dict]) -> dict:
         """With --faulty: which devices misbehaved, the honest devices' mean accuracies, and the
@@ -562,6 +659,24 @@ class Run:
                 "honest_mean_float_acc": float(np.mean([d["float_acc"] for d in honest])),
                 "honest_mean_int8_acc": float(np.mean([d["int8_acc"] for d in honest])),
                 "faulty_weight_share_per_round": share}
+
+
+def fleet_rates(counts: list[dict | None]) -> dict:
+    """Fleet-wide INT8 figures over every device's test windows pooled (counts as
+    ``threshold.detection_rates`` gives them): ``fleet_int8_acc`` = correct / windows,
+    ``fleet_int8_far`` = false alarms / normal windows, ``fleet_int8_dr`` = detections / fault
+    windows (None without windows of that side); plus the means over devices of the per-device rates
+    (``mean_int8_far``, ``mean_int8_dr``, over the devices that have windows of that side)."""
+    c = [x for x in counts if x]
+    nn, nf = sum(x["n_normal"] for x in c), sum(x["n_fault"] for x in c)
+    n = nn + nf
+    far = [x["false_alarms"] / x["n_normal"] for x in c if x["n_normal"]]
+    dr = [x["detections"] / x["n_fault"] for x in c if x["n_fault"]]
+    return {"fleet_int8_acc": sum(x["correct"] for x in c) / n if n else None,
+            "fleet_int8_far": sum(x["false_alarms"] for x in c) / nn if nn else None,
+            "fleet_int8_dr": sum(x["detections"] for x in c) / nf if nf else None,
+            "mean_int8_far": float(np.mean(far)) if far else None,
+            "mean_int8_dr": float(np.mean(dr)) if dr else None}
 
 
 MAX_PRINTED_WARNINGS = 12
@@ -648,6 +763,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter 
     chooses how the server reaches the sites (default: all in this process); a Phase-2 round
     needs usable replies from at least ``min_sites`` sites."""
     run = Run(cfg, out, resume, reporter, backend, min_sites)
+    if cfg.method in REFERENCES:           # no federated steps: a forest per device (or one central)
+        if until is not None or not isinstance(run.backend_factory, InProcess):
+            raise RunError(f"--method {cfg.method} runs in this process only and has no steps to stop at")
+        from .reference import train_reference
+
+        return train_reference(cfg, out, reporter)
     if resume and until is None:
         done = run.finished_report()
         if done is not None:

@@ -7,10 +7,11 @@ class and never split a group (a recording or time block); the share of each cla
 cumulative fractions round(cumsum(f) * n_groups_of_class).
 
 That rounding alone fails small real-data devices (a class with two time blocks puts none in the
-test split; a device with few blocks gets an empty validation split), so ``repair_parts`` then
-moves whole groups by a fixed rule (see there). On the built-in fleets (every class of a device has
-at least four windows, each its own group) the rule never moves anything: their splits are exactly
-those of the plain rounding.
+test split; a device with few blocks gets an empty validation split; a device whose normal windows
+are few puts none in the threshold-validation split, and its threshold cannot be tuned), so
+``repair_parts`` then moves whole groups by a fixed rule (see there). The rule only moves groups
+when the plain rounding leaves a split without a class or a side (normal / fault) that the device
+has enough groups of; groups never cross splits, and the result is deterministic in (seed, device).
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ class DeviceSplits:
 
 PARTS = ("test", "phase1", "phase2_train", "phase2_val", "phase3_tune", "phase3_val")
 REQUIRED = ("phase2_train", "phase2_val", "phase3_tune", "phase3_val")
+# splits that must hold both sides of the fault/no-fault decision (class 0 vs the others) when the
+# device has two groups of each: the test split (false alarms and detections are both measured)
+# and the threshold-validation split (the threshold is tuned between the two)
+TWO_SIDED = ("test", "phase3_val")
 # donor preference among the training parts on ties: Phase 1 may be empty, so it gives first
 DONOR_ORDER = ("phase1", "phase2_train", "phase3_tune", "phase2_val", "phase3_val")
 
@@ -83,6 +88,16 @@ def repair_parts(part_of: dict[int, str], class_of: dict[int, int]) -> dict[int,
        gives one when it holds two or more: of a class with two or more test groups (lowest id), else
        of the class with the most training groups, which then loses its test coverage (the run's
        warnings say so).
+    3. Both sides: for each split of ``TWO_SIDED`` (in that order) and each side (normal = class 0,
+       fault = any other class) of which the device has >= 2 groups but the split holds none, one
+       group of that side moves in from the training split holding the most groups of that side
+       that can give one (it keeps at least one group, ``phase1`` may give its last; ties:
+       ``DONOR_ORDER``; ``phase3_val`` never takes from ``test``); the group is of that side's class
+       with the most groups in the donor (ties: lower class id). ``phase2_val`` may give its last
+       group to ``phase3_val``; when no split can give, a one-group ``phase2_train`` (then
+       ``phase3_tune``) gives its group of that side and takes ``phase2_val``'s in exchange. An
+       emptied ``phase2_val`` is then read from ``phase3_val`` (``split_device``): both are held
+       out from every training, so p_k and the stopping rule still never see a training window.
 
     A moved group is always the highest-numbered candidate. Pure and deterministic; groups stay whole."""
     part = dict(part_of)
@@ -115,6 +130,50 @@ def repair_parts(part_of: dict[int, str], class_of: dict[int, int]) -> dict[int,
         else:
             k = max(by_cls, key=lambda c: (n_train[c] >= 2, len(by_cls[c]), -c))
         part[by_cls[k][-1]] = need
+    return _two_sided(part, class_of)
+
+
+def _two_sided(part: dict[int, str], class_of: dict[int, int]) -> dict[int, str]:
+    """Rule 3 of ``repair_parts`` (both sides in the test and threshold-validation splits)."""
+    def side(g):
+        return class_of[g] != 0
+
+    def count(p):
+        return sum(1 for q in part.values() if q == p)
+
+    def pick(cands):
+        """Highest-numbered group of the class with the most candidates (ties: lower class id)."""
+        by_cls: dict[int, list[int]] = {}
+        for g in sorted(cands):
+            by_cls.setdefault(class_of[g], []).append(g)
+        return by_cls[max(by_cls, key=lambda c: (len(by_cls[c]), -c))][-1]
+
+    for need in TWO_SIDED:
+        for fault in (False, True):
+            of_side = [g for g in part if side(g) == fault]
+            if len(of_side) < 2 or any(part[g] == need for g in of_side):
+                continue
+            donors = []
+            for p in DONOR_ORDER:
+                cands = [g for g in of_side if part[g] == p]
+                # phase2_val may give its last group to the threshold split: it then reads that one
+                spare = count(p) >= 2 or p == "phase1" or (p == "phase2_val" and need == "phase3_val")
+                if p != need and cands and spare:
+                    donors.append((len(cands), -DONOR_ORDER.index(p), p, cands))
+            if donors:
+                part[pick(max(donors)[3])] = need
+                continue
+            if need != "phase3_val" or not count("phase2_val"):
+                continue
+            # swap: a one-group training split hands its group of this side to the threshold split
+            # and takes Phase 2's validation group in exchange (Phase 2 then validates on phase3_val)
+            for p in ("phase2_train", "phase3_tune"):
+                cands = [g for g in of_side if part[g] == p]
+                if cands:
+                    give = [g for g, q in part.items() if q == "phase2_val"]
+                    part[pick(cands)] = need
+                    part[pick(give)] = p
+                    break
     return part
 
 
@@ -135,6 +194,8 @@ def split_device(pool: Pool, test_fraction: float, phase_fractions, phase2_val_f
     if fixed != part_of:
         owner = np.array([PARTS.index(fixed[int(g)]) for g in pool.groups])
         parts = {name: np.flatnonzero(owner == j) for j, name in enumerate(PARTS)}
+    if len(parts["phase2_val"]) == 0 and len(parts["phase3_val"]):
+        parts["phase2_val"] = parts["phase3_val"]       # shared validation (repair_parts rule 3)
     return DeviceSplits(*(pool.take(np.sort(parts[name])) for name in PARTS))
 
 

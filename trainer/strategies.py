@@ -168,6 +168,8 @@ class FedMetaAlign(Strategy):
 
     ``smoothing`` beta > 0 smooths the weights across rounds (``aggregation.smooth_weights``) before
     the step; the metrics line then logs the smoothed ``weights`` and the round's ``raw_weights``.
+    ``perf_prior`` kappa > 0 shrinks p_k towards the fleet's score (``aggregation.shrink_perf``);
+    the line then logs the shrunk ``perf`` and the sites' ``raw_perf``.
 
     State kept between rounds (``state()`` / ``load_state()``, checkpointed with the weights so a
     resumed run repeats an uninterrupted one): the last server step (for ``ref="server"``), the
@@ -177,8 +179,12 @@ class FedMetaAlign(Strategy):
 
     def __init__(self, local_epochs: int, floor: float = 0.1, server_lr: float = 1.0,
                  perf: str = "accuracy", ref: str = "mean", momentum: float = 0.0, ref_beta: float = 0.5,
-                 smoothing: float = 0.0, norm_bound: float = 0.0, weight_cap: float = 1.0):
+                 smoothing: float = 0.0, norm_bound: float = 0.0, weight_cap: float = 1.0,
+                 perf_prior: float = 0.0):
         super().__init__(local_epochs, 0.0, norm_bound, weight_cap)
+        self.perf_prior = float(perf_prior)
+        if self.perf_prior > 0:           # the evidence behind p_k is needed to shrink it
+            self.needs = Strategy.needs + ("val_groups",)
         self.floor, self.server_lr, self.perf = float(floor), float(server_lr), perf
         self.ref, self.momentum, self.ref_beta = ref, float(momentum), float(ref_beta)
         self.smoothing = float(smoothing)
@@ -204,7 +210,9 @@ class FedMetaAlign(Strategy):
 
     def aggregate(self, global_weights: Weights, replies: list[Reply]) -> tuple[Weights, dict]:
         d, scale = self.bounded_deltas(global_weights, replies)
-        p = np.asarray([perf_score(x.metrics, self.perf) for x in replies], dtype=np.float64)
+        raw = np.asarray([perf_score(x.metrics, self.perf) for x in replies], dtype=np.float64)
+        p = raw if self.perf_prior == 0 else agg.shrink_perf(
+            raw, np.asarray([float(x.metrics["val_groups"]) for x in replies]), self.perf_prior)
         reference = None if self.ref == "mean" else agg.reference_direction(d, self.ref, self.prev_step,
                                                                              self.ref_beta)
         aw = agg.align_weights(d, p, self.floor, reference)
@@ -221,6 +229,8 @@ class FedMetaAlign(Strategy):
             self.prev_step = step
         new = agg.unflatten(agg.flatten(global_weights) + self.server_lr * step, global_weights)
         rec = {"weights": w.tolist(), "cos": aw.cos.tolist(), "perf": aw.p.tolist()}
+        if self.perf_prior > 0:
+            rec["raw_perf"] = raw.tolist()
         if self.smoothing > 0:
             rec["raw_weights"] = aw.w.tolist()
         if np.any(scale < 1):
@@ -255,7 +265,7 @@ def make_strategy(cfg) -> Strategy:
     if cfg.method == "fedmetaalign":
         return FedMetaAlign(cfg.local_epochs, cfg.floor, cfg.server_lr, cfg.perf, cfg.align_ref,
                             cfg.server_momentum, smoothing=cfg.weight_smoothing, norm_bound=cfg.norm_bound,
-                            weight_cap=cfg.weight_cap)
+                            weight_cap=cfg.weight_cap, perf_prior=cfg.perf_prior)
     if cfg.method == "median":
         return Median(cfg.local_epochs)
     if cfg.method == "trimmed-mean":

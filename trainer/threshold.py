@@ -29,24 +29,41 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 def binary_metric(is_fault: np.ndarray, pred_fault: np.ndarray, metric: str = "balanced_accuracy") -> float:
-    """balanced_accuracy = (TPR + TNR) / 2 (a side with no samples counts as 1); accuracy; or
-    f1 = 2TP / (2TP + FP + FN) (1.0 when there is nothing to find and nothing found)."""
+    """``count_metric`` of the confusion counts of (is_fault, pred_fault)."""
     is_fault = np.asarray(is_fault, bool)
     pred_fault = np.asarray(pred_fault, bool)
-    tp = np.sum(is_fault & pred_fault)
-    tn = np.sum(~is_fault & ~pred_fault)
-    fp = np.sum(~is_fault & pred_fault)
-    fn = np.sum(is_fault & ~pred_fault)
+    return count_metric(np.sum(is_fault & pred_fault), np.sum(~is_fault & pred_fault),
+                        np.sum(~is_fault & ~pred_fault), np.sum(is_fault & ~pred_fault), metric)
+
+
+def count_metric(tp, fp, tn, fn, metric: str = "balanced_accuracy") -> float:
+    """balanced_accuracy = (TPR + TNR) / 2 (a side with no samples counts as 1); accuracy =
+    (TP + TN) / n; or f1 = 2TP / (2TP + FP + FN) (1.0 when there is nothing to find and nothing
+    found). Counts may be integers or floats (histogram sums)."""
     if metric == "balanced_accuracy":
         tpr = tp / (tp + fn) if tp + fn else 1.0
         tnr = tn / (tn + fp) if tn + fp else 1.0
         return float((tpr + tnr) / 2)
     if metric == "accuracy":
-        return float((tp + tn) / max(len(is_fault), 1))
+        return float((tp + tn) / max(tp + fp + tn + fn, 1))
     if metric == "f1":
         den = 2 * tp + fp + fn
         return float(2 * tp / den) if den else 1.0
     raise ValueError(f"unknown threshold metric {metric!r}; choose one of {', '.join(METRICS)}")
+
+
+def detection_rates(y: np.ndarray, pred: np.ndarray) -> dict:
+    """False alarms and detections of class predictions ``pred`` against labels ``y`` (class 0 is
+    normal): ``far`` = normal windows called a fault / normal windows, ``dr`` = fault windows called
+    a fault (any fault class) / fault windows (None when there are no windows of that side), with
+    the counts ``n_normal``, ``n_fault``, ``false_alarms``, ``detections``, ``correct``."""
+    y = np.asarray(y)
+    pred = np.asarray(pred)
+    normal, fault = y == 0, y != 0
+    fa, det = int(np.sum(normal & (pred != 0))), int(np.sum(fault & (pred != 0)))
+    nn, nf = int(normal.sum()), int(fault.sum())
+    return {"far": fa / nn if nn else None, "dr": det / nf if nf else None, "n_normal": nn, "n_fault": nf,
+            "false_alarms": fa, "detections": det, "correct": int(np.sum(pred == y))}
 
 
 def tune_threshold(probs: np.ndarray, y: np.ndarray, metric: str = "balanced_accuracy") -> tuple[float, float]:
