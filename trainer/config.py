@@ -55,6 +55,11 @@ class TrainConfig:
     blocks_per_recording: int = 8      # CWRU, group_by block
     negate_augment: bool = True        # CSV: training windows also negated (fault incepted half a cycle later)
     frontend: str = "raw"              # what the model sees: raw | features | spectrum (fedtiny.frontend)
+    # a fleet folder run (``dataset`` is the fleet folder; README "The fleet folder"): the public
+    # pool is another dataset; window_ms / hop_ms / block_ms / guard_ms are the resolved windowing
+    public: str = ""                   # Phase-0 dataset of a fleet-folder run ("": not a fleet run)
+    channels: tuple = ()               # channels picked by name (empty: fleet.toml's, else the public pool's)
+    class_map: str = ""                # CSV of from,to class renames
 
     # Phase-2 aggregation options (README "When to choose Fed-Meta-Align"). Defaults: the cosine
     # against the mean of unit-length updates and w_k smoothed across rounds (beta 0.8), measured to
@@ -70,6 +75,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
+        object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
         self.validate()
 
     def validate(self) -> None:
@@ -137,6 +143,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["splits"] = list(self.splits)
+        d["channels"] = list(self.channels)
         return d
 
     @classmethod

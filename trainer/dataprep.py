@@ -22,7 +22,20 @@ from .splits import PARTS, DeviceSplits, check_device, split_device
 
 
 def load(cfg: TrainConfig, progress=None) -> Fleet:
-    """The fleet of ``cfg`` (``progress()`` after each generated built-in device)."""
+    """The fleet of ``cfg`` (``progress()`` after each generated built-in device); with
+    ``cfg.public`` the fleet folder ``cfg.dataset`` (one device per folder, ``cfg.devices`` of them)."""
+    if cfg.public:
+        from .data import cache_enabled
+        from .data.fleetdir import load_fleet_dir
+
+        fleet = load_fleet_dir(cfg.dataset, cfg.public, window_ms=cfg.window_ms, hop_ms=cfg.hop_ms,
+                               block_ms=cfg.block_ms, guard_ms=cfg.guard_ms, channels=cfg.channels or None,
+                               class_map=cfg.class_map or None, seed=cfg.seed, alpha=cfg.alpha,
+                               public_samples=cfg.public_samples, cache=cache_enabled())
+        if len(fleet.devices) != cfg.devices:
+            raise DataError(f"{cfg.dataset} holds {len(fleet.devices)} device folders, the run was set up "
+                            f"for {cfg.devices}")
+        return fleet
     return load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed, progress=progress,
                       samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples,
                       public_fraction=cfg.public_fraction, window_ms=cfg.window_ms, hop_ms=cfg.hop_ms,
@@ -93,8 +106,10 @@ def negate_augment(fleet: Fleet, splits: list[DeviceSplits]) -> None:
 
 
 def augments(cfg: TrainConfig, fleet: Fleet) -> bool:
-    """Whether this run sign-augments its training windows (``negate_augment``: real CSV only)."""
-    return bool(cfg.negate_augment and fleet.info.get("loader") in ("classData.csv", "detect_dataset.csv"))
+    """Whether this run sign-augments its training windows (``negate_augment``: the real CSV, and a
+    fleet folder whose fleet.toml says ``sign_symmetric = true``)."""
+    return bool(cfg.negate_augment and (fleet.info.get("loader") in ("classData.csv", "detect_dataset.csv")
+                                        or fleet.info.get("sign_symmetric")))
 
 
 def frontend_pool(kind: str, p: Pool, keep_raw: bool = False) -> Pool:
@@ -176,6 +191,8 @@ def _fmt(v) -> str:
 def suggest(cfg: TrainConfig) -> list[str]:
     """Single-option changes ("--devices 2") under which ``load_and_split`` succeeds (see module doc)."""
     out = []
+    if cfg.public:          # a fleet folder's devices and windows are the user's, not dealt
+        return out
 
     def first(option: str, field: str, values) -> None:
         for v in values:
@@ -220,6 +237,8 @@ def prepare_data(cfg: TrainConfig, on_device=None, on_start=None) -> tuple[Fleet
         fixes = suggest(cfg)
         if fixes:
             msg += "; it runs with " + ", or ".join(fixes)
+        elif cfg.public:
+            msg += "; record more of it, or lower --min-device-samples / --block-ms"
         else:
             msg += ("; no single change of --devices, --alpha, --min-device-samples"
                     + (" or --samples-per-device" if cfg.dataset in BUILTIN else

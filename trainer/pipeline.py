@@ -84,6 +84,8 @@ def prepare(cfg: TrainConfig, reporter: Reporter | None = None) -> Prepared:
     rep.finish()
     if fleet.info.get("skipped"):
         rep.note(fleet.info["skipped"])
+    for w in fleet.info.get("warnings", []):
+        rep.note(f"warning: {w}")
     if cfg.faulty:
         from .faults import corrupt_splits, faulty_devices
 
