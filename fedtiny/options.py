@@ -233,11 +233,11 @@ def _given(name: str) -> bool:
 
 
 def fleet_fields(kwargs: dict) -> dict:
-    """TrainConfig fields of a ``--fleet FLEET --public PUBLIC`` run: dataset = FLEET, devices = its
-    folder count, the windowing resolved from the options given, fleet.toml and the defaults
-    (``fleetdir.resolve_windowing``)."""
+    """TrainConfig fields of a ``--fleet FLEET --public PUBLIC`` run (``fleetdir.run_fields``):
+    dataset = FLEET, its device folders, the windowing from the options given, fleet.toml and the
+    defaults."""
     from fedtiny.errors import UserError
-    from fedtiny.trainer.data.fleetdir import device_names, resolve_windowing
+    from fedtiny.trainer.data.fleetdir import run_fields
 
     fleet = kwargs["fleet"]
     if not kwargs.get("public"):
@@ -247,7 +247,7 @@ def fleet_fields(kwargs: dict) -> dict:
         if name in kwargs and _given(name):
             raise UserError(f"{opt} does not apply to --fleet: the devices are the fleet's folders")
     over = {k: kwargs.get(k) for k in ("window_ms", "hop_ms", "block_ms", "guard_ms") if _given(k)}
-    return {"dataset": str(fleet), "devices": len(device_names(fleet)), **resolve_windowing(fleet, over)}
+    return run_fields(fleet, over)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ def print_summary(report: dict, out: Path) -> None:
     for col in ("device", "test n", "float acc", "INT8 acc", "threshold", "model B", "arena used B (host)"):
         t.add_column(col, justify="right")
     for d in report["devices"]:
-        t.add_row(str(d["device"]), str(d["n_test"]), f"{100 * d['float_acc']:.1f}%",
+        t.add_row(str(d.get("name", d["device"])), str(d["n_test"]), f"{100 * d['float_acc']:.1f}%",
                   f"{100 * d['int8_acc']:.1f}%", f"{d['threshold']:.3f}", str(d["model_bytes"]),
                   str(d["arena_bytes"]))
     s = report["summary"]

@@ -60,6 +60,7 @@ class TrainConfig:
     public: str = ""                   # Phase-0 dataset of a fleet-folder run ("": not a fleet run)
     channels: tuple = ()               # channels picked by name (empty: fleet.toml's, else the public pool's)
     class_map: str = ""                # CSV of from,to class renames
+    device_names: tuple = ()           # the devices' names (fleet folders); empty: devNN
 
     # Phase-2 aggregation options (README "When to choose Fed-Meta-Align"). Defaults: the cosine
     # against the mean of unit-length updates and w_k smoothed across rounds (beta 0.8), measured to
@@ -76,6 +77,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
         object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
+        object.__setattr__(self, "device_names", tuple(str(c) for c in self.device_names))
         self.validate()
 
     def validate(self) -> None:
@@ -124,6 +126,8 @@ class TrainConfig:
         if self.dataset not in ("electrical", "mechanical") and self.samples_per_device != 400:
             bad("--samples-per-device applies to the built-in generators only: real data keeps every "
                 "window its file gives (set the CSV windows with --window-ms / --hop-ms)")
+        if self.device_names and len(self.device_names) != self.devices:
+            bad(f"{len(self.device_names)} device names for {self.devices} devices")
         self._validate_aggregation(bad)
 
     def _validate_aggregation(self, bad) -> None:
@@ -144,6 +148,7 @@ class TrainConfig:
         d = asdict(self)
         d["splits"] = list(self.splits)
         d["channels"] = list(self.channels)
+        d["device_names"] = list(self.device_names)
         return d
 
     @classmethod

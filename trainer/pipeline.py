@@ -29,8 +29,8 @@ from .backends import Backend, InProcessBackend, Task
 from .config import FEDERATED, TrainConfig
 from .data.fleet import DataError, Fleet, Pool
 from .model import ModelSpec
-from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir, load_weights,
-                     read_json, read_npz, save_weights)
+from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir,
+                     device_label, load_weights, read_json, read_npz, save_weights)
 from .splits import DeviceSplits
 from .strategies import check_reply, make_strategy
 
@@ -510,7 +510,7 @@ class Run:
             return False
         art = reply.artifacts
         if self.backend.remote:
-            ddir = device_dir(self.out, dev)
+            ddir = device_dir(self.out, dev, self.cfg.device_names)
             atomic_write_bytes(ddir / "model_int8.tflite", art["model_int8"])
             atomic_write_bytes(ddir / "model_float.keras", art["model_float"])
             atomic_write_json(ddir / "device.json", art["device_json"])
@@ -520,10 +520,11 @@ class Run:
     def _report(self) -> dict:
         devs, warnings, infos = [], [], []
         for i in range(self.cfg.devices):
-            d = read_json(device_dir(self.out, i) / "device.json")
+            d = read_json(device_dir(self.out, i, self.cfg.device_names) / "device.json")
             infos.append(d)
-            devs.append({k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold", "n_test",
-                                           "test_class_counts", "model_bytes", "arena_bytes", "model_sha256")})
+            devs.append({"name": device_label(self.cfg.device_names, i)}
+                        | {k: d[k] for k in ("device", "float_acc", "int8_acc", "threshold", "n_test",
+                                             "test_class_counts", "model_bytes", "arena_bytes", "model_sha256")})
             warnings += d["warnings"]
         names = self.server_data.class_names
         # a device trains on every window but its test split: class_counts - test_class_counts

@@ -634,6 +634,14 @@ def export(fleet: Fleet, out, public_out=None, hop: int | None = None, sign_symm
 # -------------------------------------------------------------------------------------------------
 # A run on a fleet folder
 
+def run_fields(root, overrides: dict | None = None) -> dict:
+    """TrainConfig fields a run on the fleet folder ``root`` takes from the folder: dataset, devices,
+    device_names (the folders in name order) and the windowing (``resolve_windowing``)."""
+    names = device_names(root)
+    return {"dataset": str(root), "devices": len(names), "device_names": tuple(names),
+            **resolve_windowing(root, overrides)}
+
+
 def resolve_windowing(root, overrides: dict | None = None) -> dict:
     """window_ms / hop_ms / block_ms / guard_ms of a run on ``root``: ``overrides`` (options the user
     gave) first, then fleet.toml, then ``DEFAULTS`` (hop: half the window when only the window is
