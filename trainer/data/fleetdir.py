@@ -201,6 +201,8 @@ def read_csv(path: Path, rate_hz: float | None) -> Recording:
     header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=delim))]
     if any(not h for h in header) or len(set(header)) != len(header):
         raise DataError(f"{path}: the header must name every column once, got {','.join(header)}")
+    if not any(line.strip() for line in lines[1:]):
+        raise DataError(f"{path}: empty recording (a header and no rows)")
     try:
         data = np.loadtxt(io.StringIO("\n".join(lines[1:])), delimiter=delim, ndmin=2, dtype=np.float64)
     except ValueError as e:
@@ -230,9 +232,9 @@ def read_wav(path: Path, channels) -> Recording:
         rate, data = wavfile.read(path)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"{path}: unreadable WAV ({' '.join(str(e).split())})") from None
-    data = data.reshape(len(data), -1)
     if len(data) == 0:
         raise DataError(f"{path}: WAV with 0 frames")
+    data = data.reshape(len(data), -1)
     if data.dtype == np.uint8:
         x = (data.astype(np.float64) - 128.0) / 128.0
     elif np.issubdtype(data.dtype, np.integer):
