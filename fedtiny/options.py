@@ -201,9 +201,10 @@ def config_options(exclude: tuple[str, ...] = ()):
     return deco
 
 
-def config_fields(kwargs: dict) -> dict:
+def config_fields(kwargs: dict, server: bool = False) -> dict:
     """The TrainConfig fields among a command's keyword arguments (an option left at None keeps the
-    field's default). ``--samples-per-device`` on real data is refused, never ignored."""
+    field's default). ``--samples-per-device`` on real data is refused, never ignored. ``server``:
+    ``--public`` without ``--fleet`` is a fleet-folder run whose devices this process never sees."""
     from fedtiny.errors import UserError
     from fedtiny.trainer.config import TrainConfig
     from fedtiny.trainer.data import BUILTIN
@@ -213,8 +214,14 @@ def config_fields(kwargs: dict) -> dict:
     for k in ("public", "channels", "class_map"):
         if out.get(k) is None:
             out.pop(k, None)
+    out.pop("device_names", None)         # server --device-names: a comma list, read by server_fields
+    if kwargs.get("fleet") and server:
+        raise UserError("the server holds only the public pool: give --public PUBLIC --devices N "
+                        "(--device-names NAMES), not --fleet")
     if kwargs.get("fleet"):
         out.update(fleet_fields(kwargs))
+    elif server and out.get("public"):
+        out.update(server_fields(kwargs))
     elif out.get("public") or out.get("channels") or out.get("class_map"):
         raise UserError("--public, --channels and --class-map apply to a --fleet run")
     if "samples_per_device" in out and out.get("dataset", "electrical") not in BUILTIN:
@@ -247,7 +254,26 @@ def fleet_fields(kwargs: dict) -> dict:
         if name in kwargs and _given(name):
             raise UserError(f"{opt} does not apply to --fleet: the devices are the fleet's folders")
     over = {k: kwargs.get(k) for k in ("window_ms", "hop_ms", "block_ms", "guard_ms") if _given(k)}
-    return run_fields(fleet, over)
+    return run_fields(kwargs["public"], fleet, over, kwargs.get("channels"), kwargs.get("class_map"),
+                      seed=kwargs.get("seed") or 0, alpha=kwargs.get("alpha") or 0.5)
+
+
+def server_fields(kwargs: dict) -> dict:
+    """TrainConfig fields of a fleet-folder run's server (``fleetdir.run_fields`` without a fleet
+    folder): the classes, rate, channels, scale and windowing from --public (its fleet.toml when it
+    is a fleet folder) and the options; ``--device-names`` names the N devices."""
+    from fedtiny.errors import UserError
+    from fedtiny.trainer.data.fleetdir import run_fields
+
+    over = {k: kwargs.get(k) for k in ("window_ms", "hop_ms", "block_ms", "guard_ms") if _given(k)}
+    out = run_fields(kwargs["public"], None, over, kwargs.get("channels"), kwargs.get("class_map"),
+                     seed=kwargs.get("seed") or 0, alpha=kwargs.get("alpha") or 0.5)
+    names = tuple(n.strip() for n in (kwargs.get("device_names") or "").split(",") if n.strip())
+    if names:
+        if len(names) != kwargs.get("devices"):
+            raise UserError(f"--device-names names {len(names)} devices, --devices is {kwargs.get('devices')}")
+        out["device_names"] = tuple(sorted(names))
+    return out
 
 
 @contextlib.contextmanager

@@ -102,12 +102,14 @@ class Cluster:
         wait_port("127.0.0.1", port, 120, p, "flower-superlink", self.root / "superlink.log")
         return port
 
-    def site(self, k: int, link_port: int, timeout: float = 180) -> subprocess.Popen:
-        """Start ``fedtiny site`` for built-in electrical device k; return once its SuperNode listens."""
+    def site(self, k: int, link_port: int, timeout: float = 180, data: Path | None = None) -> subprocess.Popen:
+        """Start ``fedtiny site`` for built-in electrical device k, or for the device folder ``data``;
+        return once its SuperNode listens."""
         from fedtiny.trainer.flower.processes import free_port, wait_port
 
         port = free_port()
-        p = self.start(fedtiny_cmd("site", "--builtin", f"electrical:{k}", "--server", f"127.0.0.1:{link_port}",
+        source = ["--data", str(data)] if data is not None else ["--builtin", f"electrical:{k}"]
+        p = self.start(fedtiny_cmd("site", *source, "--server", f"127.0.0.1:{link_port}",
                                    "--insecure", "--work", str(self.root / f"site{k}"), "--port", str(port)),
                        f"site{k}.log", name=f"site{k}")
         wait_port("127.0.0.1", port, timeout, p, f"site {k}", self.root / f"site{k}.log")

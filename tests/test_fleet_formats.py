@@ -54,11 +54,15 @@ def make_fleet(root):
     return root
 
 
-def load(root, **kw):
-    from fedtiny.trainer.data.fleetdir import load_fleet_dir
+def load(root):
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.data.fleetdir import load_fleet_dir, run_fields
 
-    args = dict(channels=None, class_map={"no_fault": "normal", "LG": "fault"}, public_samples=60, cache=False)
-    return load_fleet_dir(root, "electrical", **{**WINDOWING, **args, **kw})
+    cmap = root.parent / "classmap.csv"
+    cmap.write_text("from,to\nno_fault,normal\nLG,fault\n")
+    cfg = TrainConfig(**run_fields("electrical", root, WINDOWING, class_map=str(cmap), public_samples=60,
+                                   cache=False), public="electrical", class_map=str(cmap), public_samples=60)
+    return load_fleet_dir(cfg, cache=False)
 
 
 @pytest.fixture()

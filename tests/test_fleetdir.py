@@ -30,10 +30,11 @@ def exported(tmp_path_factory):
 
 
 def test_export_reads_back_the_same_windows_labels_and_groups(exported):
-    from fedtiny.trainer.data.fleetdir import load_fleet_dir, resolve_windowing
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.data.fleetdir import load_fleet_dir, run_fields
 
     src, fdir, pdir = exported
-    got = load_fleet_dir(fdir, str(pdir), **resolve_windowing(fdir))
+    got = load_fleet_dir(TrainConfig(**run_fields(str(pdir), fdir), public=str(pdir)))
     assert got.info["device_names"] == ["dev00", "dev01", "dev02"]
     assert got.class_names == src.class_names and got.channel_names == src.channel_names
     assert np.array_equal(got.channel_scale, src.channel_scale)
@@ -50,7 +51,7 @@ def test_train_on_the_exported_fleet_equals_train_on_the_dataset(exported, small
     from fedtiny.trainer.config import TrainConfig
 
     small = {k: v for k, v in SMALL.items() if k != "samples_per_device"}     # the folder holds the windows
-    cfg = TrainConfig(**{**small, **run_fields(fdir)}, public=str(pdir))
+    cfg = TrainConfig(**{**small, **run_fields(str(pdir), fdir)}, public=str(pdir))
     out = tmp_path / "fleet-run"
     train(cfg, out)
     a, b = report_without_timings(small_run), report_without_timings(out)
@@ -80,7 +81,7 @@ def named_run(exported, tmp_path_factory):
     for old, new in (("dev00", "pump-07"), ("dev01", "pump-08"), ("dev02", "Pump-10")):
         (root / "F" / old).rename(root / "F" / new)
     small = {k: v for k, v in SMALL.items() if k not in ("samples_per_device", "rounds")}
-    cfg = TrainConfig(**{**small, **run_fields(root / "F")}, public=str(pdir), rounds=1, method="fedavg")
+    cfg = TrainConfig(**{**small, **run_fields(str(pdir), root / "F")}, public=str(pdir), rounds=1, method="fedavg")
     train(cfg, root / "R")
     return root / "R"
 

@@ -194,7 +194,7 @@ def prepare_server(cfg: TrainConfig, reporter: Reporter | None = None) -> Server
     from .dataprep import public_pool
 
     rep = reporter or Reporter()
-    rep.note(f"preparing the public pool: {cfg.dataset}")
+    rep.note(f"preparing the public pool: {cfg.public or cfg.dataset}")
     fleet = public_pool(cfg)
     return ServerData(ModelSpec(fleet.input_shape, fleet.n_classes), fleet.public, list(fleet.class_names))
 

@@ -636,19 +636,11 @@ def export(fleet: Fleet, out, public_out=None, hop: int | None = None, sign_symm
 # -------------------------------------------------------------------------------------------------
 # A run on a fleet folder
 
-def run_fields(root, overrides: dict | None = None) -> dict:
-    """TrainConfig fields a run on the fleet folder ``root`` takes from the folder: dataset, devices,
-    device_names (the folders in name order) and the windowing (``resolve_windowing``)."""
-    names = device_names(root)
-    return {"dataset": str(root), "devices": len(names), "device_names": tuple(names),
-            **resolve_windowing(root, overrides)}
-
-
 def resolve_windowing(root, overrides: dict | None = None) -> dict:
     """window_ms / hop_ms / block_ms / guard_ms of a run on ``root``: ``overrides`` (options the user
     gave) first, then fleet.toml, then ``DEFAULTS`` (hop: half the window when only the window is
-    set)."""
-    spec = read_spec(root)
+    set). ``root`` None: no fleet.toml."""
+    spec = read_spec(root) if root is not None else FleetSpec()
     ov = {k: v for k, v in (overrides or {}).items() if v is not None}
     out = {}
     for k in DEFAULTS:
@@ -749,75 +741,125 @@ def _public_pool(public: str, geo: Geometry, channels: list[str] | None, classes
     return pool, pchans, scale, warnings
 
 
-def load_fleet_dir(root, public: str, *, window_ms: float, hop_ms: float, block_ms: float, guard_ms: float,
-                   channels=None, class_map=None, seed: int = 0, alpha: float = 0.5, public_samples: int = 1200,
-                   cache: bool = True) -> Fleet:
-    """The Fleet of a run ``--fleet root --public public``: devices are root's folders in name order
-    (``info["device_names"]``), windows as ``read_device`` cuts them at the run's rate (fleet.toml
-    ``rate_hz``, else the public dataset's rate); the public pool is any dataset fedtiny reads (a
-    fleet folder: all of its devices' windows; a CSV or CWRU folder: all of its windows; a built-in
-    name: its public pool), its classes matched to the fleet's by name (``class_map`` renames).
-    channel_scale: fleet.toml ``full_scale`` of each channel, else the public dataset's fixed scale,
-    else max |x| of the public pool per channel."""
-    root = Path(root)
-    spec = read_spec(root)
+def _public_facts(public: str, class_map: dict):
+    """(class names, rate Hz or None, channel names or None, fixed scale {channel: s}, spec) of a
+    public dataset without reading its windows (a fleet folder: its fleet.toml and labels)."""
+    if is_fleet_folder(public):
+        spec = read_spec(public)
+        classes = vocabulary(public, device_names(public), spec, class_map)
+        return classes, spec.rate_hz, list(spec.channels) if spec.channels else None, dict(spec.full_scale), spec
+    from . import BUILTIN
+
+    if public in BUILTIN:
+        mod = __import__(f"{__package__}.{public}", fromlist=["x"])
+        names, chans, scale, rate = mod.CLASS_NAMES, mod.CHANNELS, mod.CHANNEL_SCALE, mod.SAMPLE_RATE_HZ
+    elif Path(public).is_file():
+        from . import electrical as mod
+        names = mod.DETECT_CLASS_NAMES if mod.csv_form(public) == "detect" else mod.CLASS_NAMES
+        chans, scale, rate = mod.CHANNELS, mod.CHANNEL_SCALE, mod.FS_ACQ / mod.DECIMATION
+    elif Path(public).is_dir():
+        from . import cwru as mod
+        from .mechanical import CHANNEL_SCALE as scale, CHANNELS as chans, CLASS_NAMES as names
+        rate = mod.SAMPLE_RATE_HZ
+    else:
+        raise DataError(f"--public {public!r} is neither built in, nor a .csv, nor a folder")
+    return ([class_map.get(c, c) for c in names], float(rate), list(chans),
+            {c: float(v) for c, v in zip(chans, np.asarray(scale).tolist())}, FleetSpec())
+
+
+def run_fields(public: str, root=None, overrides: dict | None = None, channels=None, class_map=None,
+               seed: int = 0, alpha: float = 0.5, public_samples: int = 1200, cache: bool = True) -> dict:
+    """Every TrainConfig field of a fleet-folder run that the data decides, resolved once so that the
+    in-process run, the server and each site agree: dataset and devices / device_names (``root``'s
+    folders; the server, which holds no fleet folder, has ``root`` None), class_names (``vocabulary``
+    of the folder whose fleet.toml rules: ``root``, else a fleet-folder ``public``; else the public
+    dataset's), rate_hz (fleet.toml, else the public dataset's), channels (``channels``, else
+    fleet.toml's, else the public dataset's), channel_scale (fleet.toml ``full_scale``, else the
+    public dataset's fixed scale, else max |x| of the public pool per channel), the windowing
+    (``resolve_windowing``) and sign_symmetric."""
+    cmap = read_class_map(class_map) if class_map else {}
+    pclasses, prate, pchans, pscale, pspec = _public_facts(public, cmap)
+    rule = Path(root) if root is not None else (Path(public) if is_fleet_folder(public) else None)
+    spec = read_spec(rule) if rule is not None else FleetSpec()
+    out: dict = {}
+    if root is not None:
+        names = device_names(root)
+        out.update(dataset=str(root), devices=len(names), device_names=tuple(names))
+        classes = vocabulary(root, names, spec, cmap)
+    else:
+        classes = pclasses
+    rate = spec.rate_hz or prate
+    if not rate:
+        raise DataError(f"the run's model rate is unknown; give rate_hz in {(rule or Path(public)) / 'fleet.toml'}")
+    chans = list(channels) if channels else (list(spec.channels) if spec.channels else pchans)
+    win = resolve_windowing(rule, overrides) if rule is not None else resolve_windowing(None, overrides)
+    if chans and all(c in spec.full_scale for c in chans):
+        scale = [spec.full_scale[c] for c in chans]
+    elif chans and all(c in pscale for c in chans):
+        scale = [pscale[c] for c in chans]
+    else:                                     # measured on the public pool (the server holds it)
+        geo = Geometry.from_ms(rate, **win)
+        pool, got, _, _ = _public_pool(public, geo, chans, classes, cmap, seed, alpha, public_samples, cache)
+        chans = chans or got
+        m = np.abs(pool.x).max(axis=(0, 1))
+        scale = np.where(m > 0, m, 1.0).tolist()
+    out.update(class_names=tuple(classes), rate_hz=float(rate), channels=tuple(chans),
+               channel_scale=tuple(float(v) for v in scale), sign_symmetric=bool(spec.sign_symmetric), **win)
+    return out
+
+
+def _geometry(cfg) -> Geometry:
+    return Geometry.from_ms(cfg.rate_hz, cfg.window_ms, cfg.hop_ms, cfg.block_ms, cfg.guard_ms)
+
+
+def _fleet(cfg, name: str, public: Pool, devices: list[Pool], info: dict) -> Fleet:
+    return Fleet(name=name, class_names=list(cfg.class_names), channel_names=list(cfg.channels),
+                 sample_rate_hz=cfg.rate_hz, channel_scale=np.asarray(cfg.channel_scale, np.float32),
+                 public=public, devices=devices,
+                 info={"loader": "fleet", "sign_symmetric": cfg.sign_symmetric, "model_rate_hz": cfg.rate_hz,
+                       "skipped": "", **info})
+
+
+def load_public(cfg, cache: bool = True) -> Fleet:
+    """The server's data of a fleet-folder run ``cfg`` (``run_fields`` resolved): the public pool
+    ``cfg.public`` with the run's class ids, and no device."""
+    pool, _, _, warnings = _public_pool(cfg.public, _geometry(cfg), list(cfg.channels), list(cfg.class_names),
+                                        read_class_map(cfg.class_map) if cfg.class_map else {}, cfg.seed,
+                                        cfg.alpha, cfg.public_samples, cache)
+    return _fleet(cfg, Path(cfg.public).name or cfg.public, pool, [], {"public": cfg.public, "warnings": warnings})
+
+
+def load_device(cfg, folder, cache: bool = True) -> Pool:
+    """One device folder's windows under the run ``cfg`` (a site's only data)."""
+    return read_device(folder, read_spec(Path(folder).parent), _geometry(cfg), list(cfg.channels),
+                       list(cfg.class_names), read_class_map(cfg.class_map) if cfg.class_map else {}, cache).pool
+
+
+def load_fleet_dir(cfg, cache: bool = True) -> Fleet:
+    """The Fleet of the in-process run ``cfg`` on the fleet folder ``cfg.dataset`` (``run_fields``
+    resolved): devices are its folders in name order (``read_device``: each recording resampled to
+    ``cfg.rate_hz``, channels ``cfg.channels``), group ids made unique fleet-wide; the public pool
+    as ``load_public``. ``info["unlabelled"]`` lists the recordings nothing uses."""
+    root = Path(cfg.dataset)
     names = device_names(root)
-    cmap = read_class_map(class_map) if isinstance(class_map, (str, Path)) else dict(class_map or {})
-    classes = vocabulary(root, names, spec, cmap)
-    chans = list(channels) if channels else (list(spec.channels) if spec.channels else None)
-    rate = spec.rate_hz
-    if rate is None:
-        if is_fleet_folder(public) and read_spec(public).rate_hz:
-            rate = read_spec(public).rate_hz
-        elif public in ("electrical", "mechanical") or not is_fleet_folder(public):
-            from . import load_fleet
-            rate = None if is_fleet_folder(public) else _builtin_rate(public, load_fleet)
-    if rate is None:
-        raise DataError(f"{root}: the run's model rate is unknown; give rate_hz in {root / 'fleet.toml'}")
-    geo = Geometry.from_ms(rate, window_ms, hop_ms, block_ms, guard_ms)
-    pub, pchans, pscale, warnings = _public_pool(public, geo, chans, classes, cmap, seed, alpha, public_samples,
-                                                 cache)
-    chans = chans or pchans
-    devices, unlabelled, offset = [], {}, int(pub.groups.max()) + 1 if len(pub) else 0
+    if tuple(names) != tuple(cfg.device_names):
+        raise DataError(f"{root}: device folders {', '.join(names)} differ from the run's "
+                        f"{', '.join(cfg.device_names)}")
+    f = load_public(cfg, cache)
+    spec = read_spec(root)
+    geo = _geometry(cfg)
+    cmap = read_class_map(cfg.class_map) if cfg.class_map else {}
+    devices, unlabelled = [], {}
+    offset = int(f.public.groups.max()) + 1 if len(f.public) else 0
     for n in names:
-        d = read_device(root / n, spec, geo, chans, classes, cmap, cache)
+        d = read_device(root / n, spec, geo, list(cfg.channels), list(cfg.class_names), cmap, cache)
         p = d.pool
         p.groups = p.groups + offset
         offset = int(p.groups.max()) + 1
         devices.append(p)
         if d.unlabelled:
             unlabelled[n] = d.unlabelled
-    if all(c in spec.full_scale for c in chans):
-        scale = np.array([spec.full_scale[c] for c in chans], np.float32)
-    elif pscale is not None and len(pscale) == len(chans):
-        scale = np.asarray(pscale, np.float32)
-    else:
-        m = np.abs(pub.x).max(axis=(0, 1))
-        scale = np.where(m > 0, m, 1.0).astype(np.float32)
-    for i, p in enumerate(devices):
-        if p.x.shape[2] != len(chans):
-            raise DataError(f"device {names[i]}: {p.x.shape[2]} channels, the run's are {', '.join(chans)}")
-    info = {"loader": "fleet", "path": str(root), "public": str(public), "device_names": names,
-            "model_rate_hz": rate, **geo.ms(), "sign_symmetric": spec.sign_symmetric,
-            "units": {c: spec.units.get(c, "") for c in chans}, "warnings": warnings,
-            "unlabelled": unlabelled, "skipped": ""}
-    return Fleet(name=root.name, class_names=classes, channel_names=list(chans), sample_rate_hz=rate,
-                 channel_scale=scale, public=pub, devices=devices, info=info)
-
-
-def _builtin_rate(public: str, load_fleet) -> float | None:
-    """Model rate of a built-in fleet or public file form (without loading its windows when built in)."""
-    if public == "electrical":
-        from .electrical import SAMPLE_RATE_HZ
-        return float(SAMPLE_RATE_HZ)
-    if public == "mechanical":
-        from .mechanical import SAMPLE_RATE_HZ
-        return float(SAMPLE_RATE_HZ)
-    p = Path(public)
-    if p.is_file():
-        from .electrical import FS_ACQ, DECIMATION
-        return FS_ACQ / DECIMATION
-    if p.is_dir():
-        from .cwru import SAMPLE_RATE_HZ
-        return float(SAMPLE_RATE_HZ)
-    return None
+    f.devices = devices
+    f.name = root.name
+    f.info.update(path=str(root), device_names=names, unlabelled=unlabelled, **geo.ms())
+    return f
