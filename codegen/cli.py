@@ -128,7 +128,10 @@ def flash(device, board, port, run, project, reconnect_wait, stop):
     from .build import BUILD_MANIFEST, default_out_dir
 
     brd = load_board(board)
-    device = _device(_run_dir(run), device)
+    if project and str(device).strip().isdigit():     # the project names its device: no run needed
+        device = int(device)
+    else:
+        device = _device(_run_dir(run), device)
     proj = Path(project) if project else default_out_dir(_run_dir(run), device, brd)
     if not brd.uses_platformio:
         return _flash_qemu(proj, brd, device, run, port, stop)
