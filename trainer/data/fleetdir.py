@@ -742,16 +742,18 @@ def _public_pool(public: str, geo: Geometry, channels: list[str] | None, classes
 
 
 def _public_facts(public: str, class_map: dict):
-    """(class names, rate Hz or None, channel names or None, fixed scale {channel: s}, spec) of a
-    public dataset without reading its windows (a fleet folder: its fleet.toml and labels)."""
+    """(class names, rate Hz or None, channel names or None, fixed scale {channel: s}) of a public
+    dataset without reading its windows (a fleet folder: its fleet.toml and labels)."""
     if is_fleet_folder(public):
         spec = read_spec(public)
         classes = vocabulary(public, device_names(public), spec, class_map)
-        return classes, spec.rate_hz, list(spec.channels) if spec.channels else None, dict(spec.full_scale), spec
+        return classes, spec.rate_hz, list(spec.channels) if spec.channels else None, dict(spec.full_scale)
     from . import BUILTIN
 
     if public in BUILTIN:
-        mod = __import__(f"{__package__}.{public}", fromlist=["x"])
+        import importlib
+
+        mod = importlib.import_module(f"{__package__}.{public}")
         names, chans, scale, rate = mod.CLASS_NAMES, mod.CHANNELS, mod.CHANNEL_SCALE, mod.SAMPLE_RATE_HZ
     elif Path(public).is_file():
         from . import electrical as mod
@@ -764,7 +766,7 @@ def _public_facts(public: str, class_map: dict):
     else:
         raise DataError(f"--public {public!r} is neither built in, nor a .csv, nor a folder")
     return ([class_map.get(c, c) for c in names], float(rate), list(chans),
-            {c: float(v) for c, v in zip(chans, np.asarray(scale).tolist())}, FleetSpec())
+            {c: float(v) for c, v in zip(chans, np.asarray(scale).tolist())})
 
 
 def run_fields(public: str, root=None, overrides: dict | None = None, channels=None, class_map=None,
@@ -778,7 +780,7 @@ def run_fields(public: str, root=None, overrides: dict | None = None, channels=N
     public dataset's fixed scale, else max |x| of the public pool per channel), the windowing
     (``resolve_windowing``) and sign_symmetric."""
     cmap = read_class_map(class_map) if class_map else {}
-    pclasses, prate, pchans, pscale, pspec = _public_facts(public, cmap)
+    pclasses, prate, pchans, pscale = _public_facts(public, cmap)
     rule = Path(root) if root is not None else (Path(public) if is_fleet_folder(public) else None)
     spec = read_spec(rule) if rule is not None else FleetSpec()
     out: dict = {}
