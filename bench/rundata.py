@@ -66,6 +66,12 @@ def default_run(root: Path | str = "runs") -> Path:
 
 
 def run_devices(run_dir: Path) -> list[int]:
+    """Numbers of the run's devices that have a device.json (named devices by config.json)."""
+    from fedtiny.trainer.rundir import run_device_names
+
+    names = run_device_names(run_dir)
+    if names:
+        return [i for i, n in enumerate(names) if (Path(run_dir) / "devices" / n / "device.json").is_file()]
     out = []
     for p in sorted((Path(run_dir) / "devices").glob("dev[0-9][0-9]")):
         if (p / "device.json").is_file():

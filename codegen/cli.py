@@ -13,6 +13,16 @@ from .boards import board_names, load_board
 from .errors import CodegenError
 
 
+def _device(run: Path, device: str) -> int:
+    """``--device`` as a number: a device name of the run, or a number."""
+    from fedtiny.trainer.rundir import resolve_device
+
+    try:
+        return resolve_device(run, device)
+    except ValueError as e:
+        raise CodegenError(str(e)) from None
+
+
 def _run_dir(run: str | None) -> Path:
     if run is not None:
         return Path(run)
@@ -32,7 +42,8 @@ def _margin(used: int, budget: int) -> str:
 
 
 @click.command("build")
-@click.option("--device", "-d", type=int, required=True, help="Device id whose model to build (RUN/devices/devNN).")
+@click.option("--device", "-d", required=True,
+              help="Device whose model to build: its name (a fleet folder's device folder) or number.")
 @click.option("--board", "-b", default="nano33ble", show_default=True,
               help=BOARD_HELP)
 @click.option("--run", "run", type=click.Path(file_okay=False), default=None,
@@ -53,6 +64,7 @@ def build(device, board, run, out, test_samples, do_compile, runtime):
     from .build import build_project
 
     brd = load_board(board)
+    device = _device(_run_dir(run), device)
     r = build_project(_run_dir(run), device, board, out, test_samples, do_compile, runner=RUNNER,
                       runtime=runtime)
     click.echo(f"wrote {r.project_dir}")
@@ -95,7 +107,7 @@ def _usb_identity(port: str | None, usb_ids: list[str]):
 
 
 @click.command("flash")
-@click.option("--device", "-d", type=int, required=True, help="Device id whose firmware to upload.")
+@click.option("--device", "-d", required=True, help="Device whose firmware to upload: its name or number.")
 @click.option("--board", "-b", default="nano33ble", show_default=True,
               help=BOARD_HELP)
 @click.option("--port", "-p", default=None, help="Serial port of the board (default: PlatformIO auto-detects).")
@@ -116,6 +128,10 @@ def flash(device, board, port, run, project, reconnect_wait, stop):
     from .build import BUILD_MANIFEST, default_out_dir
 
     brd = load_board(board)
+    if project and str(device).strip().isdigit():     # the project names its device: no run needed
+        device = int(device)
+    else:
+        device = _device(_run_dir(run), device)
     proj = Path(project) if project else default_out_dir(_run_dir(run), device, brd)
     if not brd.uses_platformio:
         return _flash_qemu(proj, brd, device, run, port, stop)

@@ -1,5 +1,5 @@
 """The ``fedtiny`` command line: train, build, flash, bench, emulate, compare, ablate, report, demo,
-server, site.
+server, site, data.
 
 Subcommands load lazily so that ``fedtiny --help`` answers without importing TensorFlow.
 """
@@ -26,6 +26,7 @@ LAZY = {
     "demo": ("fedtiny.demo", "demo"),
     "server": ("fedtiny.flower_cli", "server"),
     "site": ("fedtiny.flower_cli", "site"),
+    "data": ("fedtiny.data_cli", "data"),
 }
 SHORT_HELP = {
     "train": "Train a fleet (Fed-Meta-Align, FedAvg, FedProx, references) into a run directory.",
@@ -39,6 +40,7 @@ SHORT_HELP = {
     "demo": "Train, build, emulate and bench on the built-in data, end to end.",
     "server": "Run a federation's server over Flower: the same run directory as train.",
     "site": "Serve one device's data to a federation (a Flower SuperNode + the site worker).",
+    "data": "Check a dataset (data check) or write one as a fleet folder (data export).",
 }
 
 

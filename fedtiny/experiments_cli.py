@@ -67,7 +67,11 @@ def _run(kind: str, seeds, out: Path, options: dict, only: str | None = None) ->
         check_experiment(out, record)
         atomic_write_json(out / "experiment.json", record)
         res = run_variants(base, variants, seeds, out, RichReporter(), on_run, on_fail)
-        given = " ".join(_flag(k, v) for k, v in config_fields(options).items() if v != getattr(TrainConfig(), k))
+        derived = FLEET_DERIVED if options.get("fleet") else ()     # what --fleet resolves from the folder
+        given = " ".join(_flag(k, v) for k, v in config_fields(options).items()
+                         if v != getattr(TrainConfig(), k) and k not in derived)
+        if options.get("fleet"):
+            given = f"--fleet {options['fleet']} {given}"
         given += f" --variants {','.join(variants)}" if only else ""
         meta = {"command": " ".join(f"fedtiny {kind} --seeds {','.join(map(str, seeds))} {given} "
                                     f"--out {out}".split()),
@@ -83,6 +87,10 @@ def _run(kind: str, seeds, out: Path, options: dict, only: str | None = None) ->
     if res["failed"]:
         fail(f"{len(res['failed'])} of {len(variants) * len(seeds)} runs failed (listed in {paths['table']}); "
              "the others are in the table", 1)
+
+
+FLEET_DERIVED = ("dataset", "devices", "device_names", "class_names", "rate_hz", "channel_scale", "sign_symmetric",
+                 "window_ms", "hop_ms", "block_ms", "guard_ms")
 
 
 def _flag(name: str, value) -> str:

@@ -68,6 +68,9 @@ def _check_tls(host: str, insecure: bool, have_certs: bool, what: str) -> None:
                    "or a Phase-3 step needs later) before a clear error.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for Flower's files (SuperLink database, logs, job) [default: next to --out].")
+@click.option("--device-names", default=None, metavar="NAME,...",
+              help="With --public: the names of the fleet's devices (their folders at the sites); they are "
+                   "numbered in name order.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON object of run settings (TrainConfig fields, e.g. a run's config.json); options given "
                    "on the command line take precedence.")
@@ -88,6 +91,9 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     from fedtiny.trainer.pipeline import Run
 
     cfg = TrainConfig.from_dict(merged_config(ctx, options, config_file))
+    if cfg.public and not cfg.device_names:
+        raise UserError("a fleet-folder run's server needs the devices' names: --device-names NAME,... "
+                        "(each site serves the device folder of that name)")
     if out is None:
         name = Path(cfg.dataset).stem if cfg.dataset not in ("electrical", "mechanical") else cfg.dataset
         out = Path("runs") / f"{name}-{cfg.method}-s{cfg.seed}"
@@ -208,7 +214,7 @@ def merged_config(ctx, options: dict, config_file: Path | None) -> dict:
     """TrainConfig fields: the command line's explicit options over ``config_file``'s over defaults."""
     from click.core import ParameterSource
 
-    fields = config_fields(options)
+    fields = config_fields(options, server=True)
     if config_file is None:
         return fields
     try:
@@ -274,11 +280,14 @@ def _builtin(ctx, param, value):
 
 @click.group(invoke_without_command=True)
 @click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
-              help="This site's data, in any format `fedtiny train --dataset` reads (a classData .csv or a "
-                   "folder of CWRU .mat files); the site keeps device K's pool of it.")
+              help="This site's data: one device folder of a fleet (FLEET/pump-07: the site reads that folder "
+                   "and nothing else, and is the device of that name), or any format `fedtiny train "
+                   "--dataset` reads (a classData .csv or a folder of CWRU .mat files; the site keeps device "
+                   "K's pool of it).")
 @click.option("--builtin", callback=_builtin, default=None, metavar="NAME:K",
               help="Demo data instead of --data: device K of a built-in fleet (electrical:K, mechanical:K).")
-@click.option("--device-id", type=click.IntRange(0), default=None, help="The device K this site holds.")
+@click.option("--device-id", type=click.IntRange(0), default=None,
+              help="The device K this site holds [a device folder: its place in the run's device names].")
 @click.option("--server", "server_addr", default=None, metavar="HOST:PORT",
               help="The SuperLink of `fedtiny server` (its --host/--port). Required.")
 @click.option("--insecure", is_flag=True, help=INSECURE_HELP)
@@ -312,6 +321,7 @@ def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates
         raise UserError("give --server HOST:PORT (the SuperLink of `fedtiny server`)")
     if (data is None) == (builtin is None):
         raise UserError("give exactly one of --data PATH or --builtin NAME:K")
+    name = None
     if builtin is not None:
         dataset, k = builtin
         if device_id is not None and device_id != k:
@@ -319,8 +329,11 @@ def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates
         device_id = k
     else:
         dataset = str(data.absolute())
-        if device_id is None:
-            raise UserError("--device-id is required with --data")
+        if (data / "labels.csv").is_file():
+            name = data.absolute().name                 # a fleet's device folder: the device's name
+        elif device_id is None:
+            raise UserError("--device-id is required with --data (unless --data is a device folder with a "
+                            "labels.csv)")
     try:
         host, _ = fp.split_address(server_addr)
     except ValueError as e:
@@ -329,7 +342,7 @@ def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates
     if auth_key is None and not fp.is_loopback(host):
         raise UserError(f"off loopback ({host}) node authentication is required: give --auth-key "
                         "(make one with `fedtiny site keygen`)")
-    work = (work or Path(f"site-dev{device_id:02d}")).absolute()
+    work = (work or Path(f"site-{name}" if name else f"site-dev{device_id:02d}")).absolute()
     work.mkdir(parents=True, exist_ok=True)
     from fedtiny.trainer.flower import gate
     from fedtiny.trainer.flower.site_service import SiteService
@@ -348,18 +361,21 @@ def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates
     import_tensorflow()              # once, here: every request of this site runs in this process
     sock_dir = Path(tempfile.mkdtemp(prefix="fedtiny-site-"))   # short path: Unix sockets allow ~100 bytes
     key_file = sock_dir / "key"
-    worker = SiteWorker(SiteService(dataset, device_id, work), sock_dir / "worker.sock", make_key(key_file), log)
+    worker = SiteWorker(SiteService(dataset, device_id, work, name), sock_dir / "worker.sock", make_key(key_file),
+                        log)
     worker.start()
     node = None
     try:
-        nc = {"device-id": device_id, "site-socket": str(sock_dir / "worker.sock"), "site-key": str(key_file)}
+        nc = {"site-socket": str(sock_dir / "worker.sock"), "site-key": str(key_file)}
+        if device_id is not None:
+            nc["device-id"] = device_id
         port = port or fp.free_port()
         node_log = work / "supernode.log"
         refusals = work / "refusals.log"
         # only fedtiny's ClientApp is ever started by this SuperNode (trainer/flower/gate.py)
         node = fp.start(fp.supernode_cmd(server_addr, port, nc, root_certificates, auth_key), node_log,
                         fp.child_env(FLWR_HOME=work / "flwr-home", **gate.install(work / "gate", refusals)))
-        log(f"device {device_id} ({dataset}) serving in process {os.getpid()}; SuperNode -> {server_addr} "
+        log(f"device {name or device_id} ({dataset}) serving in process {os.getpid()}; SuperNode -> {server_addr} "
             f"(log {node_log})")
         node_out, refused = Follow(node_log), Follow(refusals)
         try:

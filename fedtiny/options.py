@@ -69,8 +69,32 @@ def min_sites_option():
                              "later).")
 
 
-# name -> option; the name is the TrainConfig field
+def _channels(ctx, param, value):
+    if value is None:
+        return None
+    parts = tuple(v.strip() for v in value.split(","))
+    if not all(parts) or len(set(parts)) != len(parts):
+        raise click.BadParameter("give distinct comma-separated channel names, e.g. Ia,Ib,Ic")
+    return parts
+
+
+# name -> option; the name is the TrainConfig field (``fleet`` sets ``dataset`` and ``devices``)
 _CONFIG_OPTIONS = {
+    "fleet": lambda: click.option(
+        "--fleet", default=None, type=click.Path(exists=True, file_okay=False),
+        help="A fleet folder (one folder per device; README \"The fleet folder\"): the devices are its "
+             "folders in name order. Needs --public."),
+    "public": lambda: click.option(
+        "--public", default=None,
+        help="With --fleet: the Phase-0 public pool, any dataset fedtiny reads (electrical, mechanical, a "
+             "classData .csv, a CWRU folder or a fleet folder); classes are matched by name."),
+    "channels": lambda: click.option(
+        "--channels", default=None, callback=_channels,
+        help="With --fleet: the channels to use, by name and in this order [default: fleet.toml's, else "
+             "the public pool's]."),
+    "class_map": lambda: click.option(
+        "--class-map", default=None, type=click.Path(exists=True, dir_okay=False),
+        help="With --fleet: CSV of from,to class renames applied to device and public labels."),
     "method": lambda: click.option(
         "--method", default="fedmetaalign", show_default=True,
         type=click.Choice(["fedmetaalign", "fedavg", "fedprox", "median", "trimmed-mean", "local", "centralized",
@@ -97,16 +121,19 @@ _CONFIG_OPTIONS = {
         help="Real data: share of each class's groups held out as the Phase-0 public pool."),
     "window_ms": lambda: click.option(
         "--window-ms", default=10.0, show_default=True, type=click.FloatRange(0),
-        help="CSV: window length (multiple of 0.5 ms); 0 = per-sample input (each row a 6-value vector)."),
+        help="CSV: window length (multiple of 0.5 ms); 0 = per-sample input (each row a 6-value vector). "
+             "--fleet: window [default: fleet.toml's, else 100 ms]."),
     "hop_ms": lambda: click.option(
         "--hop-ms", default=None, type=click.FloatRange(0, min_open=True),
-        help="CSV: hop between windows [default: one 2 kHz sample, 0.5 ms; per-sample: one row]."),
+        help="CSV: hop between windows [default: one 2 kHz sample, 0.5 ms; per-sample: one row]. "
+             "--fleet: [default: fleet.toml's, else half the window]."),
     "block_ms": lambda: click.option(
         "--block-ms", default=12.5, show_default=True, type=click.FloatRange(0, min_open=True),
-        help="CSV: contiguous time block (the split unit) of each label run."),
+        help="CSV: contiguous time block (the split unit) of each label run. --fleet: time block inside "
+             "each labelled segment [default: fleet.toml's, else 1000 ms]."),
     "guard_ms": lambda: click.option(
         "--guard-ms", default=0.5, show_default=True, type=click.FloatRange(0),
-        help="CSV: gap between blocks that belongs to no block."),
+        help="CSV: gap between blocks that belongs to no block. --fleet: [default: fleet.toml's, else 0]."),
     "group_by": lambda: click.option(
         "--group-by", default="block", show_default=True, type=click.Choice(["block", "recording"]),
         help="CWRU split unit: time blocks of a recording, or whole recordings (strict)."),
@@ -215,18 +242,78 @@ def config_options(exclude: tuple[str, ...] = ()):
     return deco
 
 
-def config_fields(kwargs: dict) -> dict:
+def config_fields(kwargs: dict, server: bool = False) -> dict:
     """The TrainConfig fields among a command's keyword arguments (an option left at None keeps the
-    field's default). ``--samples-per-device`` on real data is refused, never ignored."""
+    field's default). ``--samples-per-device`` on real data is refused, never ignored. ``server``:
+    ``--public`` without ``--fleet`` is a fleet-folder run whose devices this process never sees."""
     from fedtiny.errors import UserError
     from fedtiny.trainer.config import TrainConfig
     from fedtiny.trainer.data import BUILTIN
 
     names = set(TrainConfig.__dataclass_fields__)
     out = {k: v for k, v in kwargs.items() if k in names and not (k == "samples_per_device" and v is None)}
+    for k in ("public", "channels", "class_map"):
+        if out.get(k) is None:
+            out.pop(k, None)
+    out.pop("device_names", None)         # server --device-names: a comma list, read by server_fields
+    if kwargs.get("fleet") and server:
+        raise UserError("the server holds only the public pool: give --public PUBLIC --devices N "
+                        "(--device-names NAMES), not --fleet")
+    if kwargs.get("fleet"):
+        out.update(fleet_fields(kwargs))
+    elif server and out.get("public"):
+        out.update(server_fields(kwargs))
+    elif out.get("public") or out.get("channels") or out.get("class_map"):
+        raise UserError("--public, --channels and --class-map apply to a --fleet run")
     if "samples_per_device" in out and out.get("dataset", "electrical") not in BUILTIN:
         raise UserError("--samples-per-device applies to the built-in generators only: real data keeps every "
                         "window its file gives (set the CSV windows with --window-ms / --hop-ms)")
+    return out
+
+
+def _given(name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not left at its default)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def fleet_fields(kwargs: dict) -> dict:
+    """TrainConfig fields of a ``--fleet FLEET --public PUBLIC`` run (``fleetdir.run_fields``):
+    dataset = FLEET, its device folders, the windowing from the options given, fleet.toml and the
+    defaults."""
+    from fedtiny.errors import UserError
+    from fedtiny.trainer.data.fleetdir import run_fields
+
+    fleet = kwargs["fleet"]
+    if not kwargs.get("public"):
+        raise UserError("--fleet needs --public PUBLIC (the Phase-0 pool: a built-in name, a .csv, a CWRU "
+                        "folder or a fleet folder)")
+    for opt, name in (("--dataset", "dataset"), ("--devices", "devices"), ("--alpha", "alpha")):
+        if name in kwargs and _given(name):
+            raise UserError(f"{opt} does not apply to --fleet: the devices are the fleet's folders")
+    over = {k: kwargs.get(k) for k in ("window_ms", "hop_ms", "block_ms", "guard_ms") if _given(k)}
+    return run_fields(kwargs["public"], fleet, over, kwargs.get("channels"), kwargs.get("class_map"),
+                      seed=kwargs.get("seed") or 0, alpha=kwargs.get("alpha") or 0.5)
+
+
+def server_fields(kwargs: dict) -> dict:
+    """TrainConfig fields of a fleet-folder run's server (``fleetdir.run_fields`` without a fleet
+    folder): the classes, rate, channels, scale and windowing from --public (its fleet.toml when it
+    is a fleet folder) and the options; ``--device-names`` names the N devices."""
+    from fedtiny.errors import UserError
+    from fedtiny.trainer.data.fleetdir import run_fields
+
+    over = {k: kwargs.get(k) for k in ("window_ms", "hop_ms", "block_ms", "guard_ms") if _given(k)}
+    out = run_fields(kwargs["public"], None, over, kwargs.get("channels"), kwargs.get("class_map"),
+                     seed=kwargs.get("seed") or 0, alpha=kwargs.get("alpha") or 0.5)
+    names = tuple(n.strip() for n in (kwargs.get("device_names") or "").split(",") if n.strip())
+    if names:
+        if len(names) != kwargs.get("devices"):
+            raise UserError(f"--device-names names {len(names)} devices, --devices is {kwargs.get('devices')}")
+        out["device_names"] = tuple(sorted(names))
     return out
 
 

@@ -17,6 +17,11 @@ CLOCKS = {"host": "host (the emulator's host time, not a board)", "device": "dev
           "icount": "icount (instructions counted by QEMU -icount on qemu-m4, not microseconds of a real board)"}
 
 
+
+def _name(d: dict) -> str:
+    """A report row's device: its name (a fleet folder's device) or number."""
+    return str(d.get("name", d["device"]))
+
 def _img(png: io.BytesIO | None) -> str:
     if png is None:
         return ""
@@ -153,9 +158,9 @@ def render_report(run: Path) -> str:
     method = rep["method"]
     imgs = {
         "rounds": plots.round_accuracy_plot({method: curve}, io.BytesIO()) if curve else None,
-        "devices": plots.device_bars_plot({method: {str(d["device"]): d["int8_acc"] for d in rep["devices"]}},
+        "devices": plots.device_bars_plot({method: {_name(d): d["int8_acc"] for d in rep["devices"]}},
                                           io.BytesIO(),
-                                          {method: {str(d["device"]): d["float_acc"] for d in rep["devices"]}}),
+                                          {method: {_name(d): d["float_acc"] for d in rep["devices"]}}),
         "weights": plots.weights_heatmap(metrics, io.BytesIO(), cfg.get("align_ref", "mean")),
         "confusion": plots.confusion_plot(plots.confusion(run, len(rep["class_names"])), rep["class_names"],
                                           "INT8 decisions, all devices", io.BytesIO()),
@@ -164,7 +169,7 @@ def render_report(run: Path) -> str:
     results, problems = load_bench_results(run)
     bench = bench_section(bench_rows(results, rep), problems, run.name)
     rows = "".join(
-        f"<tr><td>{d['device']}</td><td>{d['n_test']}</td><td>{100 * d['float_acc']:.1f}</td>"
+        f"<tr><td>{html.escape(_name(d))}</td><td>{d['n_test']}</td><td>{100 * d['float_acc']:.1f}</td>"
         f"<td>{100 * d['int8_acc']:.1f}</td><td>{_pct(d.get('int8_far'))}</td><td>{_pct(d.get('int8_dr'))}</td>"
         f"<td>{d['threshold']:.3f}</td><td>{html.escape(str(d.get('threshold_origin', 'n/a')))}</td>"
         f"<td>{d['model_bytes']}</td><td>{d['arena_bytes']}</td></tr>" for d in rep["devices"])

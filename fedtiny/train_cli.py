@@ -26,7 +26,7 @@ def print_summary(report: dict, out: Path) -> None:
                 "model B", "arena used B (host)"):
         t.add_column(col, justify="right")
     for d in report["devices"]:
-        t.add_row(str(d["device"]), str(d["n_test"]), f"{100 * d['float_acc']:.1f}%",
+        t.add_row(str(d.get("name", d["device"])), str(d["n_test"]), f"{100 * d['float_acc']:.1f}%",
                   f"{100 * d['int8_acc']:.1f}%", pct(d.get("int8_far")), pct(d.get("int8_dr")),
                   f"{d['threshold']:.3f} ({d.get('threshold_origin') or 'default'})",
                   str(d.get("model_bytes", "-")), str(d.get("arena_bytes", "-")))

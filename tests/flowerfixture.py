@@ -108,8 +108,8 @@ class Cluster:
         return port
 
     def site(self, k: int, link_port: int, timeout: float = 180, ca: Path | None = None,
-             key: Path | None = None, name: str | None = None) -> subprocess.Popen:
-        """Start ``fedtiny site`` for built-in electrical device k (TLS with ``ca``, node
+             key: Path | None = None, name: str | None = None, data: Path | None = None) -> subprocess.Popen:
+        """Start ``fedtiny site`` for built-in electrical device k or the device folder ``data`` (TLS with ``ca``, node
         authentication with ``key``, else --insecure); return once its SuperNode listens."""
         from fedtiny.trainer.flower.processes import free_port, wait_port
 
@@ -117,7 +117,8 @@ class Cluster:
         name = name or f"site{k}"
         secure = ["--root-certificates", str(ca)] if ca else ["--insecure"]
         secure += ["--auth-key", str(key)] if key else []
-        p = self.start(fedtiny_cmd("site", "--builtin", f"electrical:{k}", "--server", f"127.0.0.1:{link_port}",
+        source = ["--data", str(data)] if data is not None else ["--builtin", f"electrical:{k}"]
+        p = self.start(fedtiny_cmd("site", *source, "--server", f"127.0.0.1:{link_port}",
                                    *secure, "--work", str(self.root / name), "--port", str(port)),
                        f"{name}.log", name=name)
         wait_port("127.0.0.1", port, timeout, p, f"site {k}", self.root / f"{name}.log")

@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import report_without_timings as _report, small_config
+from conftest import SMALL, report_without_timings as _report
 from flowerfixture import Cluster, fedtiny_cmd, make_tls, wait_for
 
 pytest.importorskip("flwr")
@@ -38,16 +38,50 @@ def _metrics_lines(root) -> list[str]:
     return [line for m in root.glob("*/metrics.jsonl") for line in m.read_text().splitlines()]
 
 
+def _fleet_per_site(tmp_path):
+    """The small built-in electrical fleet exported (``fedtiny data export``) as FLEET + POOL, and each
+    device folder copied, with the fleet.toml, into a temporary folder of its own (one per site)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+
+    fleet, pool = tmp_path / "export" / "F", tmp_path / "server-data" / "P"
+    res = CliRunner().invoke(main, ["data", "export", "electrical", "--devices", "3", "--seed", "0",
+                                    "--samples-per-device", "160", "--public-samples", "300", "--out", str(fleet),
+                                    "--public-out", str(pool)])
+    assert res.exit_code == 0, res.output
+    sites = []
+    for k in range(3):
+        own = tmp_path / f"site{k}-data"
+        own.mkdir()
+        shutil.copy(fleet / "fleet.toml", own / "fleet.toml")
+        shutil.copytree(fleet / f"dev{k:02d}", own / f"dev{k:02d}")
+        sites.append(own / f"dev{k:02d}")
+    return fleet, pool, sites
+
+
 def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
-    """TLS and node authentication, with a CA, a SuperLink certificate and site keys made here:
-    `fedtiny server --sites` registers the three sites' keys; a fourth SuperNode with a key of its
-    own claims device 0 (the slot hijack) and is refused at the door; the run equals the in-process one."""
+    """Each site holds one device folder in a temporary folder no other process is given; the server
+    holds the public pool only. TLS and node authentication, with a CA, a SuperLink certificate and
+    site keys made here: `fedtiny server --sites` registers the three sites' keys; a fourth SuperNode
+    with a key of its own claims device 0 (the slot hijack) and is refused at the door. The run equals
+    `train --fleet FLEET --public POOL` in process."""
+    import shutil
+
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.data.fleetdir import run_fields
     from fedtiny.trainer.flower import identity
     from fedtiny.trainer.flower.processes import free_port, wait_port
     from fedtiny.trainer.pipeline import InProcess, train
 
+    fleet, pool, sites = _fleet_per_site(tmp_path)
+    small = {k: v for k, v in SMALL.items() if k != "samples_per_device"}      # the folders hold the windows
+    cfg = TrainConfig(**{**small, **run_fields(str(pool), fleet), "public": str(pool), "rounds": 1})
     ref = tmp_path / "inprocess"
-    train(small_config(rounds=1), ref, backend=InProcess(vectorized=False))   # the per-device engine sites run
+    train(cfg, ref, backend=InProcess(vectorized=False))     # the per-device engine sites run
+    shutil.rmtree(fleet.parent)                              # from here on, each device exists at its site only
     run = tmp_path / "run"
     tls = make_tls(tmp_path / "tls")
     keys = [identity.keygen(tmp_path / "keys" / f"dev{k:02d}.key")[0] for k in range(3)]
@@ -59,7 +93,8 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
         srv = c.start(fedtiny_cmd("server", "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile",
                                   str(tls["cert"]), "--ssl-keyfile", str(tls["key"]), "--ssl-ca-certfile",
                                   str(tls["ca"]), "--sites", str(tmp_path / "sites.toml"), "--devices", "3",
-                                  "--config", str(c.small_config()), "--out", str(run), "--rounds", "1",
+                                  "--config", str(c.small_config(samples_per_device=400)), "--out", str(run),
+                                  "--rounds", "1", "--public", str(pool), "--device-names", "dev00,dev01,dev02",
                                   "--wait", "240", "--timeout", "300", "--work", str(tmp_path / "work")),
                       "server.log", name="server")
         wait_for(lambda: "registered 3 site key(s)" in (tmp_path / "server.log").read_text() or srv.poll() is not None,
@@ -69,12 +104,14 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
                                        "--root-certificates", str(tls["ca"]), "--auth-key", str(hijack),
                                        "--work", str(tmp_path / "outsider")), "outsider.log", name="outsider")
         for k in range(3):
-            c.site(k, port, ca=tls["ca"], key=keys[k])
+            c.site(k, port, ca=tls["ca"], key=keys[k], data=sites[k])
         assert outsider.wait(180) == 2                          # refused: it never joined
         assert "refused (identity)" in (tmp_path / "outsider.log").read_text()
         _finish(srv, c)
     assert "connected to server" in (tmp_path / "site0" / "site.log").read_text()
-    assert _report(run) == _report(ref)                       # accuracies, thresholds, model bytes
+    a, b = _report(run), _report(ref)
+    assert b.pop("dataset") == str(fleet) and a.pop("dataset") == "electrical"     # the server has no fleet path
+    assert a == b                                             # accuracies, thresholds, model bytes, names
     assert (run / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
     for k in range(3):
         d = f"dev{k:02d}"
@@ -86,6 +123,7 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
         assert all(np.array_equal(za[n], zb[n]) for n in zb.files)
         # one site process answered every request: TensorFlow was imported once per site
         log = (tmp_path / f"site{k}" / "site.log").read_text()
+        assert f"device dev{k:02d} ({sites[k]}) serving" in log
         serving = re.findall(r"serving in process (\d+)", log)
         answered = re.findall(r"answered \w+ .*\(process (\d+)\)", log)
         assert len(serving) == 1 and len(answered) >= 4 and set(answered) == set(serving)

@@ -41,7 +41,7 @@ import numpy as np
 
 from .config import FEDERATED, TrainConfig
 from .model import ModelSpec
-from .rundir import atomic_savez, atomic_write_bytes, atomic_write_json, device_dir
+from .rundir import atomic_savez, atomic_write_bytes, atomic_write_json, device_dir, device_label
 from .splits import DeviceSplits
 from .threshold import decide, dequantize, detection_rates, tune_threshold
 
@@ -236,7 +236,7 @@ class SiteClient:
         out = run_int8(tfl, x_int8)
         int8_pred = decide(dequantize(out, q["output_scale"], q["output_zero_point"]), threshold)
         rates_i, rates_f = detection_rates(s.test.y, int8_pred), detection_rates(s.test.y, float_pred)
-        ddir = device_dir(self.out, dev)
+        ddir = device_dir(self.out, dev, self.cfg.device_names)
         ddir.mkdir(parents=True, exist_ok=True)
         e.set_weights(weights)
         tmp = ddir / ".model_float.tmp.keras"
@@ -247,7 +247,8 @@ class SiteClient:
         atomic_savez(ddir / "test_split.npz", x=s.test.x, y=s.test.y, x_int8=x_int8, pred_int8=int8_pred,
                      out_int8=out, **extra)
         info = {
-            "device": dev, "threshold": float(threshold), "threshold_origin": origin,
+            "device": dev, "name": device_label(self.cfg.device_names, dev), "threshold": float(threshold),
+            "threshold_origin": origin,
             "threshold_tuned_on": "int8" if tune is not None else None,
             "threshold_metric_value": metric_value,
             "float_threshold": float(float_threshold),

@@ -60,6 +60,17 @@ class TrainConfig:
     blocks_per_recording: int = 8      # CWRU, group_by block
     negate_augment: bool = True        # CSV: training windows also negated (fault incepted half a cycle later)
     frontend: str = "raw"              # what the model sees: raw | features | spectrum (fedtiny.frontend)
+    # a fleet folder run (``dataset`` is the fleet folder; README "The fleet folder"): the public
+    # pool is another dataset; window_ms / hop_ms / block_ms / guard_ms are the resolved windowing
+    public: str = ""                   # Phase-0 dataset of a fleet-folder run ("": not a fleet run)
+    channels: tuple = ()               # channels picked by name (empty: fleet.toml's, else the public pool's)
+    class_map: str = ""                # CSV of from,to class renames
+    device_names: tuple = ()           # the devices' names (fleet folders); empty: devNN
+    # resolved from the data once (fleetdir.run_fields) so that server, sites and train agree
+    class_names: tuple = ()            # class vocabulary, normal first
+    rate_hz: float = 0.0               # the model's sample rate
+    channel_scale: tuple = ()          # full scale per channel (the model sees x / scale)
+    sign_symmetric: bool = False       # fleet.toml: a window and its negation are the same class
 
     # Phase-2 aggregation options (README "When to choose Fed-Meta-Align"). Defaults: the cosine
     # against the mean of unit-length updates and w_k smoothed across rounds (beta 0.8), measured to
@@ -79,6 +90,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
+        object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
+        object.__setattr__(self, "device_names", tuple(str(c) for c in self.device_names))
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        object.__setattr__(self, "channel_scale", tuple(float(c) for c in self.channel_scale))
         self.validate()
 
     def validate(self) -> None:
@@ -134,6 +149,12 @@ class TrainConfig:
         if self.dataset not in ("electrical", "mechanical") and self.samples_per_device != 400:
             bad("--samples-per-device applies to the built-in generators only: real data keeps every "
                 "window its file gives (set the CSV windows with --window-ms / --hop-ms)")
+        if self.public and not (self.class_names and self.rate_hz > 0 and self.channels
+                                and len(self.channel_scale) == len(self.channels)):
+            bad("a fleet-folder run needs its class names, rate, channels and channel scale resolved "
+                "(fleetdir.run_fields)")
+        if self.device_names and len(self.device_names) != self.devices:
+            bad(f"{len(self.device_names)} device names for {self.devices} devices")
         self._validate_aggregation(bad)
 
     def _validate_aggregation(self, bad) -> None:
@@ -164,6 +185,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["splits"] = list(self.splits)
+        d["channels"] = list(self.channels)
+        for k in ("device_names", "class_names", "channel_scale"):
+            d[k] = list(getattr(self, k))
         return d
 
     @classmethod

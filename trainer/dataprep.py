@@ -22,7 +22,13 @@ from .splits import PARTS, DeviceSplits, check_device, split_device
 
 
 def load(cfg: TrainConfig, progress=None) -> Fleet:
-    """The fleet of ``cfg`` (``progress()`` after each generated built-in device)."""
+    """The fleet of ``cfg`` (``progress()`` after each generated built-in device); with
+    ``cfg.public`` the fleet folder ``cfg.dataset`` (one device per folder, ``cfg.devices`` of them)."""
+    if cfg.public:
+        from .data import cache_enabled
+        from .data.fleetdir import load_fleet_dir
+
+        return load_fleet_dir(cfg, cache=cache_enabled())
     return load_fleet(cfg.dataset, n_devices=cfg.devices, alpha=cfg.alpha, seed=cfg.seed, progress=progress,
                       samples_per_device=cfg.samples_per_device, public_samples=cfg.public_samples,
                       public_fraction=cfg.public_fraction, window_ms=cfg.window_ms, hop_ms=cfg.hop_ms,
@@ -49,22 +55,53 @@ def split_all(cfg: TrainConfig, fleet: Fleet, on_device=None) -> list[DeviceSpli
     ``on_device()`` (optional) is called after each device, for progress display."""
     splits = []
     for i, pool in enumerate(fleet.devices):
-        check_device(pool, i, cfg.min_device_samples)
-        s = split_device(pool, cfg.test_fraction, cfg.splits, cfg.phase2_val_fraction,
-                         cfg.phase3_val_fraction, cfg.seed, i)
-        needed = ["test"]
-        if cfg.method in FEDERATED:
-            needed += ["phase2_train", "phase2_val"]      # p_k and the per-round accuracy
-            if cfg.personalize:
-                needed += ["phase3_tune", "phase3_val"]   # head fine-tuning and the threshold
-        for name in needed:
-            if len(getattr(s, name)) == 0:
-                raise TooLittleData(f"device {i} has no windows left for its {name} split ({len(pool)} "
-                                    f"windows in {len(np.unique(pool.groups))} groups)")
-        splits.append(s)
+        splits.append(split_one(cfg, pool, i))
         if on_device is not None:
             on_device()
     return splits
+
+
+def site_data(cfg: TrainConfig, folder, device: int):
+    """What the site of device ``device`` holds in a fleet-folder run: its own folder's windows
+    (``fleetdir.load_device``), in model units, split (``split_one``) and sign-augmented exactly as
+    ``load_and_split`` does it for the whole fleet. Reads no other folder."""
+    from .client import SiteData
+    from .data import cache_enabled
+    from .data.fleetdir import load_device
+    from .model import ModelSpec
+
+    if cfg.faulty:
+        raise DataError("--faulty devices are an in-process experiment; a site holds real data")
+    pool = load_device(cfg, folder, cache=cache_enabled())
+    scale = np.asarray(cfg.channel_scale, np.float32)
+    pool = Pool(np.clip(pool.x / scale, -1.0, 1.0), pool.y, pool.groups, pool.condition, pool.spans)
+    s = split_one(cfg, pool, device)
+    if cfg.negate_augment and cfg.sign_symmetric:
+        for name in TRAINING_PARTS:
+            setattr(s, name, with_negated(getattr(s, name)))
+    k = len(cfg.class_names)
+    return SiteData(device=device, splits=s, spec=ModelSpec(tuple(pool.x.shape[1:]), k),
+                    class_names=list(cfg.class_names), channel_names=list(cfg.channels),
+                    channel_scale=[float(v) for v in scale], condition=pool.condition,
+                    class_counts=np.bincount(pool.y, minlength=k).tolist())
+
+
+def split_one(cfg: TrainConfig, pool: Pool, i: int) -> DeviceSplits:
+    """Check and split device ``i``'s pool (``splits.split_device``); TooLittleData when a split the
+    method needs is empty."""
+    check_device(pool, i, cfg.min_device_samples)
+    s = split_device(pool, cfg.test_fraction, cfg.splits, cfg.phase2_val_fraction,
+                     cfg.phase3_val_fraction, cfg.seed, i)
+    needed = ["test"]
+    if cfg.method in FEDERATED:
+        needed += ["phase2_train", "phase2_val"]      # p_k and the per-round accuracy
+        if cfg.personalize:
+            needed += ["phase3_tune", "phase3_val"]   # head fine-tuning and the threshold
+    for name in needed:
+        if len(getattr(s, name)) == 0:
+            raise TooLittleData(f"device {i} has no windows left for its {name} split ({len(pool)} "
+                                f"windows in {len(np.unique(pool.groups))} groups)")
+    return s
 
 
 TRAINING_PARTS = ("phase1", "phase2_train", "phase3_tune")
@@ -93,8 +130,10 @@ def negate_augment(fleet: Fleet, splits: list[DeviceSplits]) -> None:
 
 
 def augments(cfg: TrainConfig, fleet: Fleet) -> bool:
-    """Whether this run sign-augments its training windows (``negate_augment``: real CSV only)."""
-    return bool(cfg.negate_augment and fleet.info.get("loader") in ("classData.csv", "detect_dataset.csv"))
+    """Whether this run sign-augments its training windows (``negate_augment``: the real CSV, and a
+    fleet folder whose fleet.toml says ``sign_symmetric = true``)."""
+    return bool(cfg.negate_augment and (fleet.info.get("loader") in ("classData.csv", "detect_dataset.csv")
+                                        or fleet.info.get("sign_symmetric")))
 
 
 def frontend_pool(kind: str, p: Pool, keep_raw: bool = False) -> Pool:
@@ -135,8 +174,14 @@ def apply_frontend(cfg: TrainConfig, fleet: Fleet, splits: list[DeviceSplits] | 
 def public_pool(cfg: TrainConfig) -> Fleet:
     """The fleet as the server may hold it: the public pool in model units (sign-augmented as
     ``load_and_split`` augments it) and no device windows (they are dropped at once)."""
-    fleet = load(cfg)
-    fleet.devices = []
+    if cfg.public:                 # a fleet-folder run: the server has no device folder at all
+        from .data import cache_enabled
+        from .data.fleetdir import load_public
+
+        fleet = load_public(cfg, cache=cache_enabled())
+    else:
+        fleet = load(cfg)
+        fleet.devices = []
     fleet = to_model_units(fleet)
     if augments(cfg, fleet):
         fleet.public = with_negated(fleet.public)
@@ -176,6 +221,8 @@ def _fmt(v) -> str:
 def suggest(cfg: TrainConfig) -> list[str]:
     """Single-option changes ("--devices 2") under which ``load_and_split`` succeeds (see module doc)."""
     out = []
+    if cfg.public:          # a fleet folder's devices and windows are the user's, not dealt
+        return out
 
     def first(option: str, field: str, values) -> None:
         for v in values:
@@ -220,6 +267,8 @@ def prepare_data(cfg: TrainConfig, on_device=None, on_start=None) -> tuple[Fleet
         fixes = suggest(cfg)
         if fixes:
             msg += "; it runs with " + ", or ".join(fixes)
+        elif cfg.public:
+            msg += "; record more of it, or lower --min-device-samples / --block-ms"
         else:
             msg += ("; no single change of --devices, --alpha, --min-device-samples"
                     + (" or --samples-per-device" if cfg.dataset in BUILTIN else

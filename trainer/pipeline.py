@@ -29,8 +29,8 @@ from .backends import Backend, InProcessBackend, Task
 from .config import FEDERATED, REFERENCES, TrainConfig
 from .data.fleet import DataError, Fleet, Pool
 from .model import ModelSpec
-from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir, load_weights,
-                     read_json, read_npz, save_weights)
+from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir,
+                     device_label, load_weights, read_json, read_npz, save_weights)
 from .splits import DeviceSplits
 from .artifacts import check_artifacts
 from .strategies import check_reply, make_strategy
@@ -85,6 +85,8 @@ def prepare(cfg: TrainConfig, reporter: Reporter | None = None) -> Prepared:
     rep.finish()
     if fleet.info.get("skipped"):
         rep.note(fleet.info["skipped"])
+    for w in fleet.info.get("warnings", []):
+        rep.note(f"warning: {w}")
     if cfg.faulty:
         from .faults import corrupt_splits, faulty_devices
 
@@ -172,7 +174,7 @@ def prepare_server(cfg: TrainConfig, reporter: Reporter | None = None) -> Server
     from .dataprep import public_pool
 
     rep = reporter or Reporter()
-    rep.note(f"preparing the public pool: {cfg.dataset}")
+    rep.note(f"preparing the public pool: {cfg.public or cfg.dataset}")
     fleet = public_pool(cfg)
     return ServerData(ModelSpec(fleet.input_shape, fleet.n_classes), fleet.public, list(fleet.class_names))
 
@@ -530,7 +532,7 @@ class Run:
             return False
         art = reply.artifacts
         if self.backend.remote:
-            ddir = device_dir(self.out, dev)
+            ddir = device_dir(self.out, dev, self.cfg.device_names)
             atomic_write_bytes(ddir / "model_int8.tflite", art["model_int8"])
             atomic_write_bytes(ddir / "model_float.keras", art["model_float"])
             atomic_write_json(ddir / "device.json", art["device_json"])
@@ -590,9 +592,9 @@ class Run:
     def _report(self) -> dict:
         devs, warnings, infos = [], [], []
         for i in range(self.cfg.devices):
-            d = read_json(device_dir(self.out, i) / "device.json")
+            d = read_json(device_dir(self.out, i, self.cfg.device_names) / "device.json")
             infos.append(d)
-            devs.append({k: d.get(k) for k in ("device", "float_acc", "int8_acc", "int8_far", "int8_dr",
+            devs.append({"name": device_label(self.cfg.device_names, i)} | {k: d.get(k) for k in ("device", "float_acc", "int8_acc", "int8_far", "int8_dr",
                                                "float_far", "float_dr", "threshold", "threshold_origin",
                                                "n_test", "test_class_counts", "model_bytes", "arena_bytes",
                                                "model_sha256")})

@@ -5,7 +5,10 @@
     RUN/report.json                     per-device float/INT8 accuracy, bytes, thresholds, timings
     RUN/state/progress.json             finished steps, metrics line count (for --resume)
     RUN/state/weights-<step>.npz        the working weights after the last finished step
-    RUN/devices/devNN/model_float.keras, model_int8.tflite, device.json, test_split.npz
+    RUN/devices/NAME/model_float.keras, model_int8.tflite, device.json, test_split.npz
+
+NAME is the device's name: its folder name in a fleet-folder run (config.json ``device_names``),
+else devNN (the device number, two digits).
 
 Every file is written to a temporary name and renamed into place, so a killed run leaves either
 the old or the new file, never half of one.
@@ -166,8 +169,35 @@ def read_npz(path: Path, keys=(), todo: str = REDO_DEVICE) -> dict[str, np.ndarr
     return out
 
 
-def device_dir(run: Path, device: int) -> Path:
-    return Path(run) / "devices" / f"dev{device:02d}"
+def device_label(names, device: int) -> str:
+    """Name of device ``device``: ``names[device]`` when the run has names, else devNN."""
+    return str(names[device]) if names else f"dev{int(device):02d}"
+
+
+def run_device_names(run: Path) -> list[str]:
+    """The ``device_names`` of RUN/config.json ([] when absent or unreadable: devNN names)."""
+    try:
+        return list(json.loads((Path(run) / "config.json").read_text()).get("device_names") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def device_dir(run: Path, device: int, names=None) -> Path:
+    """RUN/devices/NAME of device number ``device`` (``names`` None: read from RUN/config.json)."""
+    names = run_device_names(run) if names is None else names
+    return Path(run) / "devices" / device_label(names, device)
+
+
+def resolve_device(run: Path, device) -> int:
+    """Device number of ``device`` given as a number or a name (ValueError naming the known ones)."""
+    names = run_device_names(run)
+    text = str(device).strip()
+    if text in names:
+        return names.index(text)
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"run {run} has no device named {text!r}"
+                     + (f" (devices: {', '.join(names)})" if names else " (its devices are numbered)"))
 
 
 def save_weights(path: Path, weights) -> None:

@@ -7,7 +7,9 @@ once per process, not once per message.
 
 The site's data comes from the request's run config (seed, split fractions, fleet options) and
 the site's own ``dataset`` (``fedtiny site --data``; in simulation the run's dataset): the site
-loads it and keeps only its device's pool, split exactly as the in-process engine splits it.
+loads it and keeps only its device's pool, split exactly as the in-process engine splits it. A
+site of a fleet-folder run holds one device folder and reads nothing else (``dataprep.site_data``);
+it knows its device number from its folder name and the run's ``device_names``.
 Artifacts (``devices/devNN/``, including the raw ``test_split.npz``) are written under the site's
 own ``site_dir``.
 """
@@ -25,8 +27,9 @@ class SiteService:
     """Answers (kind, weights, config, run) requests; ``device`` fixes the device this site holds
     (deployment), None serves whatever device a request names (simulation)."""
 
-    def __init__(self, dataset: str | None = None, device: int | None = None, site_dir: Path | None = None):
-        self.dataset, self.device = dataset, device
+    def __init__(self, dataset: str | None = None, device: int | None = None, site_dir: Path | None = None,
+                 name: str | None = None):
+        self.dataset, self.device, self.name = dataset, device, name
         self.site_dir = Path(site_dir) if site_dir is not None else None
         self._engines: dict = {}
         self._sites: dict = {}
@@ -54,7 +57,11 @@ class SiteService:
         if k not in self._sites:
             if device >= cfg.devices:
                 raise ValueError(f"this site holds device {device}, but the run has {cfg.devices} devices")
-            if self.device is not None:                       # a deployed site: its own device only
+            if self.name is not None:                         # one device folder of a fleet
+                from ..dataprep import site_data
+
+                data = site_data(cfg, self.dataset, device)
+            elif self.device is not None:                     # a deployed site: its own device only
                 prepared = prepare(cfg)
                 data = SiteData.from_prepared(prepared, device)   # keep this device's pool only
                 del prepared
@@ -77,7 +84,16 @@ class SiteService:
             self._sites[k] = SiteClient(cfg, data, self._engines[ek], out)
         return self._sites[k]
 
-    def hello(self, fallback: int | None) -> int:
+    def hello(self, fallback: int | None, run: dict | None = None) -> int:
+        if self.name is not None:                 # a device folder: its number in the run's names
+            names = list((run or {}).get("device_names") or [])
+            if self.name not in names:
+                raise ValueError(f"this site holds device {self.name!r}, which the run does not name "
+                                 f"({', '.join(names) or 'its devices are numbered'})")
+            if self.device is not None and names.index(self.name) != self.device:
+                raise ValueError(f"device {self.name!r} is number {names.index(self.name)} of the run, "
+                                 f"not --device-id {self.device}")
+            self.device = names.index(self.name)
         dev = self.device if self.device is not None else fallback
         if dev is None:
             raise ValueError("this node has no device id (node config device-id or partition-id)")

@@ -72,7 +72,7 @@ class SiteWorker:
             try:
                 kind, weights, config, run, device = conn.recv()
                 if kind == "hello":
-                    result = (self.service.hello(None),)
+                    result = (self.service.hello(None, run),)
                 else:
                     self.log(f"request {kind} device {device} phase {config.get('phase')} "
                              f"round {config.get('round', config.get('tour', '-'))}")
