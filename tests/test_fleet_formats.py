@@ -132,7 +132,18 @@ BAD = [
      "not UTF-8"),
     ("WAV with 0 frames", lambda r: write_wav(r / "pump-a" / "b.wav", np.zeros((0, 2)), 2000), "WAV with 0 frames"),
     ("a labelled file that is missing", lambda r: (r / "pump-a" / "b.wav").unlink(), "no recording b.wav"),
+    ("a unit no table converts", lambda r: _add_units(r, 'Ia = "A"\nVa = "V"\n'),
+     "d.json: channel Va is in 'pu', the run's unit is 'V'"),
+    ("a unit of another quantity", lambda r: _add_units(r, 'Ia = "A"\n', ('"units": "A"', '"units": "mV"')),
+     "d.json: channel Ia is in 'mV', the run's unit is 'A'"),
 ]
+
+
+def _add_units(root, table: str, ei=None) -> None:
+    with open(root / "fleet.toml", "a") as fh:
+        fh.write("[units]\n" + table)
+    if ei:
+        _rewrite(root / "pump-b" / "d.json", *ei)
 
 
 @pytest.mark.parametrize("what,damage,message", BAD, ids=[b[0] for b in BAD])
@@ -142,6 +153,52 @@ def test_bad_fleet_is_one_clear_error(fleet_root, what, damage, message):
     damage(fleet_root)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load(fleet_root)
+
+
+def test_units_converted_exactly_to_the_runs(fleet_root):
+    """fleet.toml says Ia in A; an Edge Impulse file in mA (values x 1000) and a public pool in mA
+    both train on the same amperes; spelling variants of one unit are the same unit."""
+    from fedtiny.trainer.data.fleetdir import unit_factor
+
+    ref = load(fleet_root)
+    _add_units(fleet_root, 'Ia = "A"\nVa = "pu"\n')
+    d = fleet_root / "pump-b" / "d.json"
+    doc = json.loads(d.read_text())
+    doc["payload"]["sensors"][1]["units"] = "mA"
+    doc["payload"]["values"] = [[v, i * 1000.0] for v, i in doc["payload"]["values"]]
+    d.write_text(json.dumps(doc))
+    f = load(fleet_root)
+    assert np.allclose(f.devices[1].x, ref.devices[1].x, rtol=1e-12, atol=0)
+    assert np.array_equal(f.devices[0].x, ref.devices[0].x)
+    assert unit_factor("g", "m/s2", "f", "ax") == 9.80665 and unit_factor("m/s^2", "g", "f", "ax") == 1 / 9.80665
+    assert unit_factor("mg", "m/s^2", "f", "ax") == 1e-3 * 9.80665 and unit_factor("", "V", "f", "x") == 1.0
+
+
+def test_public_pool_units_follow_the_fleet(fleet_root, tmp_path):
+    """A fleet-folder public pool whose fleet.toml gives Ia in mA is scaled to the fleet's A; one in
+    a unit of another quantity is one error naming its file."""
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.data.fleet import DataError
+    from fedtiny.trainer.data.fleetdir import load_public, run_fields
+
+    _add_units(fleet_root, 'Ia = "A"\n')
+    pub = make_fleet(tmp_path / "P")
+    shutil.rmtree(pub / "pump-a")
+    for f in ("d.json", "e.csv"):
+        (pub / "pump-b" / f).unlink()
+    _rewrite(pub / "pump-b" / "labels.csv", "d.json,normal\n", "")
+
+    def pool():
+        cfg = TrainConfig(**run_fields(str(pub), fleet_root, WINDOWING, cache=False), public=str(pub))
+        return load_public(cfg, cache=False).public
+
+    ref = pool()
+    np.save(pub / "pump-b" / "c.npy", np.load(pub / "pump-b" / "c.npy") * np.array([1000.0, 1.0]))
+    _add_units(pub, 'Ia = "mA"\n')
+    assert np.allclose(pool().x, ref.x, rtol=1e-6, atol=0)
+    _rewrite(pub / "fleet.toml", 'Ia = "mA"', 'Ia = "V"')
+    with pytest.raises(DataError, match=r"c\.npy: channel Ia is in 'V', the run's unit is 'A'"):
+        pool()
 
 
 def test_cli_bad_fleet_is_one_error_line_and_exit_2(fleet_root, tmp_path):

@@ -112,6 +112,9 @@ def read_spec(root) -> FleetSpec:
     for k in ("units", "full_scale"):
         if not isinstance(d.get(k, {}), dict):
             raise DataError(f"{path}: [{k}] must be a table of channel = value")
+    for ch, v in d.get("units", {}).items():
+        if not isinstance(v, str):
+            raise DataError(f"{path}: units.{ch} must be a unit string such as \"m/s^2\", got {v!r}")
     for ch, v in d.get("full_scale", {}).items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise DataError(f"{path}: full_scale.{ch} must be a number > 0, got {v!r}")
@@ -305,6 +308,38 @@ def read_recording(path, spec: FleetSpec) -> Recording:
     return rec
 
 
+# Units: spellings that name the same unit, and the exact factors between units of one quantity
+# (standard gravity is 9.80665 m/s^2 by definition; the SI prefixes are exact).
+UNIT_ALIASES = {"m/s2": "m/s^2", "m/s\u00b2": "m/s^2", "m s^-2": "m/s^2", "volt": "V", "amp": "A",
+                "ampere": "A", "millivolt": "mV", "milliamp": "mA"}
+UNIT_FACTORS = {("g", "m/s^2"): 9.80665, ("mV", "V"): 1e-3, ("mA", "A"): 1e-3, ("uV", "V"): 1e-6,
+                ("uA", "A"): 1e-6, ("\u00b5V", "V"): 1e-6, ("\u00b5A", "A"): 1e-6, ("mg", "g"): 1e-3}
+
+
+def unit_name(u) -> str:
+    """A unit string as compared: stripped, known spellings mapped to one name ("" unknown)."""
+    u = str(u or "").strip()
+    return UNIT_ALIASES.get(u, u)
+
+
+def unit_factor(have, want, where: str, channel: str) -> float:
+    """The exact factor k with value[want] = k * value[have]: 1 when either unit is unknown ("": the
+    run's unit is assumed) or both name the same unit, the ``UNIT_FACTORS`` entry (or its
+    reciprocal, or the product of two entries through a shared unit), else DataError naming
+    ``where``: two units no table links are never guessed."""
+    a, b = unit_name(have), unit_name(want)
+    if not a or not b or a == b:
+        return 1.0
+    f = {**UNIT_FACTORS, **{(y, x): 1.0 / v for (x, y), v in UNIT_FACTORS.items()}}
+    if (a, b) in f:
+        return f[(a, b)]
+    for (x, m), v in f.items():
+        if x == a and (m, b) in f:
+            return v * f[(m, b)]
+    raise DataError(f"{where}: channel {channel} is in {a!r}, the run's unit is {b!r}, and there is no "
+                    f"exact conversion between them (known: {', '.join(f'{x} <-> {y}' for x, y in UNIT_FACTORS)})")
+
+
 def cached_recording(path: Path, spec: FleetSpec, cache: bool) -> Recording:
     """``read_recording`` through the decoded-file cache (keyed by the file's bytes and the spec
     values that change the decoding)."""
@@ -448,11 +483,12 @@ class DevicePool:
 
 
 def read_device(folder, spec: FleetSpec, geo: Geometry, channels: list[str] | None, classes: list[str],
-                class_map: dict | None = None, cache: bool = True) -> DevicePool:
+                class_map: dict | None = None, cache: bool = True, units: dict | None = None) -> DevicePool:
     """Windows of one device folder at the run's geometry: every labelled recording resampled to
     ``geo.rate_hz``, channels picked by name (``channels`` None: the recordings' own, which must then
-    agree), segments cut into blocks and windows (module doc). Groups count blocks from 0 in (file
-    name, time) order. Labels are renamed by ``class_map`` and must be in ``classes``."""
+    agree) and brought to the run's ``units`` (None: ``spec.units``) by ``unit_factor``, segments cut
+    into blocks and windows (module doc). Groups count blocks from 0 in (file name, time) order.
+    Labels are renamed by ``class_map`` and must be in ``classes``."""
     from .blocks import blocked_windows
 
     folder = Path(folder)
@@ -478,6 +514,10 @@ def read_device(folder, spec: FleetSpec, geo: Geometry, channels: list[str] | No
         if missing:
             raise DataError(f"{path}: no channel {', '.join(missing)} (it has {', '.join(rec.channels)})")
         x = rec.x[:, [rec.channels.index(c) for c in want]]
+        run_units = spec.units if units is None else units
+        k = np.array([unit_factor(rec.units.get(c), run_units.get(c), str(path), c) for c in want])
+        if np.any(k != 1.0):
+            x = x * k
         x = to_rate(x, rec.rate_hz, geo.rate_hz, str(path))
         for s in by_file[f]:
             lab = (class_map or {}).get(s.label, s.label)
@@ -675,15 +715,16 @@ def read_class_map(path) -> dict:
 
 
 def _public_pool(public: str, geo: Geometry, channels: list[str] | None, classes: list[str], class_map: dict,
-                 seed: int, alpha: float, public_samples: int, cache: bool):
-    """(pool with the run's class ids, its channel names, its fixed channel scale or None, warnings)."""
+                 seed: int, alpha: float, public_samples: int, cache: bool, units: dict | None = None):
+    """(pool with the run's class ids, its channel names, its fixed channel scale or None, warnings).
+    A fleet-folder pool is brought to the run's ``units`` (None: its own fleet.toml's)."""
     warnings: list[str] = []
     if is_fleet_folder(public):
         spec = read_spec(public)
         names = device_names(public)
         pcls = vocabulary(public, names, spec, class_map)
         want = channels if channels is not None else (list(spec.channels) if spec.channels else None)
-        pools = [read_device(Path(public) / n, spec, geo, want, pcls, class_map, cache).pool for n in names]
+        pools = [read_device(Path(public) / n, spec, geo, want, pcls, class_map, cache, units).pool for n in names]
         x = np.concatenate([p.x for p in pools])
         y = np.concatenate([p.y for p in pools])
         g, off = [], 0
@@ -801,7 +842,8 @@ def run_fields(public: str, root=None, overrides: dict | None = None, channels=N
         scale = [pscale[c] for c in chans]
     else:                                     # measured on the public pool (the server holds it)
         geo = Geometry.from_ms(rate, **win)
-        pool, got, _, _ = _public_pool(public, geo, chans, classes, cmap, seed, alpha, public_samples, cache)
+        pool, got, _, _ = _public_pool(public, geo, chans, classes, cmap, seed, alpha, public_samples, cache,
+                                       spec.units)
         chans = chans or got
         m = np.abs(pool.x).max(axis=(0, 1))
         scale = np.where(m > 0, m, 1.0).tolist()
@@ -824,10 +866,12 @@ def _fleet(cfg, name: str, public: Pool, devices: list[Pool], info: dict) -> Fle
 
 def load_public(cfg, cache: bool = True) -> Fleet:
     """The server's data of a fleet-folder run ``cfg`` (``run_fields`` resolved): the public pool
-    ``cfg.public`` with the run's class ids, and no device."""
+    ``cfg.public`` with the run's class ids (a fleet-folder pool in the units of ``cfg.dataset``'s
+    fleet.toml when that is a fleet folder), and no device."""
+    units = read_spec(cfg.dataset).units if is_fleet_folder(cfg.dataset) else None
     pool, _, _, warnings = _public_pool(cfg.public, _geometry(cfg), list(cfg.channels), list(cfg.class_names),
                                         read_class_map(cfg.class_map) if cfg.class_map else {}, cfg.seed,
-                                        cfg.alpha, cfg.public_samples, cache)
+                                        cfg.alpha, cfg.public_samples, cache, units)
     return _fleet(cfg, Path(cfg.public).name or cfg.public, pool, [], {"public": cfg.public, "warnings": warnings})
 
 
