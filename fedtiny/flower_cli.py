@@ -70,7 +70,8 @@ def _check_tls(host: str, insecure: bool, have_certs: bool, what: str) -> None:
               help="Folder for Flower's files (SuperLink database, logs, job) [default: next to --out].")
 @click.option("--device-names", default=None, metavar="NAME,...",
               help="With --public: the names of the fleet's devices (their folders at the sites); they are "
-                   "numbered in name order.")
+                   "numbered in name order. With --sites the names are its [sites] keys (this option, if "
+                   "given, must agree) [default: dev00..devNN].")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON object of run settings (TrainConfig fields, e.g. a run's config.json); options given "
                    "on the command line take precedence.")
@@ -90,10 +91,14 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     from fedtiny.trainer.flower.server_app import Deployed
     from fedtiny.trainer.pipeline import Run
 
+    if sites_file is not None and options.get("public"):      # a fleet-folder run: sites.toml names the devices
+        from fedtiny.trainer.flower import identity
+
+        try:
+            options.update(site_names=identity.site_names(sites_file), sites_file=sites_file)
+        except ValueError as e:
+            raise UserError(f"--sites {e}") from None
     cfg = TrainConfig.from_dict(merged_config(ctx, options, config_file))
-    if cfg.public and not cfg.device_names:
-        raise UserError("a fleet-folder run's server needs the devices' names: --device-names NAME,... "
-                        "(each site serves the device folder of that name)")
     if out is None:
         name = Path(cfg.dataset).stem if cfg.dataset not in ("electrical", "mechanical") else cfg.dataset
         out = Path("runs") / f"{name}-{cfg.method}-s{cfg.seed}"
@@ -112,7 +117,7 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
         link_host, link_port = host, port
     _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
                "the SuperLink")
-    sites = _sites(sites_file, link_host, cfg.devices, insecure)
+    sites = _sites(sites_file, link_host, cfg.devices, insecure, cfg.device_names if cfg.public else None)
     if not superlink_addr:
         try:
             fp.check_bindable(host, port)
@@ -170,8 +175,9 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     _summary(json.loads((out / "report.json").read_text()), out)
 
 
-def _sites(sites_file: Path | None, host: str, devices: int, insecure: bool) -> dict[int, str] | None:
-    """device -> public key of --sites (None without it); off loopback it is required."""
+def _sites(sites_file: Path | None, host: str, devices: int, insecure: bool, names=None) -> dict[int, str] | None:
+    """device -> public key of --sites (None without it); off loopback it is required. ``names``: a
+    fleet-folder run's device names, which the keys of sites.toml are."""
     from fedtiny.trainer.flower import identity
     from fedtiny.trainer.flower.processes import is_loopback
 
@@ -184,7 +190,7 @@ def _sites(sites_file: Path | None, host: str, devices: int, insecure: bool) -> 
         raise UserError("--sites (node authentication) needs TLS: give --ssl-certfile/--ssl-keyfile/"
                         "--ssl-ca-certfile instead of --insecure")
     try:
-        sites = identity.load_sites(sites_file)
+        sites = identity.load_sites(sites_file, names)
     except ValueError as e:
         raise UserError(f"--sites {e}") from None
     missing = sorted(set(range(devices)) - set(sites))

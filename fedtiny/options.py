@@ -302,19 +302,45 @@ def fleet_fields(kwargs: dict) -> dict:
 def server_fields(kwargs: dict) -> dict:
     """TrainConfig fields of a fleet-folder run's server (``fleetdir.run_fields`` without a fleet
     folder): the classes, rate, channels, scale and windowing from --public (its fleet.toml when it
-    is a fleet folder) and the options; ``--device-names`` names the N devices."""
+    is a fleet folder) and the options; the devices' names from ``server_device_names``."""
     from fedtiny.errors import UserError
     from fedtiny.trainer.data.fleetdir import run_fields
 
     over = {k: kwargs.get(k) for k in ("window_ms", "hop_ms", "block_ms", "guard_ms") if _given(k)}
     out = run_fields(kwargs["public"], None, over, kwargs.get("channels"), kwargs.get("class_map"),
                      seed=kwargs.get("seed") or 0, alpha=kwargs.get("alpha") or 0.5)
-    names = tuple(n.strip() for n in (kwargs.get("device_names") or "").split(",") if n.strip())
-    if names:
-        if len(names) != kwargs.get("devices"):
-            raise UserError(f"--device-names names {len(names)} devices, --devices is {kwargs.get('devices')}")
-        out["device_names"] = tuple(sorted(names))
+    devices, names = server_device_names(kwargs.get("devices"), _given("devices"), kwargs.get("device_names"),
+                                         kwargs.get("site_names"), kwargs.get("sites_file"))
+    out.update(devices=devices, device_names=names)
     return out
+
+
+def server_device_names(devices: int | None, devices_given: bool, names_opt: str | None,
+                        site_names: list[str] | None, sites_file=None) -> tuple[int, tuple[str, ...]]:
+    """(devices, device names) of a fleet-folder run's server. With ``--sites`` the names are its
+    ``[sites]`` keys (``site_names``, sorted) and the count is theirs: ``--device-names`` and an
+    explicit ``--devices`` are then only checked against them. Without it: ``--device-names`` (a
+    comma list, sorted; its length must be ``devices``), else ``dev00``.. ``devNN``. UserError on
+    any disagreement."""
+    from fedtiny.errors import UserError
+
+    given = [n.strip() for n in (names_opt or "").split(",") if n.strip()]
+    if len({n.casefold() for n in given}) != len(given):
+        raise UserError(f"--device-names {names_opt}: a name is given twice (names are compared case-folded)")
+    if site_names is not None:
+        names = tuple(sorted(site_names))
+        if given and sorted(given) != list(names):
+            raise UserError(f"--device-names {','.join(sorted(given))} disagrees with --sites {sites_file or ''}, "
+                            f"whose devices are {','.join(names)} (leave --device-names out with --sites)")
+        if devices_given and devices != len(names):
+            raise UserError(f"--devices {devices} disagrees with --sites {sites_file or ''}, which lists "
+                            f"{len(names)} device(s)")
+        return len(names), names
+    if given:
+        if len(given) != devices:
+            raise UserError(f"--device-names names {len(given)} devices, --devices is {devices}")
+        return devices, tuple(sorted(given))
+    return devices, tuple(f"dev{i:02d}" for i in range(devices))
 
 
 @contextlib.contextmanager

@@ -4,7 +4,8 @@
   (``ecdsa-sha2-nistp384 ...``, the format ``flower-supernode --auth-supernode-private-key`` and
   ``flwr supernode register`` read).
 - ``load_sites(sites.toml)``: device -> public key, from a table ``[sites]`` whose keys are device ids
-  (``0`` or ``dev00``) and whose values are a public-key file (relative to sites.toml) or the key text.
+  (``0`` or ``dev00``), or in a fleet-folder run the devices' names (``site_names``), and whose
+  values are a public-key file (relative to sites.toml) or the key text.
 - ``register(home, key)``: register one public key with the SuperLink of ``$FLWR_HOME`` (its Control
   API, ``flwr supernode register``); returns the node id Flower gives it. With
   ``flower-superlink --enable-supernode-auth`` only registered keys can join, and a node's id is
@@ -63,24 +64,56 @@ def _public_key(text: str, where: str) -> str:
     return " ".join(parts[:2])
 
 
-def load_sites(path: Path) -> dict[int, str]:
-    """device -> public key line of ``sites.toml`` (module doc); ValueError with a readable message."""
+def _sites_table(path: Path) -> dict:
     import tomllib
 
-    path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ValueError(f"{path}: {' '.join(str(e).split())}") from None
     table = doc.get("sites")
     if not isinstance(table, dict) or not table:
         raise ValueError(f"{path}: expected a [sites] table: device = \"public key file\"")
+    return table
+
+
+def device_name(key: str) -> str:
+    """A sites.toml key as a device name: a bare number ``3`` is ``dev03`` (the run's default
+    names), anything else is the name as written (a fleet folder's device folder)."""
+    key = str(key).strip()
+    return f"dev{int(key):02d}" if key.isdigit() else key
+
+
+def site_names(path: Path) -> list[str]:
+    """The device names of ``sites.toml`` (its ``[sites]`` keys through ``device_name``), sorted;
+    ValueError for a missing table, an empty name, or two names equal after case folding."""
+    names = [device_name(k) for k in _sites_table(path)]
+    if any(not n for n in names):
+        raise ValueError(f"{path}: an empty device name in [sites]")
+    folded = [n.casefold() for n in names]
+    twice = sorted({n for n in names if folded.count(n.casefold()) > 1})
+    if twice:
+        raise ValueError(f"{path}: device {', '.join(twice)} is listed twice (names are compared case-folded)")
+    return sorted(names)
+
+
+def load_sites(path: Path, names=None) -> dict[int, str]:
+    """device -> public key line of ``sites.toml`` (module doc); ValueError with a readable message.
+    ``names`` (a fleet-folder run's device names): the keys are device names, and a device's number
+    is its name's position in ``names``; without it, keys are device ids ``0`` or ``dev00``."""
+    path = Path(path)
+    table = _sites_table(path)
     out: dict[int, str] = {}
     for name, value in table.items():
-        m = re.fullmatch(r"(?:dev)?(\d+)", str(name))
-        if not m:
-            raise ValueError(f"{path}: {name!r} is not a device id (0, 1, ... or dev00, dev01, ...)")
-        dev = int(m.group(1))
+        if names is not None:
+            if device_name(name) not in names:
+                raise ValueError(f"{path}: {name!r} is not a device of this run ({', '.join(names)})")
+            dev = list(names).index(device_name(name))
+        else:
+            m = re.fullmatch(r"(?:dev)?(\d+)", str(name))
+            if not m:
+                raise ValueError(f"{path}: {name!r} is not a device id (0, 1, ... or dev00, dev01, ...)")
+            dev = int(m.group(1))
         if dev in out:
             raise ValueError(f"{path}: device {dev} is listed twice")
         if not isinstance(value, str):
