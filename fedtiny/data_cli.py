@@ -53,8 +53,6 @@ def export(source, devices, seed, alpha, samples_per_device, public_samples, pub
     """
     from fedtiny.trainer.config import TrainConfig
     from fedtiny.trainer.data import BUILTIN
-    from fedtiny.trainer.data.fleetdir import export as write
-    from fedtiny.trainer.dataprep import augments, load
 
     if samples_per_device is not None and source not in BUILTIN:
         raise UserError("--samples-per-device applies to the built-in generators only")
@@ -63,17 +61,29 @@ def export(source, devices, seed, alpha, samples_per_device, public_samples, pub
                       public_fraction=public_fraction, window_ms=window_ms, hop_ms=hop_ms, block_ms=block_ms,
                       guard_ms=guard_ms, group_by=group_by, blocks_per_recording=blocks_per_recording,
                       min_device_samples=min_device_samples)
+    fleet, names = export_dataset(cfg, out, public_out)
+    click.echo(f"{out}: {len(names)} devices ({names[0]}..{names[-1]}), {fleet.n_classes} classes, "
+               f"{fleet.sample_rate_hz:g} Hz" + (f"; public pool: {public_out}" if public_out else ""))
+
+
+def export_dataset(cfg, out: Path, public_out: Path | None):
+    """Write the fleet ``cfg`` deals from ``cfg.dataset`` (devices, public pool, windowing) as the fleet
+    folder ``out`` and the pool as ``public_out`` (``fleetdir.export``: both whole or neither), so that
+    ``train --fleet out --public public_out`` trains on the same windows, splits and numbers.
+    Returns (the Fleet, the device names)."""
+    from fedtiny.trainer.data.fleetdir import export as write
+    from fedtiny.trainer.dataprep import augments, load
+
     fleet = load(cfg)
     info = fleet.info
     hop = None
     if "hop_rows" in info:                      # the CSV loader: hop in model samples
         if info["hop_rows"] % info["decimation"]:
-            raise UserError(f"--hop-ms {hop_ms} is not a whole number of {fleet.sample_rate_hz:g} Hz model "
+            raise UserError(f"--hop-ms {cfg.hop_ms} is not a whole number of {fleet.sample_rate_hz:g} Hz model "
                             "samples; the windows cannot be written as one signal")
         hop = info["hop_rows"] // info["decimation"]
-    names = write(fleet, out, public_out, hop=hop, sign_symmetric=augments(cfg, fleet), source=source)
-    click.echo(f"{out}: {len(names)} devices ({names[0]}..{names[-1]}), {fleet.n_classes} classes, "
-               f"{fleet.sample_rate_hz:g} Hz" + (f"; public pool: {public_out}" if public_out else ""))
+    names = write(fleet, out, public_out, hop=hop, sign_symmetric=augments(cfg, fleet), source=cfg.dataset)
+    return fleet, names
 
 
 @data.command()

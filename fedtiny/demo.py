@@ -1,6 +1,8 @@
 """``fedtiny demo``: the whole pipeline on the built-in data, end to end.
 
-1. train a fleet (Fed-Meta-Align, all four phases) into ``OUT`` (reused / resumed when ``OUT``
+1. export the built-in fleet as a fleet folder (``OUT/data/.../fleet`` and its public pool
+   ``.../public``, as ``fedtiny data export`` writes them) and train on it as ``train --fleet
+   --public`` does (Fed-Meta-Align, all four phases) into ``OUT`` (reused / resumed when ``OUT``
    already holds the same run, so an interrupted demo loses no work);
 2. generate the TFLM PlatformIO firmware project of every device (``OUT/firmware/devNN-BOARD``);
 3. serve one device through the emulator on a real pseudo-terminal and bench it over pyserial with
@@ -27,6 +29,41 @@ class DemoResult:
     builds: list          # fedtiny.codegen.build.BuildResult, one per device
     bench: object         # fedtiny.bench.BenchResult of the emulated device
     bench_files: list[Path]
+
+
+# what the exported data depends on (the training options do not change it)
+DATA_FIELDS = ("dataset", "devices", "seed", "alpha", "samples_per_device", "public_samples", "public_fraction",
+               "window_ms", "hop_ms", "block_ms", "guard_ms", "group_by", "blocks_per_recording",
+               "min_device_samples")
+
+
+def fleet_config(cfg, data_root: Path):
+    """The demo's data as a user's: the built-in fleet of ``cfg`` exported by ``fedtiny data export``'s
+    code (``data_cli.export_dataset``) into ``data_root/<dataset>-<N>dev-s<seed>-<hash>/{fleet,public}``
+    (the hash is of ``DATA_FIELDS``: another deal gets another folder; an existing export is
+    reused, so a resumed demo does not write it again), and the TrainConfig of
+    ``train --fleet fleet --public public`` with ``cfg``'s training options. The export reads back
+    the same windows, labels and group order, so this run's numbers are ``cfg``'s."""
+    import hashlib
+    import json
+    import shutil
+    from dataclasses import fields
+
+    from fedtiny.data_cli import export_dataset
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.data.fleetdir import run_fields
+
+    d = cfg.to_dict()
+    key = hashlib.sha256(json.dumps({k: d[k] for k in DATA_FIELDS}, sort_keys=True).encode()).hexdigest()[:8]
+    root = Path(data_root) / f"{cfg.dataset}-{cfg.devices}dev-s{cfg.seed}-{key}"
+    fleet, pool = root / "fleet", root / "public"
+    if not pool.is_dir():                     # export writes fleet then pool: no pool, no whole export
+        if fleet.exists():
+            shutil.rmtree(fleet)
+        export_dataset(cfg, fleet, pool)
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in ("samples_per_device",)}
+    return replace(cfg, **defaults, **run_fields(str(pool), fleet, seed=cfg.seed, alpha=cfg.alpha),
+                   public=str(pool))
 
 
 def run_demo(cfg, out: Path, board: str, bench_device_id: int, stream: int = 8,
@@ -146,11 +183,13 @@ def demo(dataset, devices, rounds, seed, board, bench_device, stream, out):
         raise UserError(f"--bench-device {bench_device} is not one of the {devices} devices (0..{devices - 1})")
     cfg = replace(TrainConfig(), dataset=dataset, devices=devices, rounds=rounds, seed=seed)
     out = out or Path("runs") / f"demo-{dataset}-s{seed}"
+    cfg = fleet_config(cfg, out / "data")     # the fleet-folder path users take (fedtiny data export)
     result = run_demo(cfg, out, board, bench_device, stream, RichReporter())
     con = Console() if sys.stdout.isatty() else Console(width=160)   # no truncated columns in logs
     con.print(summary_table(result))
     b = result.builds[bench_device]
     for line in bench_lines(result) + [
+            f"fleet folder:        {cfg.dataset}  (public pool {cfg.public}; as `fedtiny data export` writes them)",
             f"run directory:       {out}  (config.json, metrics.jsonl, report.json, devices/devNN/)",
             f"firmware projects:   {b.project_dir.parent}/devNN-{b.board}/",
             f"                     {b.compile_hint}",

@@ -3,6 +3,7 @@ the run on the dataset it came from."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,33 @@ def test_train_on_the_exported_fleet_equals_train_on_the_dataset(exported, small
         da.pop("condition")                      # the generator's knobs stay with the generator
         assert db.pop("condition") == {"name": dev}
         assert da == db
+
+
+def test_demo_trains_the_exported_fleet_folder(exported, tmp_path):
+    """``fedtiny demo``'s data path: its built-in fleet exported by ``data export``'s code is the same
+    folder, byte for byte, as the export above, and its config is the one whose run equals the
+    dataset's run (the test above) but for the data's paths; a second call reuses the export."""
+    from conftest import small_config
+
+    from fedtiny.demo import fleet_config
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.data.fleetdir import run_fields
+
+    _, fdir, pdir = exported
+    cfg = fleet_config(small_config(), tmp_path / "data")
+    small = {k: v for k, v in SMALL.items() if k != "samples_per_device"}
+    ref = TrainConfig(**{**small, **run_fields(str(pdir), fdir)}, public=str(pdir))
+    a, b = cfg.to_dict(), ref.to_dict()
+    got_f, got_p = a.pop("dataset"), a.pop("public")
+    b.pop("dataset"), b.pop("public")
+    assert a == b
+    for mine, theirs in ((got_f, fdir), (got_p, pdir)):
+        files = sorted(p.relative_to(theirs) for p in theirs.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(mine) for p in Path(mine).rglob("*") if p.is_file())
+        assert all((Path(mine) / f).read_bytes() == (theirs / f).read_bytes() for f in files)
+    stamp = (Path(got_f) / "fleet.toml").stat().st_mtime_ns
+    assert fleet_config(small_config(), tmp_path / "data") == cfg
+    assert (Path(got_f) / "fleet.toml").stat().st_mtime_ns == stamp
 
 
 @pytest.fixture(scope="module")
