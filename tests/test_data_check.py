@@ -33,6 +33,18 @@ def test_fleet_folder_summary_and_problems(tmp_path):
     assert any("label leak is not in fleet.toml's classes" in w for w in warn)
     assert any("class leak is on one device only (pump-c)" in w for w in warn)
     assert any("class leak is recorded only at 8000 Hz" in w for w in warn)
+    assert not any("unit" in w for w in warn)
+
+
+def test_fleet_folder_unit_that_cannot_be_converted(tmp_path):
+    root = make_fleet(tmp_path / "F")
+    with open(root / "fleet.toml", "a") as fh:
+        fh.write('[units]\nIa = "A"\nVa = "V"\n')
+    code, out = run(root)
+    warn = [x for x in out.splitlines() if x.startswith("warning: ")]
+    assert warn.count("warning: device pump-b: d.json: channel Va is in 'pu', the run's unit is 'V', and there "
+                      "is no exact conversion between them (known: g <-> m/s^2, mV <-> V, mA <-> A, uV <-> V, "
+                      "uA <-> A, \u00b5V <-> V, \u00b5A <-> A, mg <-> g)") == 1, out
 
 
 def test_cwru_healthy_rate_confound(tmp_path):

@@ -57,7 +57,8 @@ def confounds(items: list[dict], channels: list[str]) -> list[str]:
 def check_fleet(root: Path) -> tuple[list[str], list[str], bool]:
     """(summary lines, problems, usable) of a fleet folder."""
     from .blocks import block_spans
-    from .fleetdir import Geometry, cached_recording, device_names, read_labels, read_spec, resolve_windowing
+    from .fleetdir import (Geometry, cached_recording, device_names, read_labels, read_spec, resolve_windowing,
+                           unit_factor)
 
     spec = read_spec(root)
     names = device_names(root)
@@ -84,6 +85,11 @@ def check_fleet(root: Path) -> tuple[list[str], list[str], bool]:
             except DataError as e:
                 problems.append(f"device {n}: unreadable {f}: {e}")
                 continue
+            for c in rec.channels:                 # the run's units (fleet.toml [units]) or an exact conversion
+                try:
+                    unit_factor(rec.units.get(c), spec.units.get(c), f, c)
+                except DataError as e:
+                    problems.append(f"device {n}: {e}")
             rates.add(rec.rate_hz)
             chans += [c for c in rec.channels if c not in chans]
             for j, c in enumerate(rec.channels):
