@@ -44,6 +44,15 @@ def _fmt_lat(v, clock: str) -> str:
     return f"{v} instr" if clock == "icount" else str(v)
 
 
+def _fmt_thr(it) -> str:
+    """The threshold cell: the board's threshold and origin (from its banner); an origin that
+    differs from the run's device.json is marked in red with '!' (the warning below the table
+    names both; the cell stays narrow so the table fits)."""
+    if it.threshold_origin_ok is False:
+        return f"{it.threshold:.3f} [red]({it.threshold_origin}!)[/]"
+    return f"{it.threshold:.3f} ({it.threshold_origin})"
+
+
 def _table(items, ports):
     from rich.table import Table
 
@@ -62,7 +71,7 @@ def _table(items, ports):
             status = {"ok": "[green]ok[/]", "borderline": "[yellow]borderline[/]"}.get(it.status, "[red]MISMATCH[/]")
             t.add_row(it.port, it.board, str(it.device_id), it.clock, str(it.n), _fmt_acc(it.accuracy),
                       _fmt_acc(it.expected_accuracy),
-                      f"{it.threshold:.3f}" + (f" ({it.threshold_origin})" if it.threshold_origin else ""),
+                      _fmt_thr(it),
                       str(it.n_mismatch) if it.run_dir else "-",
                       str(it.n_borderline) if it.run_dir else "-",
                       _fmt_lat(lat["p50"], it.clock), _fmt_lat(lat["p95"], it.clock),
@@ -101,7 +110,7 @@ def _table(items, ports):
                    "older fedtiny versions pool with MEAN, up to 21 LSB apart on the Nano 33 BLE).")
 def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, passes, reconnect_wait, reset,
           tolerance_lsb):
-    """Benchmark one board, several, or an emulated one over serial (protocol v1).
+    """Benchmark one board, several, or an emulated one over serial (protocol v2).
 
     Checks the board's model hash against the run, evaluates its embedded test windows, compares
     every decision with the run's INT8 decisions, and writes JSON + CSV results."""
@@ -198,7 +207,7 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
                    "differently): small values give borderline decisions, large ones mismatches.")
 def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after, disconnect_after,
             reenumerate, seed, score_offset):
-    """Serve a device's model over a pseudo-terminal (protocol v1, latency clock=host).
+    """Serve a device's model over a pseudo-terminal (protocol v2, latency clock=host).
 
     Prints the pty path on the first line; bench it with `fedtiny bench --port PATH`."""
     from .emulator import main_emulate

@@ -1,4 +1,4 @@
-"""A fedtiny board emulated on a pseudo-terminal: protocol v1 served by the TFLM interpreter.
+"""A fedtiny board emulated on a pseudo-terminal: protocol v2 served by the TFLM interpreter.
 
 It runs exactly what the firmware embeds: the run's ``model_int8.tflite`` bytes under the
 tflite-micro interpreter (reference kernels) and the test split's ``x_int8`` / ``y`` (optionally
@@ -69,6 +69,7 @@ class Emulator:
             self.n_classes = len(info["class_names"])
         except (KeyError, TypeError, ValueError) as e:
             raise BenchError(f"cannot emulate device {device} of {run_dir}: device.json lacks {e}") from None
+        self.threshold_origin = rd.threshold_origin
         self.arena_bytes = int(info.get("arena_bytes") or 0)
         self.model_hash = rd.model_sha256
         self._decide = lambda q: int(decide(dequantize(q[None, :], self.out_scale, self.out_zp),
@@ -211,7 +212,8 @@ class Emulator:
         return P.format_message("banner", version=self.protocol_version, board=self.board,
                                 device_id=self.device, model_hash=self.model_hash,
                                 arena_bytes=self.arena_bytes, threshold=self.threshold,
-                                n_test=len(self.y), n_classes=self.n_classes, clock="host")
+                                threshold_origin=self.threshold_origin, n_test=len(self.y),
+                                n_classes=self.n_classes, clock="host")
 
     def invoke(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         self.interp.set_input(np.asarray(x, np.int8).reshape(self.input_shape), 0)

@@ -1,4 +1,4 @@
-"""Benchmark a board (or the emulator) over protocol v1: ``bench_device`` and friends.
+"""Benchmark a board (or the emulator) over protocol v2: ``bench_device`` and friends.
 
 Flow per board: open the port, handshake (``info`` -> banner, version check), check the model
 hash against the run, ``run`` (one sample line per embedded test window, then the summary),
@@ -56,6 +56,7 @@ class BenchResult:
     model_hash: str
     arena_bytes: int
     threshold: float
+    threshold_origin: str           # what the board's banner says: local / fleet / default
     n_classes: int
     n_test: int                     # windows the firmware embeds
     run_dir: str | None
@@ -78,7 +79,8 @@ class BenchResult:
     tolerance_lsb: int = DEFAULT_TOLERANCE_LSB
     label_mismatches: list = field(default_factory=list)     # [{index, device_label, run_label}]
     device_summary: dict | None = None
-    threshold_origin: str | None = None   # the run's device.json: local / fleet / default
+    expected_threshold_origin: str | None = None   # the run's device.json (None without a run)
+    threshold_origin_ok: bool | None = None        # board and device.json agree (None without a run)
     summary_agrees: bool | None = None
     samples: list = field(default_factory=list)      # [{index, source, pred, label, micros, ...}]
     stream: dict | None = None
@@ -431,6 +433,9 @@ def bench_device(port: str, run_dir: str | Path | None = None, device: int | Non
             if abs(banner.threshold - rd.threshold) > 1e-5:
                 s.warnings.append(f"device threshold {banner.threshold:.6f} differs from the run's "
                                   f"{rd.threshold:.6f}")
+            if banner.threshold_origin != rd.threshold_origin:
+                s.warnings.append(f"device threshold origin {banner.threshold_origin} differs from the "
+                                  f"run's {rd.threshold_origin} (firmware built from another device.json?)")
             if banner.n_classes != rd.n_classes:
                 s.warnings.append(f"device reports {banner.n_classes} classes, run has {rd.n_classes}")
         n_test = banner.n_test
@@ -532,7 +537,8 @@ def _assemble(port, banner: P.Banner, rd: RunDevice | None, samples: dict, sourc
     res = BenchResult(
         port=port, board=banner.board, device_id=banner.device_id,
         protocol_version=banner.version, clock=banner.clock, model_hash=banner.model_hash,
-        arena_bytes=banner.arena_bytes, threshold=banner.threshold, n_classes=banner.n_classes,
+        arena_bytes=banner.arena_bytes, threshold=banner.threshold,
+        threshold_origin=banner.threshold_origin, n_classes=banner.n_classes,
         n_test=n_test, run_dir=str(rd.run_dir) if rd else None,
         expected_model_hash=rd.model_sha256 if rd else None,
         hash_ok=(banner.model_hash == rd.model_sha256) if rd else None,
@@ -540,7 +546,8 @@ def _assemble(port, banner: P.Banner, rd: RunDevice | None, samples: dict, sourc
         tp=c["tp"], fp=c["fp"], tn=c["tn"], fn=c["fn"],
         latency_us=_latency([samples[i].micros for i in idx], banner.clock),
         tolerance_lsb=tolerance_lsb,
-        threshold_origin=(rd.info.get("threshold_origin") or "default") if rd else None,
+        expected_threshold_origin=rd.threshold_origin if rd else None,
+        threshold_origin_ok=(banner.threshold_origin == rd.threshold_origin) if rd else None,
     )
     probed = probed or {}
     differ = [i for i in idx if rd is not None and samples[i].pred != int(rd.pred_int8[i])]
@@ -629,7 +636,8 @@ def bench_ports(ports: list[str], run_dir=None, device=None, stream: int = 0, ti
 
 CSV_COLUMNS = ["index", "source", "pred", "label", "host_pred", "match", "score_lsb_diff", "micros", "clock"]
 SUMMARY_COLUMNS = ["port", "status", "board", "device_id", "clock", "n", "accuracy",
-                   "expected_accuracy", "decision_mismatches", "borderline", "tolerance_lsb", "tp", "fp", "tn", "fn",
+                   "expected_accuracy", "threshold", "threshold_origin", "threshold_origin_ok",
+                   "decision_mismatches", "borderline", "tolerance_lsb", "tp", "fp", "tn", "fn",
                    "lat_min_us", "lat_mean_us", "lat_p50_us", "lat_p95_us", "lat_max_us",
                    "stream_n", "stream_accuracy", "dropped_lines", "error"]
 
@@ -660,6 +668,8 @@ def summary_row(item: BenchResult | BenchError, port: str | None = None) -> dict
     return dict(port=r.port, status=r.status, board=r.board,
                 device_id=r.device_id, clock=r.clock, n=r.n, accuracy=round(r.accuracy, 6),
                 expected_accuracy=None if r.expected_accuracy is None else round(r.expected_accuracy, 6),
+                threshold=r.threshold, threshold_origin=r.threshold_origin,
+                threshold_origin_ok=r.threshold_origin_ok,
                 decision_mismatches=r.n_mismatch, borderline=r.n_borderline,
                 tolerance_lsb=r.tolerance_lsb, tp=r.tp, fp=r.fp, tn=r.tn, fn=r.fn,
                 lat_min_us=lat["min"], lat_mean_us=lat["mean"], lat_p50_us=lat["p50"],

@@ -48,6 +48,12 @@ class RunDevice:
         return float(self.info["threshold"])
 
     @property
+    def threshold_origin(self) -> str:
+        """device.json's ``threshold_origin`` (local / fleet / default); runs made before it
+        existed used the default threshold."""
+        return str(self.info.get("threshold_origin") or "default")
+
+    @property
     def n_classes(self) -> int:
         return len(self.info["class_names"])
 

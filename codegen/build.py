@@ -139,7 +139,7 @@ def test_windows(rd, facts: ModelFacts, device: int) -> TestWindows:
     return TestWindows(raw, values, 2 * values, work_bytes(d), files, d["kind"])
 
 
-ORIGINS = ("local", "fleet", "default")
+ORIGINS = P.THRESHOLD_ORIGINS   # the serial banner carries it too (thr_from)
 
 
 def threshold_origin(info: dict) -> str:

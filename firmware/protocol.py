@@ -1,4 +1,4 @@
-"""Protocol v1 between a fedtiny board (or the emulator) and the host, defined once.
+"""Protocol v2 between a fedtiny board (or the emulator) and the host, defined once.
 
 The machine-readable definition is ``protocol.json`` beside this file; ``PROTOCOL.md`` explains it.
 Everything here derives from that file:
@@ -45,6 +45,8 @@ CRC_POLY: int = int(DEFINITION["checksum"]["poly"])
 CRC_INIT: int = int(DEFINITION["checksum"]["init"])
 WORD_CHARS = frozenset(DEFINITION["word_chars"])
 CLOCKS: tuple[str, ...] = tuple(DEFINITION["clock_values"])
+# where a device's decision threshold came from (device.json ``threshold_origin``, banner ``thr_from``)
+THRESHOLD_ORIGINS: tuple[str, ...] = tuple(DEFINITION["threshold_origin_values"])
 MESSAGES: dict = DEFINITION["messages"]
 COMMANDS: dict = DEFINITION["commands"]
 ERROR_CODES: dict = DEFINITION["error_codes"]
@@ -79,6 +81,7 @@ class Banner:
     model_hash: str
     arena_bytes: int
     threshold: float
+    threshold_origin: str
     n_test: int
     n_classes: int
     clock: str
@@ -237,10 +240,11 @@ def format_message(msg_type: str, **values) -> str:
 
 def format_banner(board: str, device_id: int, model_hash: str, arena_bytes: int, threshold: float,
                   n_test: int, n_classes: int, clock: str = "device",
-                  version: int = PROTOCOL_VERSION) -> str:
+                  version: int = PROTOCOL_VERSION, *, threshold_origin: str) -> str:
     return format_message("banner", version=version, board=board, device_id=device_id,
                           model_hash=model_hash, arena_bytes=arena_bytes, threshold=threshold,
-                          n_test=n_test, n_classes=n_classes, clock=clock)
+                          threshold_origin=threshold_origin, n_test=n_test, n_classes=n_classes,
+                          clock=clock)
 
 
 def format_sample(index: int, pred: int, label: int, micros: int) -> str:
@@ -461,6 +465,7 @@ def header_context() -> dict:
         "cmd": {name: _c_str(name) for name in COMMANDS},
         "errors": [(f"FT_ERR_{code.upper()}", _c_str(code), doc) for code, doc in ERROR_CODES.items()],
         "clocks": [(f"FT_CLOCK_{c.upper()}", _c_str(c)) for c in CLOCKS],
+        "threshold_origins": [(f"FT_THR_FROM_{o.upper()}", _c_str(o)) for o in THRESHOLD_ORIGINS],
     }
 
 

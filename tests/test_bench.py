@@ -71,6 +71,10 @@ def test_bench_end_to_end_matches_run_int8(run, tmp_path):
     assert [s["pred"] for s in res["samples"]] == pred.tolist()          # sample for sample
     assert [s["label"] for s in res["samples"]] == y.tolist()
     assert res["decision_mismatches"] == [] and res["hash_ok"] is True and res["summary_agrees"] is True
+    # the board's banner says where its threshold came from, and it agrees with device.json
+    origin = json.loads((run / "devices/dev03/device.json").read_text()).get("threshold_origin") or "default"
+    assert res["threshold_origin"] == res["expected_threshold_origin"] == origin
+    assert res["threshold_origin_ok"] is True and f"({origin})" in r.output
     # clock=host labelled in every output
     assert res["clock"] == "host" and res["latency_us"]["clock"] == "host"
     assert res["device_summary"]["clock"] == "host" and res["stream"]["latency_us"]["clock"] == "host"
@@ -133,13 +137,22 @@ def test_bench_default_run_and_device_from_banner(run, tmp_path, monkeypatch):
 
 def test_bench_several_boards_one_table(run, tmp_path):
     out = tmp_path / "out"
-    with Emulator(run, 3, board="emuA") as a, Emulator(run, 3, board="emuB", corrupt=0.05, seed=2) as b:
+    b = Emulator(run, 3, board="emuB", corrupt=0.05, seed=2)
+    # emuB: flashed from a device.json whose threshold came from elsewhere (same model bytes)
+    origin = b.threshold_origin
+    b.threshold_origin = next(o for o in P.THRESHOLD_ORIGINS if o != origin)
+    with Emulator(run, 3, board="emuA") as a, b:
         r = _invoke(["--ports", f"{a.port_path},{b.port_path}", "--run", str(run), "--out", str(out),
                      "--timeout", "3"])
     assert r.exit_code == 0, r.output + r.stderr
     assert "emuA" in r.output and "emuB" in r.output
     summary = json.loads((out / "summary.json").read_text())
     assert [s["status"] for s in summary] == ["ok", "ok"]
+    # the board-reported origin, and a mismatch with the run's device.json flagged (a warning)
+    assert [(s["threshold_origin"], s["threshold_origin_ok"]) for s in summary] == [
+        (origin, True), (b.threshold_origin, False)]
+    assert f"({b.threshold_origin}!)" in r.output and f"({origin})" in r.output
+    assert f"device threshold origin {b.threshold_origin} differs from the run's {origin}" in r.stderr
     assert len(list(out.glob("dev03_*.json"))) == 2 and (out / "summary.csv").is_file()
 
 
@@ -173,8 +186,8 @@ def test_bad_input_exits_2_with_one_line_and_no_files(case, run, tmp_path):
             fds = [master, slave]
             port, expect = os.ttyname(slave), "silent"
         elif case == "other_version":
-            emu = Emulator(run, 3, protocol_version=2).start()
-            port, expect = emu.port_path, "protocol v2"
+            emu = Emulator(run, 3, protocol_version=1).start()     # a board flashed before thr_from
+            port, expect = emu.port_path, "device speaks protocol v1, this host speaks v2"
         elif case == "hash_differs":
             emu = Emulator(_other_model_run(run, tmp_path), 3).start()
             port, expect = emu.port_path, "model hash differs"

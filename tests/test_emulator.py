@@ -1,4 +1,4 @@
-"""The emulator speaks protocol v1 on a real pty, with exactly what the firmware embeds."""
+"""The emulator speaks the current protocol version on a real pty, with exactly what the firmware embeds."""
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +38,7 @@ def _talk(ser, cmd: bytes, until=P.Ready, timeout=3.0):
     raise AssertionError(f"no {until.__name__} after {cmd!r}: {out}")
 
 
-def test_emulator_serves_protocol_v1(run):
+def test_emulator_serves_the_protocol(run):
     d = run / "devices" / "dev03"
     info = json.loads((d / "device.json").read_text())
     model = (d / "model_int8.tflite").read_bytes()
@@ -48,10 +48,11 @@ def test_emulator_serves_protocol_v1(run):
         time.sleep(0.2)
         ser.reset_input_buffer()                            # the boot banner, if any
         banner = _talk(ser, P.encode_command("info"))[0]
-        assert isinstance(banner, P.Banner) and banner.clock == "host" and banner.version == 1
+        assert isinstance(banner, P.Banner) and banner.clock == "host" and banner.version == P.PROTOCOL_VERSION
         assert banner.model_hash == hashlib.sha256(model).hexdigest() == info["model_sha256"]
         assert (banner.device_id, banner.n_test, banner.n_classes) == (3, len(y), len(info["class_names"]))
         assert banner.arena_bytes == info["arena_bytes"] and banner.threshold == info["threshold"]
+        assert banner.threshold_origin == (info.get("threshold_origin") or "default")
         assert _talk(ser, b"INFO\r\n")[0] == banner          # typed by a person: no CRC, any case
         msgs = _talk(ser, P.encode_command("run"))
         samples = [m for m in msgs if isinstance(m, P.Sample)]

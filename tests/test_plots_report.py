@@ -65,8 +65,9 @@ def _bench_json(run: Path, device: int = 1, **over) -> Path:
     """A bench result written the way ``fedtiny bench`` writes it (BenchResult.to_dict)."""
     from fedtiny.bench.host import BenchResult
 
-    r = BenchResult(port="/dev/ttyACM0", board="nano33ble", device_id=device, protocol_version=1,
+    r = BenchResult(port="/dev/ttyACM0", board="nano33ble", device_id=device, protocol_version=2,
                     clock="device", model_hash=f"{device:064x}", arena_bytes=7008, threshold=0.5,
+                    threshold_origin="local",
                     n_classes=3, n_test=40, run_dir=str(run), expected_model_hash=f"{device:064x}",
                     hash_ok=True, n=40, correct=29, accuracy=29 / 40,
                     latency_us={"min": 1200, "mean": 1311, "p50": 1304, "p95": 1402, "max": 1499,

@@ -21,8 +21,8 @@ ENUM = {P.CMD_NONE: 0, P.CMD_INFO: 1, P.CMD_RUN: 2, P.CMD_INFER: 3, P.CMD_RESET:
 
 
 def _lines():
-    return [P.format_banner("nano33ble", 3, HASH, 4784, 0.5, 24, 6),
-            P.format_banner("esp32", 0, HASH, 3000, 0.123456, 1, 2, clock="host"),
+    return [P.format_banner("nano33ble", 3, HASH, 4784, 0.5, 24, 6, threshold_origin="local"),
+            P.format_banner("esp32", 0, HASH, 3000, 0.123456, 1, 2, clock="host", threshold_origin="fleet"),
             P.format_sample(0, 4, 2, 1834),
             P.format_summary(24, 5, 20, 4, 0, 0, 1790, 1836, 1831, 1902, 1960),
             P.format_infer(2, [-128, -121, 101, -110, 127], 1841),
@@ -31,7 +31,7 @@ def _lines():
 
 
 def test_definition_and_crc():
-    assert P.PROTOCOL_VERSION == 1 and P.CMD_MAX_LINE == 4096
+    assert P.PROTOCOL_VERSION == 2 and P.CMD_MAX_LINE == 4096
     assert P.crc16(b"123456789") == 0x29B1
     assert set(P.MESSAGES) == {"banner", "sample", "summary", "infer", "error", "ready"}
     assert set(P.COMMANDS) == {"info", "run", "infer", "reset"}
@@ -41,7 +41,7 @@ def test_definition_and_crc():
 
 def test_format_parse_roundtrip():
     b = P.parse_line(_lines()[0])
-    assert b == P.Banner(1, "nano33ble", 3, HASH, 4784, 0.5, 24, 6, "device")
+    assert b == P.Banner(2, "nano33ble", 3, HASH, 4784, 0.5, "local", 24, 6, "device")
     assert P.parse_line(_lines()[1]).clock == "host"
     assert P.parse_line(_lines()[2]) == P.Sample(0, 4, 2, 1834)
     assert P.parse_line(_lines()[3]) == P.Summary(24, 5, 20, 4, 0, 0, 1790, 1836, 1831, 1902, 1960)
@@ -82,13 +82,18 @@ def test_strict_fields():
     for body in ("@sample i=1 pred=2 label=2", "@sample i=1 pred=2 us=5 label=2",
                  "@sample i=01 pred=2 label=2 us=5", "@sample i=1 pred=2 label=2 us=5 x=1",
                  "@sample i=1  pred=2 label=2 us=5", "@infer pred=1 scores=1,200 us=3",
-                 "@ready x=1", "@banner v=1 board=a dev=1 model=abc arena=1 thr=0.5 n_test=1 n_classes=2 clock=host"):
+                 "@ready x=1", "@banner v=2 board=a dev=1 model=abc arena=1 thr=0.5 thr_from=local n_test=1 n_classes=2 clock=host",
+                 f"@banner v=2 board=a dev=1 model={HASH} arena=1 thr=0.500000 n_test=1 n_classes=2 clock=host"):
         assert P.parse_line(frame(body)) is None, body
 
 
 def test_foreign_banner():
-    line = P.format_banner("x", 1, HASH, 1, 0.5, 1, 2, version=2)
-    assert P.parse_line(line) == P.ForeignBanner(2)
+    line = P.format_banner("x", 1, HASH, 1, 0.5, 1, 2, version=3, threshold_origin="local")
+    assert P.parse_line(line) == P.ForeignBanner(3)
+    # a v1 board (no thr_from in its banner) is another version, not noise (PROTOCOL.md's v1 example)
+    v1 = ("@banner v=1 board=nano33ble dev=3 model=ad9ec22a6895da6d2c73f4746bc49dd1962bd246a2d2eeb8d655ed6b14df1c2d "
+          "arena=4784 thr=0.500000 n_test=24 n_classes=6 clock=device *17e9")
+    assert P.parse_line(v1) == P.ForeignBanner(1)
     body = "@banner v=7 whatever=future"
     assert P.parse_line(f"{body} *{P.crc16(body.encode()):04x}") == P.ForeignBanner(7)
 
@@ -98,7 +103,7 @@ def test_fixed6_matches_c_rules():
     assert P._fixed6(-0.25) == "-0.250000"
     assert P._fixed6(1e-9) == "0.000000" and P._fixed6(-1e-9) == "0.000000"
     assert P._fixed6(float("nan")) == "nan" and P._fixed6(float("-inf")) == "-inf"
-    assert P.parse_line(P.format_banner("b", 1, HASH, 1, float("nan"), 1, 2)).threshold != 0.5
+    assert P.parse_line(P.format_banner("b", 1, HASH, 1, float("nan"), 1, 2, threshold_origin="default")).threshold != 0.5
 
 
 def test_commands_python():
@@ -145,7 +150,7 @@ def test_latency_summary_definition():
 
 def test_header_rendered_from_definition():
     h = P.render_c_header()
-    assert "#define FT_PROTOCOL_VERSION 1\n" in h and "#define FT_CMD_MAX_LINE 4096\n" in h
+    assert "#define FT_PROTOCOL_VERSION 2\n" in h and "#define FT_CMD_MAX_LINE 4096\n" in h
     assert "FT_CMD_NONE = 0, FT_CMD_INFO, FT_CMD_RUN, FT_CMD_INFER, FT_CMD_RESET, FT_CMD_BAD" in h
     for t, m in P.MESSAGES.items():
         assert f'"@{t}"' in h
@@ -177,20 +182,21 @@ def test_c_header_agrees_with_python(tmp_path):
     rng = np.random.default_rng(1)
     calls: list[tuple[str, str]] = []   # (C expression writing buf, expected Python line)
 
-    for board, dev, h, arena, thr, nt, nc in [
-            ("nano33ble", 3, HASH, 4784, 0.5, 24, 6),
-            ("esp32", 0, HASH.upper(), 0, 0.1234565, 1, 2),
-            ("Nano 33@BLE*", 99, HASH, 2147483647, 1e-7, 0, 10),
-            ("", -1, HASH, 1, -0.25, 5, 3),
-            ("b", 1, HASH, 1, 0.99999994, 5, 3),
-            ("b", 1, HASH, 1, 123.456789, 5, 3),
-            ("b", 1, HASH, 1, float("nan"), 5, 3),
-            ("b", 1, HASH, 1, float("inf"), 5, 3)]:
-        args = f'{_c(board)}, {dev}, {_c(h)}, {arena}L, {_cfloat(thr)}, {nt}, {nc}'
+    for board, dev, h, arena, thr, org, nt, nc in [
+            ("nano33ble", 3, HASH, 4784, 0.5, "local", 24, 6),
+            ("esp32", 0, HASH.upper(), 0, 0.1234565, "fleet", 1, 2),
+            ("Nano 33@BLE*", 99, HASH, 2147483647, 1e-7, "de fault*", 0, 10),
+            ("", -1, HASH, 1, -0.25, "", 5, 3),
+            ("b", 1, HASH, 1, 0.99999994, "default", 5, 3),
+            ("b", 1, HASH, 1, 123.456789, "default", 5, 3),
+            ("b", 1, HASH, 1, float("nan"), "default", 5, 3),
+            ("b", 1, HASH, 1, float("inf"), "default", 5, 3)]:
+        c_org = f"FT_THR_FROM_{org.upper()}" if org in P.THRESHOLD_ORIGINS else _c(org)
+        args = f'{_c(board)}, {dev}, {_c(h)}, {arena}L, {_cfloat(thr)}, {c_org}, {nt}, {nc}'
         calls.append((f"ft_format_banner(buf, CAP, {args})",
-                      P.format_banner(board, dev, h, arena, thr, nt, nc, clock="device")))
+                      P.format_banner(board, dev, h, arena, thr, nt, nc, clock="device", threshold_origin=org)))
         calls.append((f"ft_format_banner_ex(buf, CAP, {args}, FT_CLOCK_HOST)",
-                      P.format_banner(board, dev, h, arena, thr, nt, nc, clock="host")))
+                      P.format_banner(board, dev, h, arena, thr, nt, nc, clock="host", threshold_origin=org)))
     for i, p, y, us in [(0, 0, 0, 0), (23, 5, 4, 1834), (2147483647, -1, 7, -2147483647 - 1)]:
         calls.append((f"ft_format_sample(buf, CAP, {i}, {p}, {y}, {us}L)", P.format_sample(i, p, y, us)))
     s = (24, 5, 20, 4, 0, 0, 1790, 1836, 1831, 1902, 1960)
@@ -282,10 +288,11 @@ def test_c_header_agrees_with_python(tmp_path):
         assert msg is not None, got
         assert P.format_message(msg.TYPE, **{k: v for k, v in P.to_dict(msg).items() if k != "type"}) == got
     first = P.parse_line(lines[0])
-    assert first == P.Banner(1, "nano33ble", 3, HASH, 4784, 0.5, 24, 6, "device")
+    assert first == P.Banner(2, "nano33ble", 3, HASH, 4784, 0.5, "local", 24, 6, "device")
     assert P.parse_line(lines[1]).clock == "host"
     assert P.parse_line(lines[2]).model_hash == HASH and P.parse_line(lines[2]).threshold == 0.123457
     assert P.parse_line(lines[4]).board == "Nano_33_BLE_"
+    assert P.parse_line(lines[4]).threshold_origin == "de_fault_" and P.parse_line(lines[6]).threshold_origin == "_"
     rest = lines[len(calls):]
 
     # 2. capacity contract: -1 and an empty string when the buffer is too small

@@ -222,6 +222,7 @@ def test_firmware_on_qemu_bit_exact_errors_reset_and_bench(dataset, qemu_builds)
             assert (b.board, b.device_id, b.model_hash, b.clock, b.n_test) == (
                 "qemu-m4", 0, info["model_sha256"], "icount", N_EMBEDDED)
             assert b.arena_bytes == res.arena_bytes
+            assert b.threshold_origin == (info.get("threshold_origin") or "default")
             # bit-exact with tflite-micro on every test window, on the Cortex-M4 (SMLAD) build
             for i in range(len(x)):
                 m = pty.ask(P.encode_command("infer", x[i]))
@@ -253,6 +254,7 @@ def test_firmware_on_qemu_bit_exact_errors_reset_and_bench(dataset, qemu_builds)
         # the host bench, unchanged: reset first, embedded windows, then streamed ones
         r = bench_device(q.port, run, 0, stream=4, timeout=HANG_S, reset=True)
         assert r.ok and r.status == "ok" and r.clock == "icount" and r.board == "qemu-m4"
+        assert r.threshold_origin_ok is True
         assert r.n == N_EMBEDDED and not r.decision_mismatches and not r.borderline
         assert [s["pred"] for s in r.samples] == [int(p) for p in pred[:N_EMBEDDED]]
         assert r.stream["max_score_lsb_diff"] == 0 and not r.stream["decision_mismatches"]

@@ -340,7 +340,11 @@ def delay_us(i: int) -> int:
 def run_dir(tmp_path_factory) -> Path:
     from runfixture import make_run_dir
 
-    return make_run_dir(tmp_path_factory.mktemp("sketch_run") / "run", device=DEVICE)
+    run = make_run_dir(tmp_path_factory.mktemp("sketch_run") / "run", device=DEVICE)
+    # a non-default threshold origin, so the banner's thr_from must come from device.json
+    info_path = run / "devices" / f"dev{DEVICE:02d}" / "device.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "threshold_origin": "fleet"}))
+    return run
 
 
 def config_define(text: str, name: str) -> str:
@@ -564,6 +568,7 @@ def test_bench_drives_the_generated_sketch(sketch: Sketch, tmp_path):
         assert res.arena_bytes == banner.arena_bytes == sketch.host_arena + 16
         assert res.arena_bytes <= sketch.arena_cfg
         assert res.threshold == pytest.approx(sketch.info["threshold"], abs=1e-6)
+        assert res.threshold_origin == res.expected_threshold_origin == "fleet" and res.threshold_origin_ok
         assert res.n_classes == sketch.n_classes
         # the 'reset' really restarted the program (same pid, booted again)
         assert dev.proc.poll() is None
@@ -584,7 +589,7 @@ def test_raw_protocol_and_error_paths(sketch: Sketch, tmp_path):
         assert (b.version, b.board, b.device_id, b.model_hash, b.n_test, b.n_classes, b.clock) == (
             P.PROTOCOL_VERSION, sketch.board, DEVICE, sketch.info["model_sha256"], sketch.n_test,
             sketch.n_classes, "device")
-        assert b.arena_bytes == sketch.host_arena + 16
+        assert b.arena_bytes == sketch.host_arena + 16 and b.threshold_origin == "fleet"
 
         def ask(data: bytes) -> list:
             dev.send(data)

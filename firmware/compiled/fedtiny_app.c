@@ -1,4 +1,4 @@
-/* fedtiny_app.c: the fedtiny serial protocol v1 around the compiled model (copied by fedtiny
+/* fedtiny_app.c: the fedtiny serial protocol v2 around the compiled model (copied by fedtiny
  * build; do not edit). The same conversation as the TFLM sketch (codegen/templates/main.cpp.j2)
  * from the same protocol header: at boot "banner" then "ready"; "info", "run", "infer <hex>",
  * "reset"; every failure an "error" line, then "ready" (firmware/PROTOCOL.md).
@@ -68,7 +68,8 @@ static void send_error(const char* code, const char* detail) {
 static void send_banner(void) {
   (void)kFtClassNames;
   send_line(ft_format_banner(g_out, (int)sizeof g_out, FT_BOARD, FT_DEVICE_ID, FT_MODEL_SHA256,
-                             FT_ARENA_BYTES, FT_THRESHOLD, FT_N_TEST, FT_N_CLASSES));
+                             FT_ARENA_BYTES, FT_THRESHOLD, FT_THRESHOLD_ORIGIN, FT_N_TEST,
+                             FT_N_CLASSES));
 }
 
 /* appends the decimal digits of v to s at *pos (no printf: see fedtiny_protocol.h) */
