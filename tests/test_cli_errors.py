@@ -124,7 +124,7 @@ def test_bad_numbers_are_clean_errors(tmp_path, args, needle):
 @pytest.mark.parametrize("key,value,needle", [
     ("devices", 5000, "5000 is not in the range 1<=x<=1000"),
     ("alpha", 0, "0 is not in the range x>0"),
-    ("rounds", 2.5, "'2.5' is not a valid integer"),
+    ("rounds", 2.5, "'2.5' is neither an integer nor auto"),
     ("method", "fedsgd", "'fedsgd' is not one of"),
     ("splits", [0.5, 0.5], "three comma-separated fractions"),
 ])
