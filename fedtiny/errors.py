@@ -31,6 +31,17 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _ignore_further_interrupts() -> None:
+    """Once a command has decided to stop with exit 130, a further Ctrl-C must not turn that into a
+    death by SIGINT during interpreter shutdown (Python re-raises an unhandled KeyboardInterrupt as
+    the signal, exit -2, after the error line was printed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def friendly(fn):
     """Decorator for click commands: user errors -> one line + exit 2; Ctrl-C -> exit 130."""
     @functools.wraps(fn)
@@ -38,6 +49,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
+            _ignore_further_interrupts()
             fail("interrupted; finished steps are kept: run the same command again to continue "
                  "(for train, add --resume)", 130)
         except _user_error_types() as e:
