@@ -303,7 +303,6 @@ def server_fields(kwargs: dict) -> dict:
     """TrainConfig fields of a fleet-folder run's server (``fleetdir.run_fields`` without a fleet
     folder): the classes, rate, channels, scale and windowing from --public (its fleet.toml when it
     is a fleet folder) and the options; the devices' names from ``server_device_names``."""
-    from fedtiny.errors import UserError
     from fedtiny.trainer.data.fleetdir import run_fields
 
     over = {k: kwargs.get(k) for k in ("window_ms", "hop_ms", "block_ms", "guard_ms") if _given(k)}
