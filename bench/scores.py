@@ -22,7 +22,7 @@ from .rundata import RunDevice
 # Measured gap between a board's kernels and the host's for the ops today's models use (CONV_2D,
 # AVERAGE_POOL_2D, per-tensor FULLY_CONNECTED, SOFTMAX): 0 LSB (the compiled runtime on QEMU and the
 # host-built sketch on every test window; the Nano's CMSIS-NN and esp-tflite-micro's reference
-# kernels on QEMU, README "Which TFLM library ..."). The earlier 7-21 LSB came from MEAN, which no
+# kernels on QEMU, docs/explanation/firmware.md). The earlier 7-21 LSB came from MEAN, which no
 # model contains any more. 1 LSB allows one rounding step of a kernel library not checked (ESP-NN).
 DEFAULT_TOLERANCE_LSB = 1
 

@@ -10,7 +10,7 @@ the run directory under --out.
 
 ``--datasets`` also takes ``classdata`` and ``cwru``: files in the public forms written from the
 built-in physics by ``tests/realdata.py`` into ``--out``/files (a ``classData.csv``, and a CWRU tree
-of 2 s recordings, as README "Measured on files in the public forms"), or any dataset path
+of 2 s recordings, as docs/reference/real-data.md), or any dataset path
 ``fedtiny train`` takes. ``--devices`` per dataset, e.g. ``classdata=3`` (default 10). For each dataset it also draws
 ``--out``/DATASET-weights.png: the aggregation weights per device and round and the global Phase-2
 accuracy of the first seed's run, for the first and the last option (before / after).

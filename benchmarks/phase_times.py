@@ -2,7 +2,7 @@
 
     python benchmarks/phase_times.py --dataset electrical --devices 10 --seed 0
 
-Prints the figures and the command; the README records them. Timings come from the run's own
+Prints the figures and the command; docs/explanation/performance.md records them. Timings come from the run's own
 per-step checkpoints (report.json "timings_s"), so they are what `fedtiny train` spends.
 """
 from __future__ import annotations

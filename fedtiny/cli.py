@@ -10,6 +10,8 @@ import os
 
 import click
 
+from .docs_pages import docs_line, page_for, with_docs_line
+
 # TensorFlow's C++ start-up chatter (oneDNN notes, absl preamble) would bury the progress bars and
 # the one-line errors; real failures still surface as Python exceptions.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -80,14 +82,15 @@ class LazyGroup(click.Group):
         if name not in LAZY:
             return None
         mod, attr = LAZY[name]
-        return getattr(importlib.import_module(mod), attr)
+        return with_docs_line(getattr(importlib.import_module(mod), attr), name)
 
     def format_commands(self, ctx, formatter):
         with formatter.section("Commands"):
             formatter.write_dl([(n, SHORT_HELP[n]) for n in LAZY])
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=docs_line(page_for("")))
 @click.version_option(package_name="fedtiny")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's own start-up and log messages.")
 def main(verbose: bool) -> None:

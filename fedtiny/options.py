@@ -82,7 +82,7 @@ def _channels(ctx, param, value):
 _CONFIG_OPTIONS = {
     "fleet": lambda: click.option(
         "--fleet", default=None, type=click.Path(exists=True, file_okay=False),
-        help="A fleet folder (one folder per device; README \"The fleet folder\"): the devices are its "
+        help="A fleet folder (one folder per device; docs/reference/fleet-folder.md): the devices are its "
              "folders in name order. Needs --public."),
     "public": lambda: click.option(
         "--public", default=None,
@@ -160,8 +160,8 @@ _CONFIG_OPTIONS = {
     "perf_prior": lambda: click.option(
         "--perf-prior", default=4.0, show_default=True, type=click.FloatRange(0),
         help="Fed-Meta-Align: p_k is shrunk towards the fleet's score as if the fleet had this many "
-             "validation groups more of evidence (0: the paper's raw p_k; README \"When to choose "
-             "Fed-Meta-Align\")."),
+             "validation groups more of evidence (0: the paper's raw p_k; docs/explanation/"
+             "when-to-choose.md)."),
     "floor": lambda: click.option(
         "--floor", default=0.1, show_default=True, type=click.FloatRange(0),
         help="Similarity floor c in w_k ~ p_k * max(cos_k, c)."),
@@ -190,7 +190,7 @@ _CONFIG_OPTIONS = {
         "--align-ref", default="normalized", show_default=True, type=click.Choice(["mean", "normalized", "server"]),
         help="Fed-Meta-Align: direction cos_k is measured against: the mean update (the paper's rule), "
              "the mean of unit-length updates (default, with --weight-smoothing 0.8: no period-2 "
-             "oscillation; README \"When to choose Fed-Meta-Align\"), or that blended with the "
+             "oscillation; docs/explanation/when-to-choose.md), or that blended with the "
              "previous server step."),
     "server_momentum": lambda: click.option(
         "--server-momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),

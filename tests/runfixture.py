@@ -1,6 +1,6 @@
 """Write a small but real run directory (the layout the trainer produces) for codegen/bench tests.
 
-Layout (see README "Run directory"):
+Layout (see docs/reference/run-directory.md):
     RUN/config.json, RUN/report.json,
     RUN/devices/devNN/{model_int8.tflite, device.json, test_split.npz}
 The model is a real INT8 TFLite model of the fleet architecture, trained for a few steps on a

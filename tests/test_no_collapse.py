@@ -5,8 +5,8 @@ device's shrunk p_k is 0 in any round (the raw ones often are).
 
 Every default (``--rounds auto``; after the first rounds, Phase 2 costs little next to Phase 0, the
 tracing and Phase 3), 2 seeds of the 4-device classData fleet and 1 of the 3-device detect fleet;
-the same runs with 3 seeds, and more fleets, are in the README
-("Results"). With fewer epochs (Phase 0 and 3: 5, local: 1) or Phase 2 cut to at most 4 rounds,
+the same runs with 3 seeds, and more fleets, are in docs/explanation/results.md
+("This version"). With fewer epochs (Phase 0 and 3: 5, local: 1) or Phase 2 cut to at most 4 rounds,
 the two methods' final models differ by one to several test windows either way on these test
 splits of 12-18 windows per device (a window is 1.9-4.2 points of the mean), which says nothing
 about collapse, so the check runs what users run."""

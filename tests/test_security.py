@@ -2,7 +2,7 @@
 shown refused or contained: a foreign run, a slot hijack, scaled-weight poisoning, a fake Phase-3
 artifact, a ``127.`` host name (Ray's sockets: ``test_flower_sim.py``; the slot hijack under TLS and
 node authentication: ``test_flower_deploy.py``), and what a site says while it waits for its server
-(README "Threat model")."""
+(docs/explanation/federation.md, "Threat model")."""
 from __future__ import annotations
 
 import json

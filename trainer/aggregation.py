@@ -14,7 +14,7 @@ Performance scores against a tiny validation split (``shrink_perf``): a device's
 towards the fleet's pooled score in proportion to how little evidence it has, so that a split of
 one block of one class (accuracy exactly 0 or 1) cannot hand all the weight to one device.
 Robust baselines: coordinate-wise median and trimmed mean of the theta_k. Options against the
-Phase-2 oscillation (README "When to choose Fed-Meta-Align"): the cosine against another reference
+Phase-2 oscillation (docs/explanation/when-to-choose.md): the cosine against another reference
 direction (``reference_direction``) and server momentum (``momentum_step``).
 Bounds on what a site reports (nothing from the network is trusted): update norms clipped to a
 multiple of the median norm (``clip_deltas``), no single weight above a cap (``cap_weights``).

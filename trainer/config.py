@@ -50,7 +50,7 @@ class TrainConfig:
     default_threshold: float = 0.5     # used when Phase 3 does not run
     min_device_samples: int = 20
     rep_samples: int = 100             # representative windows for INT8 calibration
-    # real data only (a .csv file or a CWRU folder; README "Your own data / the public datasets")
+    # real data only (a .csv file or a CWRU folder; docs/how-to/electrical-dataset.md)
     public_fraction: float = 0.2       # share of each class's groups held out as the Phase-0 pool
     window_ms: float = 10.0            # CSV window: half a 50 Hz cycle; 0 = per-sample (one row)
     hop_ms: float | None = None        # CSV hop; None = one 2 kHz model sample (0.5 ms), per-sample: one row
@@ -60,7 +60,7 @@ class TrainConfig:
     blocks_per_recording: int = 8      # CWRU, group_by block
     negate_augment: bool = True        # CSV: training windows also negated (fault incepted half a cycle later)
     frontend: str = "raw"              # what the model sees: raw | features | spectrum (fedtiny.frontend)
-    # a fleet folder run (``dataset`` is the fleet folder; README "The fleet folder"): the public
+    # a fleet folder run (``dataset`` is the fleet folder; docs/reference/fleet-folder.md): the public
     # pool is another dataset; window_ms / hop_ms / block_ms / guard_ms are the resolved windowing
     public: str = ""                   # Phase-0 dataset of a fleet-folder run ("": not a fleet run)
     channels: tuple = ()               # channels picked by name (empty: fleet.toml's, else the public pool's)
@@ -72,7 +72,7 @@ class TrainConfig:
     channel_scale: tuple = ()          # full scale per channel (the model sees x / scale)
     sign_symmetric: bool = False       # fleet.toml: a window and its negation are the same class
 
-    # Phase-2 aggregation options (README "When to choose Fed-Meta-Align"). Defaults: the cosine
+    # Phase-2 aggregation options (docs/explanation/when-to-choose.md). Defaults: the cosine
     # against the mean of unit-length updates and w_k smoothed across rounds (beta 0.8), measured to
     # remove the paper rule's period-2 oscillation at no accuracy cost (both built-in fleets and the
     # public-form files, 3 seeds); align_ref="mean", weight_smoothing=0 is the paper's rule.
@@ -80,7 +80,7 @@ class TrainConfig:
     server_momentum: float = 0.0       # heavy-ball momentum of the server step (0: none)
     weight_smoothing: float = 0.8      # EMA beta of the aggregation weights across rounds (0: none)
     trim: float = 0.2                  # trimmed-mean: fraction dropped at each end per coordinate
-    # bounds on what sites report (README "Threat model"): update norms clipped to norm_bound x the
+    # bounds on what sites report (docs/explanation/federation.md): update norms clipped to norm_bound x the
     # round's median norm, no single aggregation weight above weight_cap (0 / 1: off)
     norm_bound: float = 2.0
     weight_cap: float = 0.5

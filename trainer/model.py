@@ -17,7 +17,7 @@ net (three ReLU6 layers of 16 as the extractor, the same head), still split at `
 
 ReLU6 (min(max(x, 0), 6)) rather than ReLU: bounded activations keep the per-tensor INT8 ranges
 tight. With plain ReLU the fine-tuned models grew activations up to ~85 and logits over +-60, and
-INT8 lost up to 10 points on single devices; with ReLU6, over the 48 runs of README "Results"
+INT8 lost up to 10 points on single devices; with ReLU6, over the 48 runs of docs/explanation/results.md
 (both built-in fleets, 3 seeds, every method), the largest single-device loss is three of ~80 test
 windows (3.75 pp), at most one for Fed-Meta-Align, and every fleet mean is within 0.7 pp of float.
 The cap fuses into CONV_2D and FULLY_CONNECTED, so the TFLM op list is unchanged.

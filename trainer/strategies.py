@@ -15,7 +15,7 @@ computed here from those metrics (``perf``: accuracy, or relative loss improveme
 max(before - after, 0) / max(before, 1e-12)), so sites need not know the server's choice.
 The arithmetic is ``trainer/aggregation.py``'s, unchanged.
 
-What a site reports is untrusted (README "Threat model"), so every weighted strategy bounds it:
+What a site reports is untrusted (docs/explanation/federation.md), so every weighted strategy bounds it:
 its sample count n_k is the one of its first Phase-2 reply (``sample_counts``; a later claim is
 ignored), its update is clipped to ``norm_bound`` x the round's median update norm
 (``aggregation.clip_deltas``) and its aggregation weight to ``weight_cap``

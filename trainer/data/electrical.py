@@ -70,7 +70,7 @@ an arc-spread time of 12-20 ms. The public pool is the nominal network (s 0.95-1
 (p 0.42-0.58), bolted faults (0.001-0.1 ohm) and calibrated sensors: its source, location and
 fault-resistance ranges lie outside every device's (its load range overlaps).
 
-Difficulty (README "Results", ``fedtiny compare --dataset electrical --seeds 0,1,2``): centralized on
+Difficulty (docs/explanation/results.md, ``fedtiny compare --dataset electrical --seeds 0,1,2``): centralized on
 the pooled devices 91.8 % INT8, local-only 85.9 %. The errors are LLL vs LLLG (only the evolution and a small
 neutral current tell them apart), evolving LLG / LLLG windows vs LG, and high-resistance faults vs
 no fault; the local models lack the examples to learn the rarer of these.
@@ -508,7 +508,7 @@ DETECT_COLUMNS = ["Output (S)", "Ia", "Ib", "Ic", "Va", "Vb", "Vc"]
 DETECT_CLASS_NAMES = ["no_fault", "fault"]
 CSV_LOADER_VERSION = 2
 
-# Defaults of the CSV windowing (README "Your own data / the public datasets" gives the reasons):
+# Defaults of the CSV windowing (docs/how-to/electrical-dataset.md gives the reasons):
 WINDOW_MS = 10.0      # half a 50 Hz cycle: the shortest span over which a 50 Hz magnitude is defined
                       # (the classic half-cycle relay window); leaves room for several blocks per event
 BLOCK_MS = 12.5       # a block holds 1.25 windows: 6 overlapping windows at the default hop, and the
