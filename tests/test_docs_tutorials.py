@@ -107,13 +107,26 @@ def run_tutorial(page: Path, folder: Path, monkeypatch) -> list[str]:
     return outputs
 
 
+# The one size the test changes: `fedtiny demo` has no size options, so its fleet and epochs are those
+# of the tests' small runs (tests/conftest.py SMALL); every option the tutorial gives still applies.
+DEMO_SIZES = dict(samples_per_device=160, public_samples=300, phase0_epochs=5, phase3_epochs=5)
+
+
 def test_first_run_tutorial(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import fedtiny.demo
+
+    real = fedtiny.demo.fleet_config
+    monkeypatch.setattr(fedtiny.demo, "fleet_config", lambda cfg, root: real(replace(cfg, **DEMO_SIZES), root))
     out = run_tutorial(TUTORIALS / "first-run.md", tmp_path, monkeypatch)
     assert len(out) == 4
     assert (tmp_path / "runs" / "first" / "report.json").is_file()
     assert (tmp_path / "runs" / "first" / "report.html").is_file()
     assert list((tmp_path / "runs" / "first" / "firmware").glob("dev0*-nano33ble"))
     assert list((tmp_path / "runs" / "first" / "bench").glob("dev01_*.json"))
+    cfg = __import__("json").loads((tmp_path / "runs" / "first" / "config.json").read_text())
+    assert (cfg["devices"], cfg["rounds"], cfg["phase0_epochs"], cfg["phase3_epochs"]) == (3, 1, 5, 5)
 
 
 @pytest.mark.skipif(bool(QEMU_MISSING) and not IN_CI, reason=f"needs {', '.join(QEMU_MISSING)}")
