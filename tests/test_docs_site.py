@@ -106,3 +106,36 @@ def test_every_package_is_justified_in_the_docs():
     text = (DOCS / "reference" / "dependencies.md").read_text().lower()
     missing = sorted(n for n in names if f"`{n}" not in text)
     assert not missing, f"docs/reference/dependencies.md does not justify: {missing}"
+
+
+def _fedtiny_lines(text: str) -> list[str]:
+    """Every ``fedtiny ...`` command line of a Markdown text's code (indented blocks, fences and
+    ``$``-prompted lines), with backslash continuations joined."""
+    text = re.sub(r"\\\n\s*", " ", text)
+    return [m.group(1) for m in re.finditer(r"^(?:    |\t)?\s*(?:\$ )?(fedtiny [^\n#]*)", text, re.MULTILINE)]
+
+
+def test_every_documented_command_and_option_exists():
+    """The README's and the docs' command lines (code blocks and inline code) name commands and
+    options the CLI has."""
+    pages = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    bad = []
+    for page in pages:
+        code = "\n".join(re.findall(r"```\w*\n(.*?)```", page.read_text(), re.DOTALL))
+        code += "\n" + "\n".join(ln for ln in page.read_text().splitlines() if ln.startswith(("    ", "\t")))
+        code += "\n" + "\n".join(re.findall(r"`(fedtiny [^`]*)`", " ".join(page.read_text().split())))
+        for line in _fedtiny_lines(code):
+            words = line.replace("[", " ").replace("]", " ").split()[1:]
+            cmd, ctx, path = main, click.Context(main, info_name="fedtiny"), ["fedtiny"]
+            while words and isinstance(cmd, click.Group) and not words[0].startswith("-"):
+                sub = cmd.get_command(ctx, words[0])
+                if sub is None:
+                    break
+                path.append(words.pop(0))
+                cmd, ctx = sub, click.Context(sub, parent=ctx, info_name=path[-1])
+            known = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"--help", "-h"}
+            for w in words:
+                opt = w.split("=")[0].split("|")[0]
+                if re.fullmatch(r"--[a-z][\w-]*", opt) and opt not in known:
+                    bad.append(f"{page.relative_to(ROOT)}: '{' '.join(path)}' has no option {opt}: {line.strip()[:90]}")
+    assert not bad, "\n".join(bad)
