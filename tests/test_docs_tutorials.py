@@ -146,22 +146,22 @@ def _options(args: list[str]) -> set[str]:
 
 
 def _deploy_test_options() -> tuple[set[str], set[str]]:
-    """The options tests/test_flower_deploy.py gives `fedtiny server`, and tests/flowerfixture.py's
-    Cluster.site gives `fedtiny site` (string literals of those calls)."""
+    """The options the loopback federation tests give `fedtiny server` and `fedtiny site`: the string
+    literals of every ``fedtiny_cmd("server" | "site", ...)`` call in tests/test_flower_deploy.py and
+    tests/flowerfixture.py, and of the fixture's ``Cluster.site``, which starts the sites."""
     def literals(node) -> set[str]:
         return {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                 and n.value.startswith("--")}
 
-    server = set()
-    for node in ast.walk(ast.parse((ROOT / "tests" / "test_flower_deploy.py").read_text())):
-        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "fedtiny_cmd" and node.args
-                and isinstance(node.args[0], ast.Constant) and node.args[0].value == "server"):
-            server |= literals(node)
-    site = set()
-    for node in ast.walk(ast.parse((ROOT / "tests" / "flowerfixture.py").read_text())):
-        if isinstance(node, ast.FunctionDef) and node.name == "site":
-            site |= literals(node)
-    return server, site
+    found = {"server": set(), "site": set()}
+    for name in ("test_flower_deploy.py", "flowerfixture.py"):
+        for node in ast.walk(ast.parse((ROOT / "tests" / name).read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "fedtiny_cmd" and node.args
+                    and isinstance(node.args[0], ast.Constant) and node.args[0].value in found):
+                found[node.args[0].value] |= literals(node)
+            if isinstance(node, ast.FunctionDef) and node.name == "site":
+                found["site"] |= literals(node)
+    return found["server"], found["site"]
 
 
 def test_federation_tutorial(tmp_path, monkeypatch):
