@@ -3,7 +3,8 @@ docs/tutorials/first-run.md and own-fleet.md runs here, line by line, in an empt
 lines in this process (one TensorFlow import for all of them), other lines with bash; a line ending
 in ``&`` starts in the background and ``$PTY`` is set to the pseudo-terminal it prints (the
 emulator's, QEMU's). The federation tutorial (docs/tutorials/federation.md) runs here too, in one
-folder standing for its four machines, except ``fedtiny server`` and ``fedtiny site``: their
+folder standing for its four machines (its certificates pass a TLS handshake that checks them as a site
+does), except ``fedtiny server`` and ``fedtiny site``: their
 arguments are parsed by the command-line definitions (so every file they name exists) and every
 option they use is one the TLS + node-authentication federation of tests/test_flower_deploy.py passes
 (that test runs the federation itself, on loopback)."""
@@ -164,6 +165,37 @@ def _deploy_test_options() -> tuple[set[str], set[str]]:
     return found["server"], found["site"]
 
 
+def _tls_handshake(cert: Path, key: Path, ca: Path, host: str) -> None:
+    """One TLS handshake on ``host``: a server with ``cert``/``key``, a client that trusts ``ca`` only
+    and checks the host name; raises when the client refuses the certificate."""
+    import socket
+    import ssl
+    import threading
+
+    srv_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    srv_ctx.load_cert_chain(cert, key)
+    cli_ctx = ssl.create_default_context(cafile=str(ca))
+    errors = []
+    with socket.create_server((host, 0)) as lsock:
+        lsock.settimeout(HANG_S)
+
+        def serve():
+            try:
+                conn, _ = lsock.accept()
+                with srv_ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(b"ok")
+            except (OSError, ssl.SSLError) as e:           # the client's refusal shows on its side
+                errors.append(e)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        with socket.create_connection(lsock.getsockname(), timeout=HANG_S) as raw:
+            with cli_ctx.wrap_socket(raw, server_hostname=host) as tls:
+                assert tls.recv(2) == b"ok"
+        t.join(HANG_S)
+    assert not errors, errors
+
+
 def test_federation_tutorial(tmp_path, monkeypatch):
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -200,6 +232,11 @@ def test_federation_tutorial(tmp_path, monkeypatch):
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     san = srv.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
+    # PKCS#8 PEM, the key format the deploy test's certificates use; and a TLS handshake on loopback
+    # with exactly these files: the server presents server.pem, the client trusts only ca.pem and
+    # checks the address, as a site's SuperNode does with --root-certificates
+    assert (tmp_path / "server.key").read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    _tls_handshake(tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem", "127.0.0.1")
     for dev in sites:                                        # `fedtiny site keygen`: private 0600 + public
         assert (tmp_path / f"{dev}.key").stat().st_mode & 0o077 == 0
         assert (tmp_path / f"{dev}.key.pub").read_text().startswith("ecdsa-")
