@@ -3,11 +3,11 @@ docs/tutorials/first-run.md and own-fleet.md runs here, line by line, in an empt
 lines in this process (one TensorFlow import for all of them), other lines with bash; a line ending
 in ``&`` starts in the background and ``$PTY`` is set to the pseudo-terminal it prints (the
 emulator's, QEMU's). The federation tutorial (docs/tutorials/federation.md) runs here too, in one
-folder standing for its four machines (its certificates pass a TLS handshake that checks them as a site
-does), except ``fedtiny server`` and ``fedtiny site``: their
-arguments are parsed by the command-line definitions (so every file they name exists) and every
-option they use is one the TLS + node-authentication federation of tests/test_flower_deploy.py passes
-(that test runs the federation itself, on loopback)."""
+folder standing for its four machines (its certificates pass a TLS handshake that checks them as a
+site does), except ``fedtiny server`` and ``fedtiny site``: their arguments are parsed by the
+command-line definitions (so every file they name exists) and every option they use is one the
+TLS + node-authentication federation of tests/test_flower_deploy.py passes (that test runs the
+federation itself, on loopback)."""
 from __future__ import annotations
 
 import ast
