@@ -85,6 +85,8 @@ class Steps:
             time.sleep(0.1)
 
     def stop(self) -> None:
+        """End every background process (SIGTERM: `fedtiny flash` then stops its QEMU), and any QEMU
+        a flash named in its output that is still running (it runs in a session of its own)."""
         for p in self.background:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -93,6 +95,13 @@ class Steps:
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
+        for log in self.folder.glob(".bg*.log"):
+            for pid in map(int, re.findall(r"QEMU mps2-an386 runs .*?\(pid (\d+)\)", log.read_text())):
+                try:
+                    if b"qemu-system-arm" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        os.kill(pid, signal.SIGKILL)
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
 
 
 def run_tutorial(page: Path, folder: Path, monkeypatch) -> list[str]:
