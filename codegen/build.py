@@ -68,6 +68,7 @@ class BuildResult:
     compile_hint: str       # the exact command to compile when not compiled here
     runtime: str = "tflm"
     sizes: dict | None = None   # text/data/bss/stack bytes of the ELF (qemu-m4, compiled)
+    live: object | None = None  # codegen.live.LiveSpec of an --input sensor firmware
 
 
 def _named(info: dict) -> str:
@@ -424,4 +425,4 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         compiled, hint = state["compiled"], state["hint"]
     return BuildResult(out, brd.name, int(device), len(model), arena, n, fit.flash_used,
                        fit.flash_budget, fit.ram_used, fit.ram_budget, compiled, hint,
-                       runtime="compiled", sizes=state["sizes"])
+                       runtime="compiled", sizes=state["sizes"], live=spec)

@@ -1,0 +1,155 @@
+"""The live firmware's application compiled for the host (gcc) with a stub board whose serial port
+can block while the sampling timer keeps running, as on a real board when the host stops reading.
+
+The project is a real ``fedtiny build --input sensor --sensor sim`` project (qemu-m4 board,
+not compiled for Arm here); src/*.c (fedtiny_app.c, ft_model.c, ft_stream.c, ft_sensor_sim.c, the
+recording, the test data) are compiled with the host gcc together with ``STUB_BOARD`` below. Time
+is counted in sample periods: the stub's timer calls ft_stream_tick() once per period while the
+sampler runs; waiting (ft_board_idle) lasts one period; a write "blocks" for a given number of
+periods after a given byte (the host stall). Commands arrive at given periods. Everything is
+deterministic, so the counts are exact. (On QEMU a stalled host freezes the whole machine,
+timer included; see tests/test_live_qemu.py.)
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from fedtiny.firmware import protocol as P
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+HOP = 20
+
+STUB_BOARD = r"""
+/* stub board: argv = stall_at_byte stall_periods "cmd@period" ... */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ft_board.h"
+#include "ft_stream.h"
+
+static long g_period, g_bytes, g_stall_at = -1, g_stall_periods;
+static int g_running;
+static char** g_cmds; static int g_ncmds, g_cmd, g_pos;
+
+static void elapse(long periods) {
+  for (long k = 0; k < periods; ++k) { g_period++; if (g_running) ft_stream_tick(); }
+}
+void ft_board_init(void) {}
+int ft_board_read(void) {
+  if (g_cmd >= g_ncmds) return -1;
+  const char* c = g_cmds[g_cmd];
+  const char* at = strchr(c, '@');
+  if (g_period < atol(at + 1)) return -1;
+  if (c + g_pos < at) return (unsigned char)c[g_pos++];
+  g_cmd++; g_pos = 0;
+  return '\n';
+}
+void ft_board_write(const char* data, int n) {
+  fwrite(data, 1, (size_t)n, stdout);
+  for (int i = 0; i < n; ++i) if (++g_bytes == g_stall_at) elapse(g_stall_periods);
+}
+void ft_board_flush(void) { fflush(stdout); }
+uint32_t ft_board_ticks(void) { return (uint32_t)g_period; }
+void ft_board_reset(void) { exit(3); }
+int ft_board_sampler_start(long rate_hz) { (void)rate_hz; g_running = 1; return 0; }
+void ft_board_sampler_stop(void) { g_running = 0; }
+void ft_board_idle(void) { elapse(1); }
+
+int main(int argc, char** argv) {
+  g_stall_at = atol(argv[1]); g_stall_periods = atol(argv[2]);
+  g_cmds = argv + 3; g_ncmds = argc - 3;
+  ft_app_setup();
+  while (g_cmd < g_ncmds) { ft_app_poll(); elapse(1); }
+  ft_app_poll();
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def host_fw(small_run, tmp_path_factory):
+    """(run device, recording, executable) of device 0's live firmware built for the host."""
+    from fedtiny.bench.rundata import load_run_device
+    from fedtiny.codegen.build import build_project
+    from fedtiny.codegen.live import recording_from_run
+    from fedtiny.codegen.tflite_model import read_model
+
+    root = tmp_path_factory.mktemp("live-host")
+    res = build_project(small_run, 0, "qemu-m4", root / "fw", test_samples=1, input="sensor", hop=HOP,
+                        compile=False)
+    proj = res.project_dir
+    (proj / "stub_board.c").write_text(STUB_BOARD)
+    srcs = sorted(str(p) for p in (proj / "src").glob("*.c")) + [str(proj / "stub_board.c")]
+    exe = root / "live"
+    r = subprocess.run(["gcc", "-std=gnu99", "-O1", "-Wall", "-Wextra", "-Werror", "-I", str(proj / "include"),
+                        *srcs, "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rd = load_run_device(small_run, 0)
+    facts = read_model(rd.model_bytes)
+    units = facts.input.scale * (rd.x_int8.astype(np.float64) - facts.input.zero_point)
+    return rd, recording_from_run(units, None), exe
+
+
+def _run(exe, stall_at: int, stall_periods: int, *cmds: str) -> list:
+    out = subprocess.run([str(exe), str(stall_at), str(stall_periods), *cmds], capture_output=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    msgs = [P.parse_line(line) for line in out.stdout.splitlines(keepends=True)]
+    assert all(m is not None for m in msgs)
+    return msgs
+
+
+def test_capture_counts_what_a_blocked_port_loses(host_fw):
+    from test_live_qemu import _frames_and_gaps
+
+    rd, rec, exe = host_fw
+    ch = rec.shape[1]
+    fifo = rec.shape[0] // len(rd.y) + HOP                         # window + hop frames
+    msgs = _run(exe, 3000, 400, "capture 900@1")
+    start = msgs.index(next(m for m in msgs if isinstance(m, P.Stream)))
+    cap = msgs[start:]
+    end = cap[-2]
+    assert isinstance(end, P.CaptureEnd) and cap[-1] == P.Ready()
+    got, gaps, nxt = _frames_and_gaps(cap, ch)
+    assert nxt == 900 and end.sent + end.dropped == 900 and len(got) == end.sent
+    # the port blocked for 400 sample periods: the FIFO absorbed at most its size, the rest is lost
+    assert len(gaps) == 1 and 400 - fifo <= end.dropped <= 400
+    tiled = np.tile(rec, (2, 1))
+    for i, frame in got.items():
+        assert frame == tuple(int(v) for v in tiled[i]), i
+    # without a stall nothing is lost, and stop ends an endless capture with what was stored
+    msgs = _run(exe, -1, 0, "capture 0@1", "stop@500")
+    end = msgs[-2]
+    assert isinstance(end, P.CaptureEnd) and end.dropped == 0 and 450 <= end.sent <= 500
+
+
+def test_live_counts_drops_and_skips_the_windows_they_touch(host_fw):
+    from test_live_qemu import _host_decisions
+
+    rd, rec, exe = host_fw
+    win = rec.shape[0] // len(rd.y)
+    msgs = _run(exe, 1500, 333, "live@1", "stop@4200")
+    stream = next(m for m in msgs if isinstance(m, P.Stream))
+    events = [m for m in msgs if isinstance(m, P.Event)]
+    beats = [m for m in msgs if isinstance(m, P.Beat)]
+    assert msgs[-1] == P.Ready() and stream.hop == HOP and len(beats) == 2
+    assert beats[0].n == 2000 and beats[1].n == 4000
+    lost = beats[-1].dropped
+    assert 333 - (win + HOP) <= lost <= 333 and beats[0].dropped in (0, lost)
+    until = max(e.n for e in events)
+    host = {n: (p, float(P._fixed6(s))) for n, p, s in _host_decisions(rd, rec, win, HOP, until)}
+    assert len(events) >= 3 and until > 2000
+    for e in events:      # every decision the board made is the host's on the same window
+        assert (e.n - win) % HOP == 0 and host[e.n] == (e.pred, e.score), e
+
+
+def test_stop_outside_live_and_bad_capture(host_fw):
+    _, _, exe = host_fw
+    msgs = _run(exe, -1, 0, "stop@1", "capture x@2", "capture@3")
+    errs = [m for m in msgs if isinstance(m, P.Error)]
+    assert [e.code for e in errs] == ["bad_arg", "bad_arg"]
+    assert sum(isinstance(m, P.Ready) for m in msgs) == 4          # boot + one per command
