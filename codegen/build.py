@@ -359,6 +359,10 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
             fd = frontend_of(rd.info)
             t, c = int(fd["window"]), int(fd["channels"])
         spec = live.live_spec(brd, rd.info, t, c, hop, sensor)
+        if brd.uses_platformio:
+            raise CodegenError(f"the {spec.source} sensor of {brd.name} is described (boards/{brd.name}.json) but "
+                               "this version generates live firmware only for qemu-m4 (--sensor sim); the "
+                               "Arduino sampling glue is not written yet")
         rec = None
         if spec.source == "sim":
             if recording is not None:
@@ -413,6 +417,14 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
             return
         armgcc.compile_project(tmp, brd, c_sources)
         sizes = armgcc.size_of(tmp / armgcc.ELF, str(brd.toolchain["size"]))
+        if spec is not None and brd.qemu:    # measured on QEMU before anything is swapped in
+            from .probe import probe
+
+            windows = probe(tmp)
+            worst = max(w.frontend_instructions + w.model_instructions for w in windows)
+            live.check_budget(spec, worst, f"measured on QEMU: front end + model, worst of {len(windows)} "
+                              "test windows", "instructions")
+            manifest["live"]["measured_instructions"] = worst
         state.update(compiled=True, hint=cmd, sizes=sizes)
         manifest["elf_sizes"] = sizes
         (tmp / BUILD_MANIFEST).write_text(dumps_strict(manifest, indent=2) + "\n")

@@ -175,3 +175,12 @@ def live_files(spec: LiveSpec, recording: np.ndarray | None) -> dict[str, str]:
         files["src/ft_sensor_sim.c"] = (fw / "sensors" / "ft_sensor_sim.c").read_text()
         files.update(recording_files(recording))
     return files
+
+
+def check_budget(spec: LiveSpec, worst: int, how: str, unit: str) -> None:
+    """Refuse a firmware whose inference (front end + model, ``worst`` in the board's clock unit)
+    does not fit the hop: it could never keep up with its sensor."""
+    if worst > spec.budget:
+        raise CodegenError(f"inference takes {worst:,} {unit} ({how}) but a hop of {spec.hop} samples at "
+                           f"{spec.rate_hz} Hz lasts {spec.budget:,} {unit}: use a larger --hop or a smaller model")
+

@@ -153,3 +153,40 @@ def test_stop_outside_live_and_bad_capture(host_fw):
     errs = [m for m in msgs if isinstance(m, P.Error)]
     assert [e.code for e in errs] == ["bad_arg", "bad_arg"]
     assert sum(isinstance(m, P.Ready) for m in msgs) == 4          # boot + one per command
+
+
+def test_build_refuses_inference_longer_than_the_hop():
+    from fedtiny.codegen.errors import CodegenError
+    from fedtiny.codegen.live import LiveSpec, check_budget
+
+    spec = LiveSpec(2000, 6, 40, 1, 500_000, "sim", 1 / 32767, "model")
+    check_budget(spec, 500_000, "measured", "instructions")
+    with pytest.raises(CodegenError, match=r"inference takes 500,001 instructions \(measured\) but a hop of 1 "
+                                           r"samples at 2000 Hz lasts 500,000 instructions"):
+        check_budget(spec, 500_001, "measured", "instructions")
+
+
+def test_sensor_errors_are_one_line(small_run, tmp_path):
+    """A rate the board's sensor cannot give, a board file naming an unknown sensor, a sensor the
+    board lacks: one error line, exit 2, nothing written."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+    from fedtiny.codegen.boards import load_board
+
+    bad = dict(load_board("qemu-m4").data)
+    bad["sensor"] = {"default": "sim", "sources": {"sim": {}, "sonar": {}}}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    cases = [(["--board", "nano33ble", "--runtime", "compiled"], "the imu sensor of nano33ble gives 1..100 Hz, "
+                                                                 "the model needs 2000 Hz"),
+             (["--board", str(tmp_path / "bad.json")], "names an unknown sensor 'sonar'"),
+             (["--board", "qemu-m4", "--sensor", "adc"], "board qemu-m4 has no adc sensor"),
+             (["--board", "esp32dev", "--runtime", "compiled", "--hop", "5"], "generates live firmware only for qemu-m4")]
+    for args, needle in cases:
+        r = CliRunner().invoke(main, ["build", "--device", "0", "--run", str(small_run), "--input", "sensor",
+                                      "--out", str(tmp_path / "fw"), *args])
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.output
+        assert not (tmp_path / "fw").exists()

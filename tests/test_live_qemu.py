@@ -12,7 +12,9 @@ TIMER0 at the model's rate, through the sample FIFO into front end + model every
 * (lost frames are tested on the host build, tests/test_live_host.py: on QEMU a host that stops
   reading freezes the whole machine, timer included, because QEMU's UART write to the pty blocks
   the emulated CPU; measured: a 3 s stall of ``capture 0`` lost no frame and sampled none);
-* the build refuses a sensor the board does not have, a bad hop and a bad recording (one error).
+* the build measures front end + model on QEMU and records it (the refusal over budget:
+  tests/test_live_host.py), and refuses a sensor the board does not have, a bad hop and a bad
+  recording (one error).
 
 Waits are on lines (progress), bounded by HANG_S; every QEMU is stopped in a ``finally``.
 """
@@ -134,6 +136,8 @@ def test_live_decisions_equal_host_and_capture_is_exact(live_fw):
     win, ch = rec.shape[0] // len(rd.y), rec.shape[1]
     manifest = __import__("json").loads((proj / "fedtiny_build.json").read_text())
     assert manifest["input"] == "sensor" and manifest["live"]["hop"] == HOP
+    # the build measured front end + model on QEMU (probe) and found it within the hop's budget
+    assert 0 < manifest["live"]["measured_instructions"] <= manifest["live"]["budget"]
     with Board(proj / "build" / "firmware.elf") as b:
         banner = b.pty.ask(cmd("info"))[0]
         assert banner.input == "sensor" and banner.clock == "icount"
