@@ -16,6 +16,7 @@ Files added to the project (``live_files``):
     include/ft_sensor.h        the sensor interface (ft_sensor_begin / ft_sensor_read)
     include/ft_stream.h, src/ft_stream.c   the sample FIFO the timer fills
     src/ft_sensor_sim.c, include/sensor_recording.h, src/sensor_recording.c   (sim only)
+    src/ft_sensor_user.c       (user only: the one commented file to fill in, weak defaults)
 """
 from __future__ import annotations
 
@@ -108,8 +109,13 @@ def live_spec(board: Board, info: dict, window: int, channels: int, hop: int | N
                            f"needs {channels}")
     per_s = CLOCK_UNITS_PER_S.get(board.clock, 1_000_000)
     budget = hop * per_s // rate
-    return LiveSpec(rate, int(channels), int(window), hop, int(budget), source,
-                    float(src.get("scale", 1.0 / 32767)), str(src.get("unit", "model")))
+    scale, unit = float(src.get("scale", 1.0 / 32767)), str(src.get("unit", "model"))
+    cs = [float(v) for v in (info.get("channel_scale") or [])]
+    if source == "sim" and len(set(cs)) > 1:
+        # the recording's counts are model units x 32767, i.e. channel c's physical value is
+        # count * channel_scale[c] / 32767; one stream scale cannot say that: channel 0's, unit=mixed
+        scale, unit = cs[0] / 32767.0, "mixed"
+    return LiveSpec(rate, int(channels), int(window), hop, int(budget), source, scale, unit)
 
 
 def recording_from_run(x: np.ndarray, raw_int16: np.ndarray | None) -> np.ndarray:
@@ -174,6 +180,8 @@ def live_files(spec: LiveSpec, recording: np.ndarray | None) -> dict[str, str]:
             raise CodegenError("the sim sensor needs a recording")
         files["src/ft_sensor_sim.c"] = (fw / "sensors" / "ft_sensor_sim.c").read_text()
         files.update(recording_files(recording))
+    elif spec.source == "user":
+        files["src/ft_sensor_user.c"] = (fw / "sensors" / "ft_sensor_user.c").read_text()
     return files
 
 

@@ -190,3 +190,45 @@ def test_sensor_errors_are_one_line(small_run, tmp_path):
         lines = r.output.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.output
         assert not (tmp_path / "fw").exists()
+
+
+USER_SENSOR = r"""
+/* what a user writes: frame c of sample k is k * 10 + c */
+#include "ft_sensor.h"
+static int g_k;
+int ft_sensor_begin(long rate_hz, int channels) { (void)rate_hz; (void)channels; g_k = 0; return 0; }
+int ft_sensor_read(int16_t* frame) {
+  for (int c = 0; c < 6; ++c) frame[c] = (int16_t)(g_k * 10 + c);
+  g_k++;
+  return 0;
+}
+"""
+
+
+def test_user_sensor_file_weak_default_and_filled_in(small_run, tmp_path):
+    """--sensor user: one commented file whose weak default has no sample (capture: one gap);
+    a user's own ft_sensor_read replaces it without touching the generated files."""
+    from fedtiny.codegen.build import build_project
+
+    res = build_project(small_run, 0, "qemu-m4", tmp_path / "fw", test_samples=1, input="sensor",
+                        sensor="user", hop=HOP, compile=False)
+    proj = res.project_dir
+    user_file = (proj / "src" / "ft_sensor_user.c").read_text()
+    assert "__attribute__((weak)) int ft_sensor_read" in user_file and "the one file to fill in" in user_file
+    (proj / "stub_board.c").write_text(STUB_BOARD)
+    (tmp_path / "mine.c").write_text(USER_SENSOR)
+    srcs = sorted(str(p) for p in (proj / "src").glob("*.c")) + [str(proj / "stub_board.c")]
+    outs = {}
+    for name, extra in (("weak", []), ("mine", [str(tmp_path / "mine.c")])):
+        exe = tmp_path / name
+        r = subprocess.run(["gcc", "-std=gnu99", "-O1", "-Wall", "-Wextra", "-Werror", "-I", str(proj / "include"),
+                            *srcs, *extra, "-o", str(exe)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs[name] = _run(exe, -1, 0, "capture 50@1")
+    weak = outs["weak"]
+    assert [type(m) for m in weak[-4:]] == [P.Stream, P.Gap, P.CaptureEnd, P.Ready]
+    assert weak[-3] == P.Gap(0, 50) and weak[-2] == P.CaptureEnd(0, 50)
+    frames = [m for m in outs["mine"] if isinstance(m, P.Frames)]
+    data = sum((m.data for m in frames), ())
+    assert outs["mine"][-2] == P.CaptureEnd(50, 0)
+    assert data == tuple(k * 10 + c for k in range(50) for c in range(6))

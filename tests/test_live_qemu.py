@@ -143,7 +143,9 @@ def test_live_decisions_equal_host_and_capture_is_exact(live_fw):
         assert banner.input == "sensor" and banner.clock == "icount"
         os.write(b.pty.fd, cmd("live"))
         stream = b.msg()
-        assert stream == P.Stream(2000, ch, win, HOP, HOP * 10 ** 9 // 2000, "sim", 0.000031, "model")
+        # electrical channels differ in full scale (A, pu): channel 0's scale, unit=mixed
+        scale0 = float(P._fixed6(rd.info["channel_scale"][0] / 32767))
+        assert stream == P.Stream(2000, ch, win, HOP, HOP * 10 ** 9 // 2000, "sim", scale0, "mixed")
         events, beat = [], None
         while beat is None:                       # the first beat comes after `rate` frames
             m = b.msg()

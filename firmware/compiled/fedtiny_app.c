@@ -189,7 +189,8 @@ static void command_live(void) {
   long long n = 0;                    /* sample counter of the next frame */
   long long dropped = 0;
   long phase = 0;                     /* n mod hop */
-  long beat_phase = 0;                /* n mod rate (frames since the last beat) */
+  long beat_phase = 0;                /* n mod rate: a beat at every multiple of the rate, with the
+                                         frames lost before it (the host twin's fedtiny/live.py beats) */
   int fill = 0;                       /* consecutive frames in the window buffer */
   int last = -1;                      /* the current decision (-1: none yet) */
   long us_last = 0, us_max = 0;
@@ -201,11 +202,20 @@ static void command_live(void) {
       continue;
     }
     if (gap != 0u) {                  /* frames lost: the windows holding them are skipped */
-      dropped += gap;
-      n += gap;
-      phase = (long)((phase + (long long)gap) % FT_LIVE_HOP);
-      beat_phase += (long)gap;
+      long long lost = (long long)gap;
+      phase = (long)((phase + lost) % FT_LIVE_HOP);
       fill = 0;
+      while (beat_phase + lost >= FT_LIVE_RATE_HZ) {   /* a beat falls inside the gap: at its n */
+        const long step = FT_LIVE_RATE_HZ - beat_phase;
+        n += step;
+        dropped += step;
+        lost -= step;
+        beat_phase = 0;
+        send_line(ft_format_beat(g_out, (int)sizeof g_out, n, last, dropped, us_last, us_max, FT_LIVE_BUDGET));
+      }
+      n += lost;
+      dropped += lost;
+      beat_phase += (long)lost;
     }
     if (fill > 0 || phase == 0) {     /* a window starts at a multiple of the hop */
       int16_t* dst = g_ring + (long)fill * FT_LIVE_CHANNELS;
@@ -230,8 +240,8 @@ static void command_live(void) {
               sizeof(int16_t) * (size_t)(FT_LIVE_WINDOW - FT_LIVE_HOP) * FT_LIVE_CHANNELS);
       fill = FT_LIVE_WINDOW - FT_LIVE_HOP;
     }
-    if (beat_phase >= FT_LIVE_RATE_HZ) {
-      beat_phase %= FT_LIVE_RATE_HZ;
+    if (beat_phase == FT_LIVE_RATE_HZ) {   /* n is a multiple of the rate: one second of samples */
+      beat_phase = 0;
       send_line(ft_format_beat(g_out, (int)sizeof g_out, n, last, dropped, us_last, us_max, FT_LIVE_BUDGET));
     }
   }
@@ -255,6 +265,10 @@ static void command_capture(long count) {
     const int16_t* frame;
     uint32_t gap;
     if (!ft_stream_peek(&frame, &gap)) {
+      if (!stopping && end >= 0 && n + (long long)ft_stream_pending_gap() >= end) {
+        ft_board_sampler_stop();      /* every frame still to come is lost: nothing will be stored */
+        stopping = 1;
+      }
       if (!stopping) {
         ft_board_idle();
         continue;
