@@ -370,6 +370,15 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
             else:   # a raw model's windows are its int8 inputs: back to model units, then counts
                 units = facts.input.scale * (rd.x_int8.astype(np.float64) - facts.input.zero_point)
                 rec = live.recording_from_run(units, rd.raw_int16)
+    flash_used, ram_used = fit.flash_used, fit.ram_used
+    if spec is not None:   # the recording in flash; the frame ring, its gap counts, a frames line and the
+        # live model input in RAM
+        flash_used += 0 if rec is None else int(rec.size) * 2
+        ram_used += (spec.window + spec.hop) * (2 * spec.channels + 4) + 2 * P.FRAMES_MAX_VALUES + int(facts.input.size)
+        for what, used, budget in (("flash", flash_used, fit.flash_budget), ("RAM", ram_used, fit.ram_budget)):
+            if used > budget:
+                raise CodegenError(f"device {device} with sensor input does not fit {brd.name} {what}: "
+                                   f"{used:,} of {budget:,} bytes (recording and frame ring included)")
     files: dict[str, str] = project_files(brd, program, int(device), sha256, live=spec is not None)
     if spec is not None:
         files.update(live.live_files(spec, rec))
@@ -388,8 +397,8 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         "frontend": tw.frontend,
         "fc_weight_scales": [w.n_scales for w in facts.fc_weights], "runtime": "compiled",
         "arena_bytes": arena, "layers": [layer.kind for layer in program.layers],
-        "test_samples": n, "flash_used": fit.flash_used, "flash_budget": fit.flash_budget,
-        "ram_used": fit.ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,
+        "test_samples": n, "flash_used": flash_used, "flash_budget": fit.flash_budget,
+        "ram_used": ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,
         "serial_baud": int(brd.data["serial_baud"]), "usb_ids": list(brd.data["usb_ids"]),
         "native_usb": bool(brd.data["native_usb"]), "clock": brd.clock, "input": input,
     }
@@ -435,6 +444,6 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         compiled, hint = compile_project(out, brd, compile, runner)
     else:
         compiled, hint = state["compiled"], state["hint"]
-    return BuildResult(out, brd.name, int(device), len(model), arena, n, fit.flash_used,
-                       fit.flash_budget, fit.ram_used, fit.ram_budget, compiled, hint,
+    return BuildResult(out, brd.name, int(device), len(model), arena, n, flash_used,
+                       fit.flash_budget, ram_used, fit.ram_budget, compiled, hint,
                        runtime="compiled", sizes=state["sizes"], live=spec)
