@@ -232,3 +232,20 @@ def test_user_sensor_file_weak_default_and_filled_in(small_run, tmp_path):
     data = sum((m.data for m in frames), ())
     assert outs["mine"][-2] == P.CaptureEnd(50, 0)
     assert data == tuple(k * 10 + c for k in range(50) for c in range(6))
+
+
+def test_sampling_timer_rate_must_divide_its_clock():
+    """qemu-m4's TIMER0 counts the 25 MHz clock: 3 Hz cannot be given exactly, 2000 Hz can."""
+    from fedtiny.codegen.boards import load_board
+    from fedtiny.codegen.errors import CodegenError
+    from fedtiny.codegen.live import live_spec
+
+    board = load_board("qemu-m4")
+    info = {"frontend": {"kind": "raw", "window": 40, "channels": 6, "rate_hz": 2000.0}}
+    assert live_spec(board, info, 40, 6, None, None).hop == 20
+    with pytest.raises(CodegenError, match=r"cannot give exactly 3 Hz"):
+        live_spec(board, {"frontend": {**info["frontend"], "rate_hz": 3.0}}, 40, 6, None, None)
+    with pytest.raises(CodegenError, match="records no sample rate"):
+        live_spec(board, {}, 40, 6, None, None)
+    with pytest.raises(CodegenError, match="1..16 channels"):
+        live_spec(board, info, 40, 17, None, None)
