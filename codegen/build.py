@@ -68,6 +68,7 @@ class BuildResult:
     compile_hint: str       # the exact command to compile when not compiled here
     runtime: str = "tflm"
     sizes: dict | None = None   # text/data/bss/stack bytes of the ELF (qemu-m4, compiled)
+    live: object | None = None  # codegen.live.LiveSpec of an --input sensor firmware
 
 
 def _named(info: dict) -> str:
@@ -222,7 +223,8 @@ def resolve_runtime(brd: Board, runtime: str | None) -> str:
 def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
                   test_samples: int | None = None, compile: bool = True, *,
                   runner: piomod.Runner | None = None, op_table: Mapping[str, str] | None = None,
-                  host_arena: int | None = None, runtime: str | None = None) -> BuildResult:
+                  host_arena: int | None = None, runtime: str | None = None, input: str = "windows",
+                  sensor: str | None = None, hop: int | None = None, recording=None) -> BuildResult:
     """Generate (and, where PlatformIO can, compile) device ``device``'s firmware project.
 
     ``board``: a built-in board name or a board JSON path. ``test_samples``: cap on embedded test
@@ -232,12 +234,19 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     trainer measured on the same model bytes; measured here if absent). Raises CodegenError on any
     user error. ``runtime``: ``tflm`` (the TFLM sketch, default of the real boards) or
     ``compiled`` (the model as generated C, ``build_compiled``; the only runtime of qemu-m4).
+    ``input``: ``windows`` (embedded test windows and infer payloads) or ``sensor`` (also live and
+    capture from the board's ``sensor``, ``codegen.live``: ``hop`` samples between decisions,
+    ``recording`` an int16 .npy for the sim sensor).
     """
     brd = load_board(board)
     rt = resolve_runtime(brd, runtime)
     run_dir = Path(run_dir)
     if rt == "compiled":
-        return build_compiled(run_dir, device, brd, out_dir, test_samples, compile, runner=runner)
+        return build_compiled(run_dir, device, brd, out_dir, test_samples, compile, runner=runner,
+                              input=input, sensor=sensor, hop=hop, recording=recording)
+    if input != "windows":
+        raise CodegenError("--input sensor is built with --runtime compiled (the TFLM sketch reads "
+                           "only its embedded windows and infer payloads)")
     rd = _load(run_dir, device)
     model = rd.model_bytes
     sha256 = rd.model_sha256                       # load_run_device checked it against the bytes
@@ -313,7 +322,8 @@ def compile_project(project: Path, board: Board, compile: bool = True,
 
 
 def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_samples: int | None = None,
-                   compile: bool = True, *, runner: piomod.Runner | None = None) -> BuildResult:
+                   compile: bool = True, *, runner: piomod.Runner | None = None, input: str = "windows",
+                   sensor: str | None = None, hop: int | None = None, recording=None) -> BuildResult:
     """The ``compiled`` runtime: the model as C (``compiled.graph`` + ``compiled.emit``), the
     protocol application in C and the board's glue (``compiled.project``). qemu-m4 projects are
     compiled with arm-none-eabi-gcc inside the temporary folder, before it replaces the old
@@ -335,7 +345,43 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     n = fit.n_test
     comment = [f"Activation buffer of the compiled runtime: {arena} B (ft_model.h FT_MODEL_ARENA_BYTES,",
                "one static buffer planned at build time; no interpreter, no TFLM arena)."]
-    files: dict[str, str] = project_files(brd, program, int(device), sha256)
+    if input not in P.INPUTS:
+        raise CodegenError(f"unknown input {input!r} (inputs: {', '.join(P.INPUTS)})")
+    spec = None
+    if input == "sensor":
+        from . import live
+
+        shape = facts.input.shape
+        t, c = (int(shape[-2]), int(shape[-1])) if len(shape) >= 3 else (facts.input.size, 1)
+        if tw.frontend != "raw":
+            from .frontend_c import frontend_of
+
+            fd = frontend_of(rd.info)
+            t, c = int(fd["window"]), int(fd["channels"])
+        spec = live.live_spec(brd, rd.info, t, c, hop, sensor)
+        if brd.uses_platformio:
+            raise CodegenError(f"the {spec.source} sensor of {brd.name} is described (boards/{brd.name}.json) but "
+                               "this version generates live firmware only for qemu-m4 (--sensor sim); the "
+                               "Arduino sampling glue is not written yet")
+        rec = None
+        if spec.source == "sim":
+            if recording is not None:
+                rec = live.load_recording(Path(recording), c)
+            else:   # a raw model's windows are its int8 inputs: back to model units, then counts
+                units = facts.input.scale * (rd.x_int8.astype(np.float64) - facts.input.zero_point)
+                rec = live.recording_from_run(units, rd.raw_int16)
+    flash_used, ram_used = fit.flash_used, fit.ram_used
+    if spec is not None:   # the recording in flash; the frame ring, its gap counts, a frames line and the
+        # live model input in RAM
+        flash_used += 0 if rec is None else int(rec.size) * 2
+        ram_used += (spec.window + spec.hop) * (2 * spec.channels + 4) + 2 * P.FRAMES_MAX_VALUES + int(facts.input.size)
+        for what, used, budget in (("flash", flash_used, fit.flash_budget), ("RAM", ram_used, fit.ram_budget)):
+            if used > budget:
+                raise CodegenError(f"device {device} with sensor input does not fit {brd.name} {what}: "
+                                   f"{used:,} of {budget:,} bytes (recording and frame ring included)")
+    files: dict[str, str] = project_files(brd, program, int(device), sha256, live=spec is not None)
+    if spec is not None:
+        files.update(live.live_files(spec, rec))
     files["include/fedtiny_protocol.h"] = P.render_c_header()
     files["include/fedtiny_config.h"] = config_header(
         **config_values(brd, device, rd.info, facts, sha256, arena, arena, comment))
@@ -351,11 +397,18 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         "frontend": tw.frontend,
         "fc_weight_scales": [w.n_scales for w in facts.fc_weights], "runtime": "compiled",
         "arena_bytes": arena, "layers": [layer.kind for layer in program.layers],
-        "test_samples": n, "flash_used": fit.flash_used, "flash_budget": fit.flash_budget,
-        "ram_used": fit.ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,
+        "test_samples": n, "flash_used": flash_used, "flash_budget": fit.flash_budget,
+        "ram_used": ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,
         "serial_baud": int(brd.data["serial_baud"]), "usb_ids": list(brd.data["usb_ids"]),
-        "native_usb": bool(brd.data["native_usb"]), "clock": brd.clock,
+        "native_usb": bool(brd.data["native_usb"]), "clock": brd.clock, "input": input,
     }
+    if spec is not None:
+        from dataclasses import asdict
+
+        manifest["live"] = asdict(spec)
+        if rec is not None:
+            manifest["live"]["recording_frames"] = int(len(rec))
+            manifest["live"]["recording"] = str(recording) if recording is not None else "test windows"
     if cmd:
         manifest.update(build=brd.build_system, compile_command=cmd, elf=armgcc.ELF)
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, device, brd)
@@ -373,6 +426,14 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
             return
         armgcc.compile_project(tmp, brd, c_sources)
         sizes = armgcc.size_of(tmp / armgcc.ELF, str(brd.toolchain["size"]))
+        if spec is not None and brd.qemu:    # measured on QEMU before anything is swapped in
+            from .probe import probe
+
+            windows = probe(tmp)
+            worst = max(w.frontend_instructions + w.model_instructions for w in windows)
+            live.check_budget(spec, worst, f"measured on QEMU: front end + model, worst of {len(windows)} "
+                              "test windows", "instructions")
+            manifest["live"]["measured_instructions"] = worst
         state.update(compiled=True, hint=cmd, sizes=sizes)
         manifest["elf_sizes"] = sizes
         (tmp / BUILD_MANIFEST).write_text(dumps_strict(manifest, indent=2) + "\n")
@@ -383,6 +444,6 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         compiled, hint = compile_project(out, brd, compile, runner)
     else:
         compiled, hint = state["compiled"], state["hint"]
-    return BuildResult(out, brd.name, int(device), len(model), arena, n, fit.flash_used,
-                       fit.flash_budget, fit.ram_used, fit.ram_budget, compiled, hint,
-                       runtime="compiled", sizes=state["sizes"])
+    return BuildResult(out, brd.name, int(device), len(model), arena, n, flash_used,
+                       fit.flash_budget, ram_used, fit.ram_budget, compiled, hint,
+                       runtime="compiled", sizes=state["sizes"], live=spec)

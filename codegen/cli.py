@@ -58,15 +58,25 @@ def _margin(used: int, budget: int) -> str:
 @click.option("--runtime", type=click.Choice(["tflm", "compiled"]), default=None,
               help="tflm: the TFLM interpreter sketch (default of esp32dev and nano33ble); compiled: "
                    "the model as generated C, no TFLM library (the only runtime of qemu-m4).")
+@click.option("--input", "input_", type=click.Choice(["windows", "sensor"]), default="windows", show_default=True,
+              help="windows: classify the embedded test windows and infer payloads; sensor: also read the "
+                   "board's sensor (live and capture commands; --runtime compiled).")
+@click.option("--sensor", default=None,
+              help="Sensor source of --input sensor (sim, imu, adc, user; default: the board file's).")
+@click.option("--hop", type=int, default=None,
+              help="Samples between two live decisions (default: half the window).")
+@click.option("--recording", type=click.Path(dir_okay=False), default=None,
+              help="--sensor sim: int16 (N, channels) .npy counts to play (default: the run's test "
+                   "windows one after another).")
 @friendly
-def build(device, board, run, out, test_samples, do_compile, runtime):
+def build(device, board, run, out, test_samples, do_compile, runtime, input_, sensor, hop, recording):
     """Generate the firmware project of one device of a run (TFLM sketch or compiled C)."""
     from .build import build_project
 
     brd = load_board(board)
     device = _device(_run_dir(run), device)
     r = build_project(_run_dir(run), device, board, out, test_samples, do_compile, runner=RUNNER,
-                      runtime=runtime)
+                      runtime=runtime, input=input_, sensor=sensor, hop=hop, recording=recording)
     click.echo(f"wrote {r.project_dir}")
     click.echo(f"  board        {r.board} ({brd.describe()})")
     click.echo(f"  runtime      {r.runtime}" + (" (the model as generated C, no TFLM library)"
@@ -80,6 +90,10 @@ def build(device, board, run, out, test_samples, do_compile, runtime):
     else:
         click.echo(f"  arena        {r.arena_bytes:,} bytes allocated by the firmware")
     click.echo(f"  test windows {r.test_samples}")
+    if r.live:
+        v = r.live
+        click.echo(f"  sensor       {v.source}: {v.channels} channels at {v.rate_hz} Hz, window {v.window}, "
+                   f"hop {v.hop} samples = budget {v.budget:,} {'instructions' if brd.clock == 'icount' else 'us'}")
     click.echo(f"  flash        {_margin(r.flash_used, r.flash_budget)}")
     click.echo(f"  RAM          {_margin(r.ram_used, r.ram_budget)}")
     if r.sizes:

@@ -297,6 +297,13 @@ def quantize(z: np.ndarray, input_scale: float, input_zero_point: int) -> np.nda
     return np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + int(input_zero_point), -128, 127).astype(np.int8)
 
 
+def raw_input(s: np.ndarray, input_scale: float, input_zero_point: int) -> np.ndarray:
+    """int8 model inputs of a raw model from int16 samples s (n, T, C), the board's live step:
+    ``quantize(double(s) / 32767)`` (the C twin: ft_frontend_raw)."""
+    s = np.asarray(s)
+    return quantize(s.astype(np.float64) / FULL_SCALE, input_scale, input_zero_point).reshape(len(s), -1)
+
+
 def model_input(kind: str, s: np.ndarray, input_scale: float, input_zero_point: int) -> np.ndarray:
     """int8 model inputs (n, F) of int16 windows s (n, T, C): the host twin of ft_frontend_run."""
     _, t, c = np.asarray(s).shape

@@ -147,6 +147,21 @@ static inline int8_t ft_fe_quantize(int32_t f, int32_t offset, int shift, double
   return (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
 }
 
+/* The raw front end on live int16 samples (a raw model's input is the window itself):
+ * q = clamp(round_half_away((s / 32767) / scale) + zp, -128, 127), every step in IEEE double
+ * (host twin: fedtiny.frontend.raw_input). n = T * C values. */
+static inline void ft_frontend_raw(const int16_t* window, int n, double scale, int32_t zp, int8_t* q) {
+  for (int i = 0; i < n; ++i) {
+    const double v = ((double)window[i] / 32767.0) / scale;
+    double a = v < 0 ? -v : v;
+    if (a > 1000.0) a = 1000.0;                 /* far outside int8 either way */
+    int32_t r = (int32_t)(a + 0.5);             /* floor(a + 0.5) for a >= 0 */
+    if (v < 0) r = -r;
+    r += zp;
+    q[i] = (int8_t)(r < -128 ? -128 : (r > 127 ? 127 : r));
+  }
+}
+
 /* Runs the front end on one int16 window [T][C]: the integers into f[F] (may be 0) and the int8
  * model input into q[F]. Returns 0, or -1 for an unknown kind. */
 static inline int ft_frontend_run(const ft_frontend_t* fe, const int16_t* window, int32_t* f, int8_t* q) {

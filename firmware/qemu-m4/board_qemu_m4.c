@@ -8,12 +8,13 @@
  * the 25 MHz clock, 671 million instructions). Under -icount shift=0 QEMU retires one instruction per virtual
  * nanosecond, so one 25 MHz tick is 40 instructions (FT_LATENCY_PER_TICK, clock=icount): the
  * latency is a deterministic instruction count, not a real board's time. Reset: SCB AIRCR
- * SYSRESETREQ (QEMU resets the machine and reloads the image).
+ * SYSRESETREQ (QEMU resets the machine and reloads the image). Sampling timer (live firmware):
+ * CMSDK TIMER0, below.
  */
 #include <stdint.h>
 
 #include "ft_board.h"
-#include "ft_board_config.h"
+#include "ft_board_config.h"   /* FT_LIVE: 1 in a live firmware (fedtiny build --input sensor) */
 
 #define UART0_BASE 0x40004000u
 #define UART_DATA (*(volatile uint32_t*)(UART0_BASE + 0x000u))
@@ -63,6 +64,56 @@ void ft_board_reset(void) {
   __asm volatile("dsb" ::: "memory");
   for (;;) {}
 }
+
+#if FT_LIVE
+/* Sampling timer: CMSDK APB TIMER0 at 0x40000000 on the 25 MHz system clock, interrupt 8 of the
+ * AN386's NVIC. It counts RELOAD down to 0 and interrupts once per RELOAD + 1 clocks, so a rate
+ * is exact only if it divides the clock (fedtiny build checks; -1 here otherwise). Under -icount
+ * shift=0 the clock is virtual: one sample period is exactly 1e9 / rate instructions. */
+#include "ft_stream.h"
+
+#define TIMER0_BASE 0x40000000u
+#define TIMER0_CTRL (*(volatile uint32_t*)(TIMER0_BASE + 0x000u))
+#define TIMER0_VALUE (*(volatile uint32_t*)(TIMER0_BASE + 0x004u))
+#define TIMER0_RELOAD (*(volatile uint32_t*)(TIMER0_BASE + 0x008u))
+#define TIMER0_INTCLEAR (*(volatile uint32_t*)(TIMER0_BASE + 0x00Cu))
+#define TIMER_CTRL_ENABLE 0x1u
+#define TIMER_CTRL_IRQEN 0x8u
+#define TIMER0_IRQ 8u
+#define NVIC_ISER0 (*(volatile uint32_t*)0xE000E100u)
+#define NVIC_ICER0 (*(volatile uint32_t*)0xE000E180u)
+#define NVIC_ICPR0 (*(volatile uint32_t*)0xE000E280u)
+
+void TIMER0_IRQHandler(void) {
+  TIMER0_INTCLEAR = 1u;
+  ft_stream_tick();
+}
+
+int ft_board_sampler_start(long rate_hz) {
+  if (rate_hz <= 0 || FT_BOARD_SYSCLK_HZ % (unsigned long)rate_hz != 0u) return -1;
+  TIMER0_CTRL = 0u;
+  TIMER0_INTCLEAR = 1u;
+  TIMER0_RELOAD = FT_BOARD_SYSCLK_HZ / (unsigned long)rate_hz - 1u;
+  TIMER0_VALUE = FT_BOARD_SYSCLK_HZ / (unsigned long)rate_hz - 1u;
+  NVIC_ICPR0 = 1u << TIMER0_IRQ;
+  NVIC_ISER0 = 1u << TIMER0_IRQ;
+  TIMER0_CTRL = TIMER_CTRL_ENABLE | TIMER_CTRL_IRQEN;
+  return 0;
+}
+
+/* Sleep until the next interrupt (the sampling timer's): under -icount QEMU's virtual clock then
+ * runs in step with real time instead of burning instructions in a polling loop, so a recording
+ * plays at its real rate; the instruction counts of front end + model are unaffected. */
+void ft_board_idle(void) { __asm volatile("wfi" ::: "memory"); }
+
+void ft_board_sampler_stop(void) {
+  TIMER0_CTRL = 0u;
+  NVIC_ICER0 = 1u << TIMER0_IRQ;
+  TIMER0_INTCLEAR = 1u;
+  NVIC_ICPR0 = 1u << TIMER0_IRQ;
+  __asm volatile("dsb\n\tisb" ::: "memory");
+}
+#endif
 
 int main(void) {
   ft_app_setup();

@@ -38,7 +38,11 @@ void Default_Handler(void) __attribute__((alias("fault_handler")));
 
 typedef void (*ft_vector_t)(void);
 
-__attribute__((section(".vectors"), used)) const ft_vector_t g_ft_vectors[16] = {
+void TIMER0_IRQHandler(void) __attribute__((weak, alias("fault_handler")));
+
+/* 16 system exceptions, then the AN386's external interrupts 0..8 (8: CMSDK TIMER0, the live
+ * firmware's sampling timer; the others are never enabled). */
+__attribute__((section(".vectors"), used)) const ft_vector_t g_ft_vectors[16 + 9] = {
   (ft_vector_t)(uintptr_t)&_estack,  /* initial stack pointer */
   Reset_Handler,
   NMI_Handler,
@@ -52,4 +56,7 @@ __attribute__((section(".vectors"), used)) const ft_vector_t g_ft_vectors[16] = 
   0,
   Default_Handler,                   /* PendSV */
   Default_Handler,                   /* SysTick (unused: ticks are read, not counted) */
+  Default_Handler, Default_Handler, Default_Handler, Default_Handler,   /* IRQ 0-3 */
+  Default_Handler, Default_Handler, Default_Handler, Default_Handler,   /* IRQ 4-7 */
+  TIMER0_IRQHandler,                 /* IRQ 8: CMSDK TIMER0 */
 };
