@@ -29,8 +29,8 @@ from .backends import Backend, InProcessBackend, Task
 from .config import FEDERATED, REFERENCES, TrainConfig
 from .data.fleet import DataError, Fleet, Pool
 from .model import ModelSpec
-from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir,
-                     device_label, load_weights, read_json, read_npz, save_weights)
+from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, dataset_label,
+                     device_dir, device_label, load_weights, read_json, read_npz, save_weights)
 from .splits import DeviceSplits
 from .artifacts import check_artifacts
 from .strategies import check_reply, make_strategy
@@ -611,7 +611,7 @@ class Run:
         fa = [d["float_acc"] for d in devs]
         ia = [d["int8_acc"] for d in devs]
         return {
-            "run": self.out.name, "dataset": self.cfg.dataset, "method": self.cfg.method,
+            "run": self.out.name, "dataset": dataset_label(self.cfg), "method": self.cfg.method,
             "personalize": self.cfg.personalize if self.cfg.method in FEDERATED else False,
             "seed": self.cfg.seed, "class_names": self.server_data.class_names,
             "devices": devs,
