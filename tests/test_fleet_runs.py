@@ -128,3 +128,18 @@ def test_flower_sim_fleet_equals_the_in_process_loop_run(fleet, loop_run, tmp_pa
     for d in ("dev00", "dev01"):
         assert (out / "devices" / d / "model_int8.tflite").read_bytes() == \
             (loop_run / "devices" / d / "model_int8.tflite").read_bytes()
+
+
+def test_the_servers_report_names_the_run_as_train_fleet_does(fleet, loop_run):
+    """`fedtiny server --public P --devices 2` never sees the fleet folder: its config (resolved as the
+    command resolves it) still gives the report's dataset of `train --fleet F --public P`."""
+    from fedtiny.options import config_fields
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.rundir import dataset_label
+
+    _, p = fleet
+    server = TrainConfig(**config_fields({"public": str(p), "devices": 2}, server=True))
+    assert server.dataset == "electrical"                          # no fleet path on the server
+    assert dataset_label(server) == json.loads((loop_run / "report.json").read_text())["dataset"]
+    many = TrainConfig(**config_fields({"public": str(p), "devices": 12}, server=True))
+    assert dataset_label(many) == "fleet of 12 devices (dev00, dev01, dev02, ..., dev11); public pool P"
