@@ -70,6 +70,7 @@ def test_train_fleet_reports_devices_by_folder_name_and_builds_by_name(loop_run)
     assert cfg["rate_hz"] == 2000.0 and len(cfg["channel_units"]) == 6 and cfg["class_names"][0] == "no_fault"
     res = _cli("build", "--device", "dev01", "--run", loop_run, "--board", "qemu-m4", "--no-compile")
     assert res.exit_code == 0, res.output
+    assert "  device       dev01 (device 1 of the run)" in res.output.splitlines()
     assert (loop_run / "firmware" / "dev01-qemu-m4").is_dir()
 
 
