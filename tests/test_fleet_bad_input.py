@@ -13,7 +13,7 @@ from test_fleet_formats import BAD, make_fleet
 UNREADABLE = [
     ("unreadable WAV", lambda r: (r / "pump-a" / "b.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk"),
      "b.wav: unreadable WAV"),
-    ("unreadable .npy", lambda r: (r / "pump-b" / "c.npy").write_bytes(b"not an array"), "c.npy: unreadable .npy"),
+    ("unreadable .npy", lambda r: (r / "pump-b" / "c.npy").write_bytes(b"not an array"), "c.npy: unreadable .npy (not a NumPy array file)"),
     ("JSON that is not Edge Impulse's", lambda r: (r / "pump-b" / "d.json").write_text('{"values": [1, 2]}'),
      "d.json: not an Edge Impulse data-acquisition file"),
     ("a .npy of text", lambda r: np.save(r / "pump-b" / "c.npy", np.array(["a", "b"])), "expected a non-empty numeric"),

@@ -263,9 +263,14 @@ def _channel_names(channels, n: int, path: Path) -> list[str]:
 def read_npy(path: Path, rate_hz: float | None, channels) -> Recording:
     """A ``.npy`` recording (n,) or (n, C); the rate is fleet.toml's ``rate_hz``."""
     try:
-        a = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        # np.load reads a file without the .npy magic as a pickle and would talk about pickles
+        a = np.load(path, allow_pickle=False) if magic == b"\x93NUMPY" else None
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"{path}: unreadable .npy ({' '.join(str(e).split())})") from None
+    if a is None:
+        raise DataError(f"{path}: unreadable .npy (not a NumPy array file)")
     if a.ndim not in (1, 2) or not np.issubdtype(a.dtype, np.number) or len(a) == 0:
         raise DataError(f"{path}: expected a non-empty numeric array (n,) or (n, C), got {a.dtype} {a.shape}")
     if rate_hz is None:
