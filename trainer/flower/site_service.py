@@ -11,14 +11,15 @@ loads it and keeps only its device's pool, split exactly as the in-process engin
 site of a fleet-folder run holds one device folder and reads nothing else (``dataprep.site_data``);
 it knows its device number from its folder name and the run's ``device_names``.
 
+Artifacts (``devices/devNN/``, including the raw ``test_split.npz``) are written under the site's
+own ``site_dir``.
+
 Before it serves a fleet-folder run, a deployed site checks that its folder fits the run the server
 started (``greet``, answered to the server's first request, hello): every labelled recording can be
 brought to the run's rate, has the run's channels in units that convert exactly to the run's,
 and is labelled with the run's classes (``fleetdir.load_device``), and the split leaves every
 part the method needs. Otherwise it refuses the run with the reason ("wrong dataset: ...") and
 serves nothing; the server records that device's replies as failed.
-Artifacts (``devices/devNN/``, including the raw ``test_split.npz``) are written under the site's
-own ``site_dir``.
 """
 from __future__ import annotations
 
