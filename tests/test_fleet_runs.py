@@ -144,3 +144,17 @@ def test_the_servers_report_names_the_run_as_train_fleet_does(fleet, loop_run):
     assert dataset_label(server) == json.loads((loop_run / "report.json").read_text())["dataset"]
     many = TrainConfig(**config_fields({"public": str(p), "devices": 12}, server=True))
     assert dataset_label(many) == "fleet of 12 devices (dev00, dev01, dev02, ..., dev11); public pool P"
+
+
+def test_a_run_written_before_channel_units_still_matches_its_config():
+    """config.json of an older version lacks channel_units: it still equals the same run's config now
+    (resume and experiment reuse), since the default () is what older runs did."""
+    from conftest import small_config
+
+    from fedtiny.trainer.pipeline import stored_config
+
+    cfg = small_config()
+    old = cfg.to_dict()
+    del old["channel_units"]
+    assert old != cfg.to_dict() and stored_config(old) == cfg.to_dict()
+    assert stored_config({"nonsense": 1}) == {"nonsense": 1}

@@ -227,7 +227,7 @@ class Run:
         if prog_path.exists():
             progress = read_json(prog_path, REDO_CONFIG)
         if cfg_path.exists():
-            old = read_json(cfg_path, REDO_CONFIG)
+            old = stored_config(read_json(cfg_path, REDO_CONFIG))
             if not progress["done"]:
                 return fresh
             if old != self.cfg.to_dict():
@@ -782,11 +782,21 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter 
         run.rep.finish()
 
 
+def stored_config(d: dict) -> dict:
+    """A run directory's config.json as this version writes it: fields added since it was written
+    take their defaults (a field's default is what every earlier run did), so an older run still
+    resumes and is still reused. A file TrainConfig refuses is returned as it is (it then differs)."""
+    try:
+        return TrainConfig.from_dict(d).to_dict()
+    except (ValueError, TypeError):
+        return d
+
+
 def load_or_train(cfg: TrainConfig, out: Path, reporter: Reporter | None = None) -> dict:
     """The finished run's report when ``out`` already holds this config and a report; otherwise
     train (resuming whatever part was done). Used by compare/ablate/demo so no work is redone."""
     out = Path(out)
     if (out / "report.json").exists() and (out / "config.json").exists():
-        if read_json(out / "config.json", REDO_CONFIG) == cfg.to_dict():
+        if stored_config(read_json(out / "config.json", REDO_CONFIG)) == cfg.to_dict():
             return read_json(out / "report.json", REDO_REPORT)
     return train(cfg, out, resume=(out / "config.json").exists(), reporter=reporter)
