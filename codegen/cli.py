@@ -83,7 +83,11 @@ def build(device, board, run, out, test_samples, do_compile, runtime, input_, se
                                                  if r.runtime == "compiled" else " (TFLM interpreter)"))
     if not brd.uses_platformio:
         click.echo(f"  toolchain    {brd.toolchain['cc']}, not PlatformIO: {brd.toolchain['why_not_platformio']}")
-    click.echo(f"  device       {r.device}")
+    from fedtiny.trainer.rundir import device_label, run_device_names
+
+    names = run_device_names(_run_dir(run))
+    label = device_label(names, r.device)
+    click.echo(f"  device       {label}" + (f" (device {r.device} of the run)" if names else ""))
     click.echo(f"  model        {r.model_bytes:,} bytes")
     if r.runtime == "compiled":
         click.echo(f"  activations  {r.arena_bytes:,} bytes (one static buffer, planned at build time)")
@@ -102,7 +106,7 @@ def build(device, board, run, out, test_samples, do_compile, runtime, input_, se
                    f"stack {z['stack']:,} B reserved (arm-none-eabi-size)")
     click.echo(f"  compiled     yes: {r.compile_hint}" if r.compiled else f"  {r.compile_hint}")
     if not brd.uses_platformio and r.compiled:
-        click.echo(f"  run it       fedtiny flash --device {r.device} --board {r.board}"
+        click.echo(f"  run it       fedtiny flash --device {label if names else r.device} --board {r.board}"
                    + (f" --run {run}" if run else "") + " (starts QEMU, prints the serial pty)")
 
 

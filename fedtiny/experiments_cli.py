@@ -77,7 +77,10 @@ def _run(kind: str, seeds, out: Path, options: dict, only: str | None = None) ->
                                     f"--out {out}".split()),
                 "options": record, "machine": f"{platform.machine()}, {platform.python_version()}",
                 "config": base.to_dict()}
-        title = f"{kind}: {base.dataset}, {base.devices} devices, seeds {','.join(map(str, seeds))}"
+        from fedtiny.trainer.rundir import dataset_label
+
+        what = dataset_label(base) if base.public else f"{base.dataset}, {base.devices} devices"
+        title = f"{kind}: {what}, seeds {','.join(map(str, seeds))}"
         if not res["variants"]:
             fail(f"all {len(variants) * len(seeds)} runs failed (errors above); nothing was written, "
                  f"earlier results in {out} are kept", 1)
@@ -89,8 +92,8 @@ def _run(kind: str, seeds, out: Path, options: dict, only: str | None = None) ->
              "the others are in the table", 1)
 
 
-FLEET_DERIVED = ("dataset", "devices", "device_names", "class_names", "rate_hz", "channel_scale", "sign_symmetric",
-                 "window_ms", "hop_ms", "block_ms", "guard_ms")
+FLEET_DERIVED = ("dataset", "devices", "device_names", "class_names", "rate_hz", "channel_scale", "channel_units",
+                 "sign_symmetric", "window_ms", "hop_ms", "block_ms", "guard_ms")
 
 
 def _flag(name: str, value) -> str:

@@ -56,7 +56,7 @@ def test_train_on_the_exported_fleet_equals_train_on_the_dataset(exported, small
     out = tmp_path / "fleet-run"
     train(cfg, out)
     a, b = report_without_timings(small_run), report_without_timings(out)
-    assert b.pop("dataset") == str(fdir)
+    assert b.pop("dataset") == "fleet of 3 devices (dev00, dev01, dev02); public pool P"
     a.pop("dataset")
     assert a == b
     for dev in ("dev00", "dev01", "dev02"):

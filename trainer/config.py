@@ -64,6 +64,7 @@ class TrainConfig:
     # pool is another dataset; window_ms / hop_ms / block_ms / guard_ms are the resolved windowing
     public: str = ""                   # Phase-0 dataset of a fleet-folder run ("": not a fleet run)
     channels: tuple = ()               # channels picked by name (empty: fleet.toml's, else the public pool's)
+    channel_units: tuple = ()          # each channel's unit in the run ("": not stated); a site converts to it
     class_map: str = ""                # CSV of from,to class renames
     device_names: tuple = ()           # the devices' names (fleet folders); empty: devNN
     # resolved from the data once (fleetdir.run_fields) so that server, sites and train agree
@@ -91,6 +92,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(float(s) for s in self.splits))
         object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
+        object.__setattr__(self, "channel_units", tuple(str(c) for c in self.channel_units))
         object.__setattr__(self, "device_names", tuple(str(c) for c in self.device_names))
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         object.__setattr__(self, "channel_scale", tuple(float(c) for c in self.channel_scale))
@@ -153,6 +155,8 @@ class TrainConfig:
                                 and len(self.channel_scale) == len(self.channels)):
             bad("a fleet-folder run needs its class names, rate, channels and channel scale resolved "
                 "(fleetdir.run_fields)")
+        if self.channel_units and len(self.channel_units) != len(self.channels):
+            bad(f"{len(self.channel_units)} channel units for {len(self.channels)} channels")
         if self.device_names and len(self.device_names) != self.devices:
             bad(f"{len(self.device_names)} device names for {self.devices} devices")
         self._validate_aggregation(bad)
@@ -186,7 +190,7 @@ class TrainConfig:
         d = asdict(self)
         d["splits"] = list(self.splits)
         d["channels"] = list(self.channels)
-        for k in ("device_names", "class_names", "channel_scale"):
+        for k in ("device_names", "class_names", "channel_scale", "channel_units"):
             d[k] = list(getattr(self, k))
         return d
 

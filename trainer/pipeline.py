@@ -29,8 +29,8 @@ from .backends import Backend, InProcessBackend, Task
 from .config import FEDERATED, REFERENCES, TrainConfig
 from .data.fleet import DataError, Fleet, Pool
 from .model import ModelSpec
-from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, device_dir,
-                     device_label, load_weights, read_json, read_npz, save_weights)
+from .rundir import (LOCK_FILE, FolderLock, Metrics, atomic_savez, atomic_write_bytes, atomic_write_json, dataset_label,
+                     device_dir, device_label, load_weights, read_json, read_npz, save_weights)
 from .splits import DeviceSplits
 from .artifacts import check_artifacts
 from .strategies import check_reply, make_strategy
@@ -227,7 +227,7 @@ class Run:
         if prog_path.exists():
             progress = read_json(prog_path, REDO_CONFIG)
         if cfg_path.exists():
-            old = read_json(cfg_path, REDO_CONFIG)
+            old = stored_config(read_json(cfg_path, REDO_CONFIG))
             if not progress["done"]:
                 return fresh
             if old != self.cfg.to_dict():
@@ -611,7 +611,7 @@ class Run:
         fa = [d["float_acc"] for d in devs]
         ia = [d["int8_acc"] for d in devs]
         return {
-            "run": self.out.name, "dataset": self.cfg.dataset, "method": self.cfg.method,
+            "run": self.out.name, "dataset": dataset_label(self.cfg), "method": self.cfg.method,
             "personalize": self.cfg.personalize if self.cfg.method in FEDERATED else False,
             "seed": self.cfg.seed, "class_names": self.server_data.class_names,
             "devices": devs,
@@ -782,11 +782,21 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, reporter: Reporter 
         run.rep.finish()
 
 
+def stored_config(d: dict) -> dict:
+    """A run directory's config.json as this version writes it: fields added since it was written
+    take their defaults (a field's default is what every earlier run did), so an older run still
+    resumes and is still reused. A file TrainConfig refuses is returned as it is (it then differs)."""
+    try:
+        return TrainConfig.from_dict(d).to_dict()
+    except (ValueError, TypeError):
+        return d
+
+
 def load_or_train(cfg: TrainConfig, out: Path, reporter: Reporter | None = None) -> dict:
     """The finished run's report when ``out`` already holds this config and a report; otherwise
     train (resuming whatever part was done). Used by compare/ablate/demo so no work is redone."""
     out = Path(out)
     if (out / "report.json").exists() and (out / "config.json").exists():
-        if read_json(out / "config.json", REDO_CONFIG) == cfg.to_dict():
+        if stored_config(read_json(out / "config.json", REDO_CONFIG)) == cfg.to_dict():
             return read_json(out / "report.json", REDO_REPORT)
     return train(cfg, out, resume=(out / "config.json").exists(), reporter=reporter)

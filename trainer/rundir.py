@@ -174,6 +174,20 @@ def device_label(names, device: int) -> str:
     return str(names[device]) if names else f"dev{int(device):02d}"
 
 
+def dataset_label(cfg) -> str:
+    """What a run trained on, as its report's ``dataset`` says. A fleet-folder run (``cfg.public``
+    set): "fleet of N devices (a, b, c); public pool P" with the devices' names (the first three and
+    the last when there are more than six) and P the public dataset's name; the server of a
+    deployment, which never sees the fleet's folder, and ``train --fleet`` write the same words.
+    Any other run: its dataset."""
+    if not cfg.public:
+        return str(cfg.dataset)
+    names = [device_label(cfg.device_names, i) for i in range(cfg.devices)]
+    shown = names if len(names) <= 6 else names[:3] + ["...", names[-1]]
+    pool = Path(cfg.public).name or str(cfg.public)
+    return f"fleet of {len(names)} device{'s' if len(names) != 1 else ''} ({', '.join(shown)}); public pool {pool}"
+
+
 def run_device_names(run: Path) -> list[str]:
     """The ``device_names`` of RUN/config.json ([] when absent or unreadable: devNN names)."""
     try:

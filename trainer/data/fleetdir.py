@@ -53,7 +53,7 @@ NORMAL = "normal"
 SUFFIXES = (".csv", ".wav", ".npy", ".json")
 TIME_COLUMNS = ("time", "timestamp")
 DEFAULTS = {"window_ms": 100.0, "hop_ms": 50.0, "block_ms": 1000.0, "guard_ms": 0.0}
-READER_VERSION = 1
+READER_VERSION = 2                 # 2: the cache holds a file's own units, not fleet.toml's
 SPEC_KEYS = {"rate_hz", "channels", "normal", "classes", "units", "full_scale", "window_ms", "hop_ms",
              "block_ms", "guard_ms", "sign_symmetric", "source"}
 
@@ -229,12 +229,17 @@ def read_csv(path: Path, rate_hz: float | None) -> Recording:
 
 def read_wav(path: Path, channels) -> Recording:
     """A WAV recording: integer PCM as a fraction of full scale, float as stored."""
+    import warnings
+
     from scipy.io import wavfile
 
     try:
-        rate, data = wavfile.read(path)
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: unreadable WAV ({' '.join(str(e).split())})") from None
+        with warnings.catch_warnings():          # a chunk scipy skips is no concern of the user's
+            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+            rate, data = wavfile.read(path)
+    except Exception as e:  # noqa: BLE001 - any failure of the parser on a damaged file (scipy 1.x
+        # raises UnboundLocalError on some truncated headers) is this file being unreadable
+        raise DataError(f"{path}: unreadable WAV ({type(e).__name__}: {' '.join(str(e).split())})") from None
     if len(data) == 0:
         raise DataError(f"{path}: WAV with 0 frames")
     data = data.reshape(len(data), -1)
@@ -258,9 +263,14 @@ def _channel_names(channels, n: int, path: Path) -> list[str]:
 def read_npy(path: Path, rate_hz: float | None, channels) -> Recording:
     """A ``.npy`` recording (n,) or (n, C); the rate is fleet.toml's ``rate_hz``."""
     try:
-        a = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        # np.load reads a file without the .npy magic as a pickle and would talk about pickles
+        a = np.load(path, allow_pickle=False) if magic == b"\x93NUMPY" else None
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"{path}: unreadable .npy ({' '.join(str(e).split())})") from None
+    if a is None:
+        raise DataError(f"{path}: unreadable .npy (not a NumPy array file)")
     if a.ndim not in (1, 2) or not np.issubdtype(a.dtype, np.number) or len(a) == 0:
         raise DataError(f"{path}: expected a non-empty numeric array (n,) or (n, C), got {a.dtype} {a.shape}")
     if rate_hz is None:
@@ -304,6 +314,12 @@ def read_recording(path, spec: FleetSpec) -> Recording:
         raise DataError(f"{path}: unknown recording type {suf!r} (use {', '.join(SUFFIXES)})")
     if not np.all(np.isfinite(rec.x)):
         raise DataError(f"{path}: non-finite values")
+    return with_spec_units(rec, spec)
+
+
+def with_spec_units(rec: Recording, spec: FleetSpec) -> Recording:
+    """``rec`` whose channels without a unit of their own (an Edge Impulse file names them) take
+    fleet.toml's ``[units]``."""
     rec.units = {**{c: spec.units[c] for c in rec.channels if c in spec.units}, **rec.units}
     return rec
 
@@ -342,19 +358,22 @@ def unit_factor(have, want, where: str, channel: str) -> float:
 
 def cached_recording(path: Path, spec: FleetSpec, cache: bool) -> Recording:
     """``read_recording`` through the decoded-file cache (keyed by the file's bytes and the spec
-    values that change the decoding)."""
+    values that change the decoding). The cache holds the file's own units only: fleet.toml's
+    ``[units]`` are applied afresh on every read (a site's fleet.toml may change between runs)."""
+    from dataclasses import replace
+
     from .cache import cached
 
     kind = f"fleet-{spec.rate_hz}-{','.join(spec.channels or ())}".replace("/", "_")
 
     def compute() -> dict:
-        r = read_recording(path, spec)
+        r = read_recording(path, replace(spec, units={}))
         return {"x": r.x, "channels": np.array(r.channels, dtype=str), "rate": np.array([r.rate_hz]),
                 "units": np.array([json.dumps(r.units)])}
 
     d = cached(path, kind, READER_VERSION, compute, enabled=cache)
-    return Recording(np.asarray(d["x"]), [str(c) for c in d["channels"]], float(d["rate"][0]),
-                     json.loads(str(d["units"][0])))
+    return with_spec_units(Recording(np.asarray(d["x"]), [str(c) for c in d["channels"]], float(d["rate"][0]),
+                                     json.loads(str(d["units"][0]))), spec)
 
 
 def to_rate(x: np.ndarray, rate: float, target: float, where: str) -> np.ndarray:
@@ -817,7 +836,8 @@ def run_fields(public: str, root=None, overrides: dict | None = None, channels=N
     folders; the server, which holds no fleet folder, has ``root`` None), class_names (``vocabulary``
     of the folder whose fleet.toml rules: ``root``, else a fleet-folder ``public``; else the public
     dataset's), rate_hz (fleet.toml, else the public dataset's), channels (``channels``, else
-    fleet.toml's, else the public dataset's), channel_scale (fleet.toml ``full_scale``, else the
+    fleet.toml's, else the public dataset's), channel_units (that fleet.toml's ``[units]``, "" where it
+    names none: what every site converts its recordings to), channel_scale (fleet.toml ``full_scale``, else the
     public dataset's fixed scale, else max |x| of the public pool per channel), the windowing
     (``resolve_windowing``) and sign_symmetric."""
     cmap = read_class_map(class_map) if class_map else {}
@@ -848,8 +868,15 @@ def run_fields(public: str, root=None, overrides: dict | None = None, channels=N
         m = np.abs(pool.x).max(axis=(0, 1))
         scale = np.where(m > 0, m, 1.0).tolist()
     out.update(class_names=tuple(classes), rate_hz=float(rate), channels=tuple(chans),
+               channel_units=tuple(unit_name(spec.units.get(c, "")) for c in chans),
                channel_scale=tuple(float(v) for v in scale), sign_symmetric=bool(spec.sign_symmetric), **win)
     return out
+
+
+def run_units(cfg) -> dict | None:
+    """{channel: unit} of the run ``cfg`` (its ``channel_units``, "" where the fleet states none);
+    None for a config that predates them (each folder's own fleet.toml then rules)."""
+    return dict(zip(cfg.channels, cfg.channel_units)) if cfg.channel_units else None
 
 
 def _geometry(cfg) -> Geometry:
@@ -866,9 +893,11 @@ def _fleet(cfg, name: str, public: Pool, devices: list[Pool], info: dict) -> Fle
 
 def load_public(cfg, cache: bool = True) -> Fleet:
     """The server's data of a fleet-folder run ``cfg`` (``run_fields`` resolved): the public pool
-    ``cfg.public`` with the run's class ids (a fleet-folder pool in the units of ``cfg.dataset``'s
-    fleet.toml when that is a fleet folder), and no device."""
-    units = read_spec(cfg.dataset).units if is_fleet_folder(cfg.dataset) else None
+    ``cfg.public`` with the run's class ids (a fleet-folder pool converted to the run's units,
+    ``run_units``; for an older config, to those of ``cfg.dataset``'s fleet.toml), and no device."""
+    units = run_units(cfg)
+    if units is None:
+        units = read_spec(cfg.dataset).units if is_fleet_folder(cfg.dataset) else None
     pool, _, _, warnings = _public_pool(cfg.public, _geometry(cfg), list(cfg.channels), list(cfg.class_names),
                                         read_class_map(cfg.class_map) if cfg.class_map else {}, cfg.seed,
                                         cfg.alpha, cfg.public_samples, cache, units)
@@ -876,9 +905,12 @@ def load_public(cfg, cache: bool = True) -> Fleet:
 
 
 def load_device(cfg, folder, cache: bool = True) -> Pool:
-    """One device folder's windows under the run ``cfg`` (a site's only data)."""
+    """One device folder's windows under the run ``cfg`` (a site's only data): resampled to the run's
+    rate, its channels, converted to the run's units (``run_units``), labels among the run's classes;
+    DataError naming the file and the mismatch otherwise (the site then refuses the run)."""
     return read_device(folder, read_spec(Path(folder).parent), _geometry(cfg), list(cfg.channels),
-                       list(cfg.class_names), read_class_map(cfg.class_map) if cfg.class_map else {}, cache).pool
+                       list(cfg.class_names), read_class_map(cfg.class_map) if cfg.class_map else {}, cache,
+                       run_units(cfg)).pool
 
 
 def load_fleet_dir(cfg, cache: bool = True) -> Fleet:
@@ -898,7 +930,7 @@ def load_fleet_dir(cfg, cache: bool = True) -> Fleet:
     devices, unlabelled = [], {}
     offset = int(f.public.groups.max()) + 1 if len(f.public) else 0
     for n in names:
-        d = read_device(root / n, spec, geo, list(cfg.channels), list(cfg.class_names), cmap, cache)
+        d = read_device(root / n, spec, geo, list(cfg.channels), list(cfg.class_names), cmap, cache, run_units(cfg))
         p = d.pool
         p.groups = p.groups + offset
         offset = int(p.groups.max()) + 1

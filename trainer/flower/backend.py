@@ -12,6 +12,11 @@ a Phase-2 round goes on with the sites it has.
 With node authentication (``fedtiny server --sites``) ``registered`` maps each device to the node id
 of its registered key: a node serves exactly the device its key was registered for. A node that
 claims another device, or a node the table does not know, is refused and logged once.
+
+A site may itself refuse the run (its hello reply carries ``refused``: its data does not fit the run,
+``SiteService.greet``): the server logs it once, is not kept waiting for that device, and every
+request to it becomes a failed Reply naming the reason, as for a site that is gone (a Phase-1 visit
+skipped, a round without it, its Phase 3 undelivered: ``--resume`` once the site is fixed).
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class FlowerBackend(Backend):
         self.registered = {int(n): int(d) for d, n in registered.items()} if registered else None   # node -> device
         self.nodes: dict[int, int] = {}     # device -> node id
         self.ignored: set[int] = set()      # nodes that hold no usable device
+        self.refused: dict[int, str] = {}   # device -> why its site refused this run (wrong dataset)
         self.silent: dict[int, float] = {}  # node -> when it last let a request time out
         self.sent: list = []                # every message sent (tests inspect them)
         self.received: list = []
@@ -70,16 +76,24 @@ class FlowerBackend(Backend):
                     if msg.has_error():
                         continue                      # asked again next time
                     try:
-                        dev = int(msg.content["reply"]["device"])
+                        rec = msg.content["reply"]
+                        dev = int(rec["device"])
+                        why = " ".join(str(rec["refused"]).split())[:300] if "refused" in rec else None
                     except (KeyError, TypeError, ValueError):
                         self.ignored.add(node)
                         continue
-                    if self.registered is not None and self.registered.get(node) != dev:
+                    if self.registered is not None and self.registered.get(node) != dev and not (why and dev < 0):
                         own = self.registered.get(node)
                         self.note(f"node {node} claims device {dev}, but its key is registered "
                                   + (f"for device {own}" if own is not None else "for no device")
                                   + "; refused")
                         self.ignored.add(node)
+                    elif why is not None:             # the site does not serve this run: its data does not fit
+                        self.ignored.add(node)
+                        held = 0 <= dev < self.n and dev not in self.nodes
+                        if held:
+                            self.refused[dev] = why
+                        self.note(f"site of device {dev if held else '?'} (node {node}) refused the run: {why}")
                     elif not 0 <= dev < self.n:
                         self.note(f"node {node} holds device {dev}, which this {self.n}-device run "
                                   "does not have; ignored")
@@ -92,9 +106,10 @@ class FlowerBackend(Backend):
                         if dev not in self.nodes:
                             self.note(f"site of device {dev} connected (node {node})")
                         self.nodes[dev] = node
+                        self.refused.pop(dev, None)   # a site restarted with data that fits
                 for n in set(unknown) - answered:
                     self.silent[n] = time.monotonic()
-            missing = (need or set()) - set(self.nodes)
+            missing = (need or set()) - set(self.nodes) - set(self.refused)
             if not missing or time.monotonic() >= deadline:
                 return
             time.sleep(1.0)
@@ -102,7 +117,7 @@ class FlowerBackend(Backend):
     def connect_all(self) -> None:
         """Wait up to ``wait`` s for a site of every device; SitesMissing names those that did not come."""
         self.discover(set(range(self.n)), self.wait)
-        missing = sorted(set(range(self.n)) - set(self.nodes))
+        missing = sorted(set(range(self.n)) - set(self.nodes) - set(self.refused))
         if missing:
             raise SitesMissing(f"no site connected for device(s) {', '.join(map(str, missing))} within "
                                f"--wait {self.wait:g} s ({len(self.nodes)} of {self.n} connected); start "
@@ -116,7 +131,8 @@ class FlowerBackend(Backend):
         for t in tasks:
             node = self.nodes.get(t.device)
             if node is None:
-                out[t.device] = Reply(t.device, error="site not connected")
+                why = self.refused.get(t.device)
+                out[t.device] = Reply(t.device, error=f"site refused the run ({why})" if why else "site not connected")
                 continue
             conf = {**t.config, "device": t.device}
             if self.site_dir is not None:

@@ -44,13 +44,14 @@ def _answer(kind: str, msg: Message, context: Context) -> Message:
     weights, config, run = parse_request(msg.content)
     sock = context.node_config.get("site-socket")
     if kind == "hello":
+        why = None
         if sock:
             from .site_worker import call
 
-            device = call(str(sock), str(context.node_config["site-key"]), ("hello", None, {}, run, None))[0]
+            device, why = call(str(sock), str(context.node_config["site-key"]), ("hello", None, {}, run, None))
         else:
             device = _local_service().hello(_node_device(context))
-        return Message(reply_content(device), reply_to=msg)
+        return Message(reply_content(device, refused=why), reply_to=msg)
     device = int(config["device"])
     if sock:
         from .site_worker import call

@@ -9,7 +9,8 @@ Request (server -> site), a Flower ``Message`` whose ``message_type`` names the 
                             keys its training exactly as the server's run says)
 Reply (site -> server):
     "arrays": ArrayRecord   trained weights (train only)
-    "reply":  ConfigRecord  "device": the device the site holds,
+    "reply":  ConfigRecord  "device": the device the site holds (-1: none the run names),
+                            hello only, when the site refuses the run: "refused" (why, one line)
                             "metrics": JSON of the step's metrics (counts, losses, accuracies),
                             finalize only: "model_int8" / "model_float" (model bytes),
                             "device_json" (JSON, the device.json), "record" (JSON, its metrics line)
@@ -26,7 +27,7 @@ from ..strategies import Reply
 
 FIT, EVALUATE, HELLO, FINALIZE = "train", "evaluate", "query.hello", "query.finalize"
 KIND_OF = {"fit": FIT, "evaluate": EVALUATE, "hello": HELLO, "finalize": FINALIZE}
-REPLY_KEYS = {"device", "metrics", "model_int8", "model_float", "device_json", "record"}
+REPLY_KEYS = {"device", "refused", "metrics", "model_int8", "model_float", "device_json", "record"}
 
 
 def request_content(weights, config: dict, run: dict):
@@ -46,11 +47,14 @@ def parse_request(content) -> tuple[list[np.ndarray] | None, dict, dict]:
     return weights, loads_strict(conf["request"]), loads_strict(conf["run"])
 
 
-def reply_content(device: int, weights=None, metrics: dict | None = None, artifacts: dict | None = None):
+def reply_content(device: int, weights=None, metrics: dict | None = None, artifacts: dict | None = None,
+                  refused: str | None = None):
     """RecordDict of a site's reply (module doc); ``artifacts`` as ``SiteClient.finalize`` returns them."""
     from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
     rec = {"device": int(device), "metrics": dumps_strict(metrics or {})}
+    if refused is not None:
+        rec["refused"] = str(refused)
     if artifacts is not None:
         rec.update(model_int8=bytes(artifacts["model_int8"]), model_float=bytes(artifacts["model_float"]),
                    device_json=dumps_strict(artifacts["device_json"]), record=dumps_strict(artifacts["record"]))

@@ -217,10 +217,11 @@ def tail(log: Path | None, n: int = 3) -> str:
 
 def superlink_cmd(host: str, port: int, database: Path, certs: dict | None = None,
                   node_auth: bool = False) -> list[str]:
-    """flower-superlink on host:port (one HTTP API for fleet, control and runtime in flwr 1.42);
-    ``certs`` {"certfile", "keyfile", "ca_certfile"} for TLS, else --insecure."""
-    cmd = [bin_path("flower-superlink"), "--host", host, "--port", str(port), "--database", str(database),
-           "--disable-runtime-dependency-installation"]
+    """flower-superlink on host:port (one HTTP API for fleet, control and runtime in flwr 1.42),
+    through fedtiny's ``control_guard``: its Control API answers this machine only; ``certs``
+    {"certfile", "keyfile", "ca_certfile"} for TLS, else --insecure."""
+    cmd = [sys.executable, "-m", "fedtiny.trainer.flower.control_guard", "--host", host, "--port", str(port),
+           "--database", str(database), "--disable-runtime-dependency-installation"]
     if certs:
         cmd += ["--ssl-certfile", str(certs["certfile"]), "--ssl-keyfile", str(certs["keyfile"]),
                 "--ssl-ca-certfile", str(certs["ca_certfile"])]

@@ -10,8 +10,16 @@ the site's own ``dataset`` (``fedtiny site --data``; in simulation the run's dat
 loads it and keeps only its device's pool, split exactly as the in-process engine splits it. A
 site of a fleet-folder run holds one device folder and reads nothing else (``dataprep.site_data``);
 it knows its device number from its folder name and the run's ``device_names``.
+
 Artifacts (``devices/devNN/``, including the raw ``test_split.npz``) are written under the site's
 own ``site_dir``.
+
+Before it serves a fleet-folder run, a deployed site checks that its folder fits the run the server
+started (``greet``, answered to the server's first request, hello): every labelled recording can be
+brought to the run's rate, has the run's channels in units that convert exactly to the run's,
+and is labelled with the run's classes (``fleetdir.load_device``), and the split leaves every
+part the method needs. Otherwise it refuses the run with the reason ("wrong dataset: ...") and
+serves nothing; the server records that device's replies as failed.
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ class SiteService:
         self._engines: dict = {}
         self._sites: dict = {}
         self._prepared = None
+        self._data: dict = {}          # (run config, device) -> SiteData of a device folder
         self._lock = threading.Lock()
         self.requests = 0
 
@@ -58,9 +67,7 @@ class SiteService:
             if device >= cfg.devices:
                 raise ValueError(f"this site holds device {device}, but the run has {cfg.devices} devices")
             if self.name is not None:                         # one device folder of a fleet
-                from ..dataprep import site_data
-
-                data = site_data(cfg, self.dataset, device)
+                data = self._folder_data(cfg, device)
             elif self.device is not None:                     # a deployed site: its own device only
                 prepared = prepare(cfg)
                 data = SiteData.from_prepared(prepared, device)   # keep this device's pool only
@@ -83,6 +90,37 @@ class SiteService:
                 write_if_changed(out / "site.json", {"device": device, "dataset": cfg.dataset})
             self._sites[k] = SiteClient(cfg, data, self._engines[ek], out)
         return self._sites[k]
+
+    def _folder_data(self, cfg, device: int):
+        """The SiteData of this site's device folder under ``cfg`` (loaded once per run config)."""
+        from ..dataprep import site_data
+
+        k = (json.dumps(cfg.to_dict(), sort_keys=True), device)
+        if k not in self._data:
+            self._data[k] = site_data(cfg, self.dataset, device)
+        return self._data[k]
+
+    def greet(self, run: dict) -> tuple[int, str | None]:
+        """(device, None) when this deployed site serves ``run``; (device or -1, why) when it refuses
+        it: its device folder is not one the run names, or (a fleet-folder run) its data does not fit
+        the run (module doc). ``why`` starts with "wrong dataset: "."""
+        from ..data.fleet import DataError
+
+        try:
+            dev = self.hello(None, run)
+        except ValueError as e:
+            return (-1 if self.device is None else self.device), f"wrong dataset: {e}"
+        if not run.get("public"):            # the site's own --data / --builtin under a dataset run
+            return dev, None
+        if self.name is None:
+            return dev, (f"wrong dataset: the run trains on a fleet folder's devices "
+                         f"({', '.join(run.get('device_names') or [])}); this site holds {self.dataset}, not "
+                         "a device folder (give --data FLEET/<device>)")
+        try:
+            self._folder_data(self._cfg(run), dev)
+        except DataError as e:
+            return dev, f"wrong dataset: {e}"
+        return dev, None
 
     def hello(self, fallback: int | None, run: dict | None = None) -> int:
         if self.name is not None:                 # a device folder: its number in the run's names

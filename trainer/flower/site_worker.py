@@ -41,7 +41,8 @@ def call(address: str, key_file: str, request: tuple):
 
 class SiteWorker:
     """Serves ``SiteService.handle`` on a Unix socket until ``stop()``; ``log`` gets one line per
-    request (kind, device, phase, round)."""
+    request (kind, device, phase, round), and "refused (wrong dataset: ...)" once per reason when
+    the site refuses a run (``SiteService.greet``: a hello answers (device, reason or None))."""
 
     def __init__(self, service, address: Path, key: bytes, log=print):
         self.service, self.address, self.key, self.log = service, str(address), key, log
@@ -49,6 +50,7 @@ class SiteWorker:
         self.listener = Listener(self.address, family="AF_UNIX", authkey=key)
         os.chmod(self.address, 0o600)
         self._stop = threading.Event()
+        self._refused: set[str] = set()
         self.thread = threading.Thread(target=self._serve, name="site-worker", daemon=True)
 
     def start(self) -> "SiteWorker":
@@ -72,7 +74,10 @@ class SiteWorker:
             try:
                 kind, weights, config, run, device = conn.recv()
                 if kind == "hello":
-                    result = (self.service.hello(None, run),)
+                    result = self.service.greet(run)
+                    if result[1] is not None and result[1] not in self._refused:   # one line per reason
+                        self._refused.add(result[1])
+                        self.log(f"refused ({result[1]})")
                 else:
                     self.log(f"request {kind} device {device} phase {config.get('phase')} "
                              f"round {config.get('round', config.get('tour', '-'))}")
