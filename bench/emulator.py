@@ -264,6 +264,8 @@ class Emulator:
             else:
                 self._stop.wait(0.2)                   # "reboot"
             self.emit(self.banner())
+        elif cmd.type in P.HEAD_COMMANDS:              # the emulator has no trainable head
+            self.emit(P.format_error("no_head", "built without --trainable-head"))
         else:
             self.emit(P.format_error(cmd.error or "bad_cmd", line.strip()[:40].decode("ascii", "replace")))
         self.emit(P.format_ready())

@@ -116,7 +116,7 @@ class HeadLink:
                 raise BoardReset(f"{self.s.port}: the board reset during '{name}'"
                                  + (f" ({what})" if what else "") + "; its held windows and training are lost")
             if isinstance(msg, P.Error):
-                if msg.code == "no_head":
+                if msg.code == "no_head" or (name == "head" and msg.code == "bad_cmd"):   # a TFLM sketch
                     raise BenchError(f"{self.s.port}: the board has no trainable head (its firmware was built "
                                      f"without --trainable-head: fedtiny build --runtime compiled --trainable-head)")
                 self._await_ready()
@@ -218,12 +218,12 @@ def _load(run_dir, device: int) -> RunDevice:
 
 def personalize(port: str, run_dir, device: int, epochs: int | None = None, seed: int = DEFAULTS["seed"],
                 lr: float = DEFAULTS["lr"], momentum: float = DEFAULTS["momentum"], timeout: float = 60.0,
-                baud: int = P.DEFAULT_BAUD, on_epoch: Callable[[int], None] | None = None,
+                baud: int = P.DEFAULT_BAUD, on_epoch: Callable[[P.HeadEpoch], None] | None = None,
                 echo: Callable[[str], None] | None = None, windows: Phase3Windows | None = None,
                 write: bool = True) -> PersonalizeResult:
     """Phase 3 of ``device`` of ``run_dir`` on the board at ``port`` (module docstring).
-    ``epochs`` default: the run's ``phase3_epochs``. ``on_epoch(e)`` is called after each epoch
-    line (progress). ``windows``: the Phase-3 windows (default: prepared from the run's config)."""
+    ``epochs`` default: the run's ``phase3_epochs``. ``on_epoch(msg)`` is called with each epoch
+    line (``HeadEpoch``: progress). ``windows``: the Phase-3 windows (default: prepared from the run's config)."""
     from fedtiny.codegen.compiled.head import global_head
     from fedtiny.codegen.errors import CodegenError
     from fedtiny.trainer.rundir import atomic_savez, device_dir, dumps_strict
@@ -293,7 +293,7 @@ def personalize(port: str, run_dir, device: int, epochs: int | None = None, seed
             if isinstance(msg, P.HeadEpoch):
                 epochs_seen.append(msg)
                 if on_epoch is not None:
-                    on_epoch(msg.epoch)
+                    on_epoch(msg)
 
         hl.ask("htrain", (epochs, seed, np.float32(lr), np.float32(momentum)), what="training", on_line=got)
         if len(epochs_seen) != epochs:
