@@ -31,7 +31,7 @@ LAZY = {
 }
 SHORT_HELP = {
     "train": "Train a fleet (Fed-Meta-Align, FedAvg, FedProx, references) into a run directory.",
-    "build": "Generate one device's firmware: a TFLM PlatformIO sketch or compiled C (also qemu-m4).",
+    "build": "Generate one device's firmware: compiled C (also qemu-m4) or a TFLM PlatformIO sketch.",
     "flash": "Upload a device's firmware with PlatformIO, or run it on QEMU (qemu-m4).",
     "bench": "Benchmark one board, several, or an emulated one over serial.",
     "emulate": "Serve a device's model over a pseudo-terminal (protocol v2).",

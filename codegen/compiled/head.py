@@ -52,7 +52,9 @@ class HeadPlan:
 
     @property
     def n_params(self) -> int:
-        return self.n_in * self.n_hidden + self.n_hidden + self.n_hidden * self.n_classes + self.n_classes
+        from fedtiny.headtwin import HeadShape
+
+        return HeadShape(self.n_in, self.n_hidden, self.n_classes).n_params
 
     @property
     def state_bytes(self) -> int:
