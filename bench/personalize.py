@@ -1,6 +1,7 @@
 """``fedtiny personalize``: Phase 3 on the board (a firmware built with ``--trainable-head``).
 
-Flow: open the port, handshake (banner; the model hash must be the run's), ``head`` (the board's
+Flow: open the port, handshake (banner; the model hash must be the run's), a synchronisation
+line (everything the board sent before its answer is dropped), ``head`` (the board's
 head plan: no head is one clear error), ``hinit`` + ``hclear``, send the device's Phase-3 windows
 (``phase3_tune`` as training windows, ``phase3_val`` as validation windows, model inputs in int8,
 each in ``hput`` chunks within the command line, then ``hadd`` with the window's CRC-16), train
@@ -127,6 +128,25 @@ class HeadLink:
             if on_line is not None:
                 on_line(msg)
 
+    def sync(self) -> None:
+        """Align with the board after the handshake: the handshake may have taken the boot banner
+        as its answer while the answer to its 'info' (banner, ready) is still on its way, and that
+        banner must not read as a reset. Send an unknown command carrying a fresh nonce and drop
+        every line up to its error (which echoes the nonce) and the 'ready' after it."""
+        import secrets
+
+        nonce = f"sync{secrets.token_hex(4)}"
+        self.s.link.write((nonce + "\n").encode("ascii"))
+        seen = False
+        while True:
+            msg = self.s.link.next_message(idle=self.idle)
+            if msg is None:
+                raise BenchError(f"{self.s.port}: no answer to a synchronisation line for {self.idle:g}s")
+            if isinstance(msg, P.Error) and nonce in msg.detail:
+                seen = True
+            elif seen and isinstance(msg, P.Ready):
+                return
+
     def _await_ready(self) -> None:
         while True:
             msg = self.s.link.next_message(idle=self.idle)
@@ -147,6 +167,13 @@ class HeadLink:
         for off in range(0, len(data), P.HPUT_MAX_PAYLOAD):
             self.ask("hput", (off,), data[off:off + P.HPUT_MAX_PAYLOAD])
         return self.one("hadd", P.HeadWindow, (set_, int(label), P.crc16(data)))
+
+    def load(self, flat: np.ndarray) -> None:
+        """Set the board's parameters to ``flat`` (float32; ``hload`` chunks, momentum zeroed)."""
+        data = np.asarray(flat, "<f4").tobytes()
+        per = P.HPUT_MAX_PAYLOAD // 4 * 4
+        for off in range(0, len(data), per):
+            self.ask("hload", (off // 4,), data[off:off + per])
 
     def weights(self, n_params: int) -> np.ndarray:
         vals: list[float] = []
@@ -264,6 +291,7 @@ def personalize(port: str, run_dir, device: int, epochs: int | None = None, seed
             raise BenchError(f"{port}: the board runs model {banner.model_hash[:12]}, device {device} of the run is "
                              f"{rd.model_sha256[:12]}; flash that device's firmware")
         hl = HeadLink(s, timeout)
+        hl.sync()
         info = hl.head()
         shape = T.HeadShape(info.n_in, info.n_hidden, info.n_classes)
         flat0 = T.flatten(init)

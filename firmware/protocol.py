@@ -55,7 +55,8 @@ INFER_MAX_PAYLOAD: int = (CMD_MAX_LINE - 1 - len("infer ") - len(CRC_SEP) - CRC_
 
 CMD_NONE, CMD_INFO, CMD_RUN, CMD_INFER, CMD_RESET, CMD_BAD = "none", "info", "run", "infer", "reset", "bad"
 # the trainable head's commands (firmware built with --trainable-head; others answer no_head)
-HEAD_COMMANDS: tuple[str, ...] = ("head", "hclear", "hinit", "hput", "hadd", "htrain", "hweights", "hthr", "heval")
+HEAD_COMMANDS: tuple[str, ...] = ("head", "hclear", "hinit", "hput", "hadd", "htrain", "hweights", "hload", "hthr",
+                                  "heval")
 HEAD_VALUES_PER_LINE: int = int(DEFINITION["head_values_per_line"])
 # Largest hput payload: "hput <offset> " + 2 hex digits per byte + " *xxxx" within CMD_MAX_LINE - 1
 HPUT_MAX_PAYLOAD: int = (CMD_MAX_LINE - 1 - len("hput 65535 ") - len(CRC_SEP) - CRC_DIGITS) // 2
@@ -438,7 +439,7 @@ def encode_command(name: str, payload=None, checksum: bool = True, args=()) -> b
             raise ValueError(f"{name} needs a payload")
         data = payload if isinstance(payload, (bytes, bytearray)) else \
             np.asarray(payload).astype(np.int8).tobytes()
-        cap = HPUT_MAX_PAYLOAD if name == "hput" else INFER_MAX_PAYLOAD
+        cap = HPUT_MAX_PAYLOAD if name in ("hput", "hload") else INFER_MAX_PAYLOAD
         if not data:
             raise ValueError(f"empty {name} payload")
         if len(data) > cap:

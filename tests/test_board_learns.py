@@ -278,6 +278,7 @@ def test_board_refuses_bad_head_commands(head_board, small_run):
     try:
         s.handshake()
         hl = HeadLink(s, HANG_S)
+        hl.sync()
         hl.ask("hclear")
         n_in = json.loads((res.project_dir / "fedtiny_build.json").read_text())["trainable_head"]["input_bytes"]
         bad = [(("hput", (5,), b"\x01"), "bad_args"),                   # not the next offset
@@ -297,6 +298,17 @@ def test_board_refuses_bad_head_commands(head_board, small_run):
         assert hl.head().n_train == 0
         w = hl.send_window(x, 1, 0)
         assert w.index == 0 and len(w.features) == hl.head().n_in and hl.head().n_train == 1
+        # hload: exact float32 parameters in, the same out (what head-only federated rounds need)
+        info = hl.head()
+        n = T.HeadShape(info.n_in, info.n_hidden, info.n_classes).n_params
+        flat = np.random.default_rng(5).normal(0, 1, n).astype(np.float32)
+        hl.load(flat)
+        assert np.array_equal(hl.weights(n), flat)
+        for payload in (b"\x00" * 6, b"\x00" * 8):
+            with pytest.raises(BenchError, match=": bad_args: "):
+                hl.ask("hload", (n - 1,), payload)
+        hl.ask("hinit")
+        assert not np.array_equal(hl.weights(n), flat)
     finally:
         s.close()
 

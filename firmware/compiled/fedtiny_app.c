@@ -8,7 +8,7 @@
  * ft_frontend_run (the host twin: fedtiny/frontend.py); "infer" still takes the model input.
  *
  * Built with --trainable-head (ft_head_config.h: FT_HEAD_TRAINABLE 1) it also answers the head
- * commands (head, hclear, hinit, hput, hadd, htrain, hweights, hthr, heval; ft_head.h): windows
+ * commands (head, hclear, hinit, hput, hadd, htrain, hweights, hload, hthr, heval; ft_head.h): windows
  * sent in hput chunks are checked (CRC-16), run through the extractor (ft_model_features) and kept
  * as features; the float32 head trains on them. Without it every head command answers no_head.
  *
@@ -240,6 +240,16 @@ static void head_weights(const ft_hcmd_t* c) {
   send_line(ft_format_hw(g_out, (int)sizeof g_out, off, ft_head_params() + off, n));
 }
 
+/* the payload: whole IEEE-754 binary32 values, little-endian (this board's byte order) */
+static void head_load(const ft_hcmd_t* c) {
+  const int n = c->payload_len / 4;
+  if (c->payload_len % 4 != 0 || c->arg[0] < 0 || c->arg[0] + n > FT_HEAD_N_PARAMS) {
+    send_error_int(FT_ERR_BAD_ARGS, "whole floats within the parameters; parameters: ", FT_HEAD_N_PARAMS);
+    return;
+  }
+  ft_head_load((int)c->arg[0], g_payload, n);
+}
+
 static void head_threshold(void) {
   double t, v;
   if (!ft_head_tune(&t, &v)) {
@@ -276,6 +286,7 @@ static void handle_head(const ft_hcmd_t* c) {
     case FT_HCMD_HADD: head_add(c); break;
     case FT_HCMD_HTRAIN: head_train(c); break;
     case FT_HCMD_HWEIGHTS: head_weights(c); break;
+    case FT_HCMD_HLOAD: head_load(c); break;
     case FT_HCMD_HTHR: head_threshold(); break;
     case FT_HCMD_HEVAL: head_evaluate(c); break;
     default: send_error(FT_ERR_BAD_CMD, "unknown head command"); break;

@@ -136,6 +136,11 @@ int ft_head_add(const int8_t* features, int label, int set) {
 
 const float* ft_head_params(void) { return g_w; }
 
+void ft_head_load(int offset, const void* bytes, int n) {
+  memcpy(g_w + offset, bytes, (size_t)n * sizeof(float));
+  memset(g_v, 0, sizeof g_v);
+}
+
 /* ---------------------------------------------------------------- training */
 
 uint32_t ft_head_seed(uint32_t seed) {

@@ -54,6 +54,9 @@ double ft_head_threshold(void);
 int ft_head_decide(const int8_t* features);
 void ft_head_evaluate(int set, ft_counts_t* counts);   /* held train or val windows */
 const float* ft_head_params(void);        /* FT_HEAD_N_PARAMS floats: W1, b1, W2, b2 */
+/* parameters [offset, offset + n) from n floats' bytes (any alignment, this board's byte order);
+ * momentum zeroed (a fresh optimizer) */
+void ft_head_load(int offset, const void* bytes, int n);
 
 #ifdef __cplusplus
 }
