@@ -110,7 +110,7 @@ def _table(items, ports):
                    "older fedtiny versions pool with MEAN, up to 21 LSB apart on the Nano 33 BLE).")
 def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, passes, reconnect_wait, reset,
           tolerance_lsb):
-    """Benchmark one board, several, or an emulated one over serial (protocol v2).
+    """Benchmark one board, several, or an emulated one over serial (protocol v3).
 
     Checks the board's model hash against the run, evaluates its embedded test windows, compares
     every decision with the run's INT8 decisions, and writes JSON + CSV results."""
@@ -207,7 +207,7 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
                    "differently): small values give borderline decisions, large ones mismatches.")
 def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after, disconnect_after,
             reenumerate, seed, score_offset):
-    """Serve a device's model over a pseudo-terminal (protocol v2, latency clock=host).
+    """Serve a device's model over a pseudo-terminal (protocol v3, latency clock=host).
 
     Prints the pty path on the first line; bench it with `fedtiny bench --port PATH`."""
     from .emulator import main_emulate

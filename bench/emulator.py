@@ -1,4 +1,4 @@
-"""A fedtiny board emulated on a pseudo-terminal: protocol v2 served by the TFLM interpreter.
+"""A fedtiny board emulated on a pseudo-terminal: protocol v3 served by the TFLM interpreter.
 
 It runs exactly what the firmware embeds: the run's ``model_int8.tflite`` bytes under the
 tflite-micro interpreter (reference kernels) and the test split's ``x_int8`` / ``y`` (optionally

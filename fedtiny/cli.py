@@ -34,7 +34,7 @@ SHORT_HELP = {
     "build": "Generate one device's firmware: compiled C (also qemu-m4) or a TFLM PlatformIO sketch.",
     "flash": "Upload a device's firmware with PlatformIO, or run it on QEMU (qemu-m4).",
     "bench": "Benchmark one board, several, or an emulated one over serial.",
-    "emulate": "Serve a device's model over a pseudo-terminal (protocol v2).",
+    "emulate": "Serve a device's model over a pseudo-terminal (protocol v3).",
     "personalize": "Phase 3 on a board: train its float32 head there, compare with the host twin.",
     "compare": "Fed-Meta-Align vs baselines over seeds: table, JSON and plots.",
     "ablate": "Fed-Meta-Align ablations (Phase 1, floor c, splits): table, JSON and plots.",
