@@ -73,7 +73,11 @@ def host_features(model_bytes: bytes, x_int8: np.ndarray) -> tuple[np.ndarray, f
     """(int8 feature codes (n, n_in), scale, zero point) of the model's feature tensor (the output
     of the last layer before the head, ``codegen.compiled.head.split_index``), from the TFLite
     interpreter without delegates (its int8 reference kernels)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        raise BenchError("the host twin reads the model's feature tensor with ai-edge-litert, which is not "
+                         "installed (pip install ai-edge-litert)") from None
 
     from fedtiny.codegen.compiled.graph import lower
     from fedtiny.codegen.compiled.head import split_index
