@@ -1,4 +1,4 @@
-"""fedtiny.bench: the host side of protocol v2 (pyserial) and the device emulator.
+"""fedtiny.bench: the host side of protocol v3 (pyserial) and the device emulator.
 
     from fedtiny.bench import Emulator, bench_device, write_results, bench_emulated
 """

@@ -207,7 +207,7 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
                    "differently): small values give borderline decisions, large ones mismatches.")
 def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after, disconnect_after,
             reenumerate, seed, score_offset):
-    """Serve a device's model over a pseudo-terminal (protocol v2, latency clock=host).
+    """Serve a device's model over a pseudo-terminal (protocol v3, latency clock=host).
 
     Prints the pty path on the first line; bench it with `fedtiny bench --port PATH`."""
     from .emulator import main_emulate
@@ -226,3 +226,69 @@ def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after,
                      reenumerate=reenumerate, score_offset=score_offset)
     except BenchError as e:
         _fail(str(e))
+
+
+@click.command("personalize")
+@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: newest runs/* with report.json).")
+@click.option("--device", "-d", required=True, help="Device of the run: its name or number.")
+@click.option("--port", "-p", required=True, metavar="PORT",
+              help="Serial port of the board running that device's firmware built with --trainable-head "
+                   "(a qemu-m4 board: the pty fedtiny flash prints).")
+@click.option("--epochs", type=int, default=None, help="Training epochs on the board (default: the run's phase3_epochs).")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="SGD learning rate.")
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the board's shuffling (xorshift32).")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds of silence before a wait fails (the board answers every window and every epoch).")
+@click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True)
+@click.option("--twin-tolerance", type=float, default=1e-4, show_default=True,
+              help="Largest |board - host twin| weight difference that counts as agreement (exit 1 beyond).")
+def personalize(run, device, port, epochs, lr, momentum, seed, timeout, baud, twin_tolerance):
+    """Phase 3 on the board: send the device's Phase-3 windows, train the head there, compare.
+
+    The board (firmware built with --runtime compiled --trainable-head) keeps each window as the
+    INT8 extractor's features, fine-tunes the float32 head with SGD + momentum, tunes the threshold
+    on the validation windows and decides its embedded test windows. The host twin runs the same
+    arithmetic in NumPy float32; the largest weight difference is printed. Writes
+    RUN/devices/NAME/board_head.npz (the board's and the twin's weights, the figures as JSON)."""
+    from fedtiny.trainer.rundir import RunFileError, resolve_device
+
+    from .personalize import personalize as run_personalize
+
+    try:
+        run_dir = _resolve_run(run, False)
+        try:
+            dev = resolve_device(run_dir, device)
+        except ValueError as e:
+            raise BenchError(str(e)) from None
+        if timeout <= 0:
+            raise BenchError("--timeout must be > 0")
+        def epoch_line(m):
+            click.echo(f"epoch {m.epoch + 1}: loss {m.loss:.4f}, {m.steps} steps", err=True)
+
+        res = run_personalize(port, run_dir, dev, epochs, seed, lr, momentum, timeout, baud,
+                              echo=lambda s: click.echo(s, err=True), on_epoch=epoch_line)
+    except (BenchError, RunFileError) as e:
+        _fail(str(e))
+    unit = "instructions (QEMU -icount, not microseconds)" if res.clock == "icount" else "microseconds"
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"   # noqa: E731
+    host = res.host_phase3
+    click.echo(f"device {res.device} ({res.name}) on {res.port}: {res.epochs} epoch(s), {res.n_train} training / "
+               f"{res.n_val} validation windows, batch {res.batch}, training plan {res.plan_bytes:,} B RAM")
+    click.echo(f"  time per training step   {res.step_units:,.0f} {unit}")
+    click.echo(f"  board loss per epoch     {', '.join(f'{v:.4f}' for v in res.board_losses)}")
+    click.echo(f"  twin agreement           max |board - twin| weight {res.max_weight_diff:.3g}; threshold "
+               f"{res.board_threshold:.6f} (twin {res.twin_threshold:.6f}); features differing in "
+               f"{res.feature_mismatches} window(s)")
+    click.echo(f"  board test accuracy      {pct(res.accuracy)} (twin {pct(res.twin_test['correct'] / res.twin_test['n'] if res.twin_test['n'] else None)}), "
+               f"false-alarm rate {pct(res.false_alarm_rate)}, on {res.test['n']} embedded test windows")
+    click.echo(f"  host Phase 3 (INT8)      accuracy {pct(host.get('int8_acc'))}, false-alarm rate "
+               f"{pct(host.get('int8_far'))} on the whole test split")
+    from fedtiny.trainer.rundir import device_dir
+
+    click.echo(f"wrote {device_dir(run_dir, dev) / 'board_head.npz'}")
+    if not res.max_weight_diff <= twin_tolerance:
+        click.echo(f"error: the board's weights differ from the host twin's by {res.max_weight_diff:.3g} "
+                   f"(over --twin-tolerance {twin_tolerance:g})", err=True)
+        sys.exit(1)

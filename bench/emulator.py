@@ -1,4 +1,4 @@
-"""A fedtiny board emulated on a pseudo-terminal: protocol v2 served by the TFLM interpreter.
+"""A fedtiny board emulated on a pseudo-terminal: protocol v3 served by the TFLM interpreter.
 
 It runs exactly what the firmware embeds: the run's ``model_int8.tflite`` bytes under the
 tflite-micro interpreter (reference kernels) and the test split's ``x_int8`` / ``y`` (optionally
@@ -264,6 +264,8 @@ class Emulator:
             else:
                 self._stop.wait(0.2)                   # "reboot"
             self.emit(self.banner())
+        elif cmd.type in P.HEAD_COMMANDS:              # the emulator has no trainable head
+            self.emit(P.format_error("no_head", "built without --trainable-head"))
         else:
             self.emit(P.format_error(cmd.error or "bad_cmd", line.strip()[:40].decode("ascii", "replace")))
         self.emit(P.format_ready())

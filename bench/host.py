@@ -1,4 +1,4 @@
-"""Benchmark a board (or the emulator) over protocol v2: ``bench_device`` and friends.
+"""Benchmark a board (or the emulator) over protocol v3: ``bench_device`` and friends.
 
 Flow per board: open the port, handshake (``info`` -> banner, version check), check the model
 hash against the run, ``run`` (one sample line per embedded test window, then the summary),

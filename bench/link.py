@@ -1,4 +1,4 @@
-"""A protocol-v2 link over one serial port: line assembly, parsing, commands, resync.
+"""A protocol-v3 link over one serial port: line assembly, parsing, commands, resync.
 
 Only lines that pass ``parse_line`` (CRC and field syntax) ever leave this module as messages;
 everything else is counted as dropped and a few are kept (shortened) for error messages.

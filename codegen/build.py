@@ -28,6 +28,7 @@ the previous project untouched.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -69,6 +70,7 @@ class BuildResult:
     runtime: str = "tflm"
     sizes: dict | None = None   # text/data/bss/stack bytes of the ELF (qemu-m4, compiled)
     live: object | None = None  # codegen.live.LiveSpec of an --input sensor firmware
+    head_plan: dict | None = None   # the trainable head's memory plan (HeadPlan.to_dict)
 
 
 def _named(info: dict) -> str:
@@ -224,7 +226,9 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
                   test_samples: int | None = None, compile: bool = True, *,
                   runner: piomod.Runner | None = None, op_table: Mapping[str, str] | None = None,
                   host_arena: int | None = None, runtime: str | None = None, input: str = "windows",
-                  sensor: str | None = None, hop: int | None = None, recording=None) -> BuildResult:
+                  sensor: str | None = None, hop: int | None = None, recording=None,
+                  trainable_head: bool = False, head_batch: int | None = None,
+                  head_windows: int | None = None) -> BuildResult:
     """Generate (and, where PlatformIO can, compile) device ``device``'s firmware project.
 
     ``board``: a built-in board name or a board JSON path. ``test_samples``: cap on embedded test
@@ -237,13 +241,18 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     ``input``: ``windows`` (embedded test windows and infer payloads) or ``sensor`` (also live and
     capture from the board's ``sensor``, ``codegen.live``: ``hop`` samples between decisions,
     ``recording`` an int16 .npy for the sim sensor).
+    ``trainable_head``: the compiled runtime with the board-trainable float32 head
+    (``compiled.head``), ``head_batch`` windows per step and room for ``head_windows`` windows.
     """
     brd = load_board(board)
     rt = resolve_runtime(brd, runtime)
     run_dir = Path(run_dir)
+    if trainable_head and rt != "compiled":
+        raise CodegenError("--trainable-head needs --runtime compiled (the head is plain C beside the compiled model)")
     if rt == "compiled":
         return build_compiled(run_dir, device, brd, out_dir, test_samples, compile, runner=runner,
-                              input=input, sensor=sensor, hop=hop, recording=recording)
+                              input=input, sensor=sensor, hop=hop, recording=recording,
+                              trainable_head=trainable_head, head_batch=head_batch, head_windows=head_windows)
     if input != "windows":
         raise CodegenError("--input sensor is built with --runtime compiled (the TFLM sketch reads "
                            "only its embedded windows and infer payloads)")
@@ -321,9 +330,34 @@ def compile_project(project: Path, board: Board, compile: bool = True,
     return True, cmd
 
 
+def _head_config(run_dir: Path, rd, brd: Board, program, arena: int, frontend_ram: int, trainable: bool,
+                 batch: int | None, windows: int | None):
+    """(ft_head_config.h text, feature layers, plan or None); the plan is checked against the
+    board's RAM budget here, before anything is written."""
+    from .compiled import head as headmod
+
+    if not trainable:
+        return headmod.config_header(None), 0, None
+    weights = headmod.global_head(run_dir)
+    plan = headmod.make_plan(program, weights, headmod.DEFAULT_BATCH if batch is None else int(batch),
+                             headmod.DEFAULT_WINDOWS if windows is None else int(windows))
+    split = headmod.split_index(program)
+    rest = (arena + frontend_ram + int(brd.budget["runtime_ram_bytes"]) + fitmod.sketch_buffer_bytes(0))
+    headmod.check_budget(plan, brd, rest)
+    feat = program.layers[split - 1]
+    try:
+        metric = str(json.loads((run_dir / "config.json").read_text()).get("threshold_metric") or "balanced_accuracy")
+    except (OSError, ValueError):
+        metric = "balanced_accuracy"
+    text = headmod.config_header(plan, weights, feat.out_scale, feat.out_zero_point,
+                                 float(rd.info["threshold"]), metric)
+    return text, split, plan
+
+
 def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_samples: int | None = None,
                    compile: bool = True, *, runner: piomod.Runner | None = None, input: str = "windows",
-                   sensor: str | None = None, hop: int | None = None, recording=None) -> BuildResult:
+                   sensor: str | None = None, hop: int | None = None, recording=None, trainable_head: bool = False,
+                   head_batch: int | None = None, head_windows: int | None = None) -> BuildResult:
     """The ``compiled`` runtime: the model as C (``compiled.graph`` + ``compiled.emit``), the
     protocol application in C and the board's glue (``compiled.project``). qemu-m4 projects are
     compiled with arm-none-eabi-gcc inside the temporary folder, before it replaces the old
@@ -341,7 +375,11 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     _check_model(facts, rd.info, rd.x_int8)
     arena = plan(program).arena_bytes
     tw = test_windows(rd, facts, int(device))
-    fit = fitmod.plan_fit(brd, device, 0, tw.window_bytes, len(rd.y), test_samples, arena + tw.frontend_ram)
+    head_h, feature_layers, head_plan = _head_config(run_dir, rd, brd, program, arena, tw.frontend_ram,
+                                                     trainable_head, head_batch, head_windows)
+    head_ram = head_plan.total_bytes if head_plan is not None else 0
+    fit = fitmod.plan_fit(brd, device, 0, tw.window_bytes, len(rd.y), test_samples,
+                          arena + tw.frontend_ram + head_ram)
     n = fit.n_test
     comment = [f"Activation buffer of the compiled runtime: {arena} B (ft_model.h FT_MODEL_ARENA_BYTES,",
                "one static buffer planned at build time; no interpreter, no TFLM arena)."]
@@ -379,7 +417,8 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
             if used > budget:
                 raise CodegenError(f"device {device} with sensor input does not fit {brd.name} {what}: "
                                    f"{used:,} of {budget:,} bytes (recording and frame ring included)")
-    files: dict[str, str] = project_files(brd, program, int(device), sha256, live=spec is not None)
+    files: dict[str, str] = project_files(brd, program, int(device), sha256, head_h, feature_layers,
+                                                  live=spec is not None)
     if spec is not None:
         files.update(live.live_files(spec, rec))
     files["include/fedtiny_protocol.h"] = P.render_c_header()
@@ -401,6 +440,7 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         "ram_used": ram_used, "ram_budget": fit.ram_budget, "protocol_version": P.PROTOCOL_VERSION,
         "serial_baud": int(brd.data["serial_baud"]), "usb_ids": list(brd.data["usb_ids"]),
         "native_usb": bool(brd.data["native_usb"]), "clock": brd.clock, "input": input,
+        "trainable_head": head_plan.to_dict() if head_plan is not None else None,
     }
     if spec is not None:
         from dataclasses import asdict
@@ -446,4 +486,5 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         compiled, hint = state["compiled"], state["hint"]
     return BuildResult(out, brd.name, int(device), len(model), arena, n, flash_used,
                        fit.flash_budget, ram_used, fit.ram_budget, compiled, hint,
-                       runtime="compiled", sizes=state["sizes"], live=spec)
+                       runtime="compiled", sizes=state["sizes"], live=spec,
+                       head_plan=head_plan.to_dict() if head_plan is not None else None)

@@ -68,15 +68,26 @@ def _margin(used: int, budget: int) -> str:
 @click.option("--recording", type=click.Path(dir_okay=False), default=None,
               help="--sensor sim: int16 (N, channels) .npy counts to play (default: the run's test "
                    "windows one after another).")
+@click.option("--trainable-head", is_flag=True,
+              help="Compiled runtime: the board can fine-tune the model's head in float32 (SGD with momentum) "
+                   "on windows it is sent, starting from the run's global model (fedtiny personalize).")
+@click.option("--head-batch", type=int, default=None,
+              help="--trainable-head: windows per training step (default 8; part of the RAM plan).")
+@click.option("--head-windows", type=int, default=None,
+              help="--trainable-head: windows the board can hold (default 512; part of the RAM plan).")
 @friendly
-def build(device, board, run, out, test_samples, do_compile, runtime, input_, sensor, hop, recording):
+def build(device, board, run, out, test_samples, do_compile, runtime, input_, sensor, hop, recording,
+          trainable_head, head_batch, head_windows):
     """Generate the firmware project of one device of a run (TFLM sketch or compiled C)."""
     from .build import build_project
 
     brd = load_board(board)
     device = _device(_run_dir(run), device)
+    if not trainable_head and (head_batch is not None or head_windows is not None):
+        raise CodegenError("--head-batch and --head-windows need --trainable-head")
     r = build_project(_run_dir(run), device, board, out, test_samples, do_compile, runner=RUNNER,
-                      runtime=runtime, input=input_, sensor=sensor, hop=hop, recording=recording)
+                      runtime=runtime, input=input_, sensor=sensor, hop=hop, recording=recording,
+                      trainable_head=trainable_head, head_batch=head_batch, head_windows=head_windows)
     click.echo(f"wrote {r.project_dir}")
     click.echo(f"  board        {r.board} ({brd.describe()})")
     click.echo(f"  runtime      {r.runtime}" + (" (the model as generated C, no TFLM library)"
@@ -98,6 +109,12 @@ def build(device, board, run, out, test_samples, do_compile, runtime, input_, se
         v = r.live
         click.echo(f"  sensor       {v.source}: {v.channels} channels at {v.rate_hz} Hz, window {v.window}, "
                    f"hop {v.hop} samples = budget {v.budget:,} {'instructions' if brd.clock == 'icount' else 'us'}")
+    if r.head_plan:
+        h = r.head_plan
+        click.echo(f"  head         trainable float32 {h['n_in']} -> {h['n_hidden']} -> {h['n_classes']}: training "
+                   f"plan {h['total_bytes']:,} B RAM (parameters, gradients, momentum {h['state_bytes']:,} B; batch of "
+                   f"{h['batch']} {h['batch_bytes']:,} B; {h['max_windows']} windows {h['store_bytes']:,} B; staging "
+                   f"{h['input_bytes']:,} B)")
     click.echo(f"  flash        {_margin(r.flash_used, r.flash_budget)}")
     click.echo(f"  RAM          {_margin(r.ram_used, r.ram_budget)}")
     if r.sizes:

@@ -1,5 +1,5 @@
-"""The ``fedtiny`` command line: train, build, flash, bench, emulate, compare, ablate, report, demo,
-server, site, data.
+"""The ``fedtiny`` command line: train, build, flash, bench, emulate, personalize, compare, ablate,
+report, demo, server, site, data.
 
 Subcommands load lazily so that ``fedtiny --help`` answers without importing TensorFlow.
 """
@@ -22,6 +22,7 @@ LAZY = {
     "flash": ("fedtiny.codegen.cli", "flash"),
     "bench": ("fedtiny.bench.cli", "bench"),
     "emulate": ("fedtiny.bench.cli", "emulate"),
+    "personalize": ("fedtiny.bench.cli", "personalize"),
     "compare": ("fedtiny.experiments_cli", "compare"),
     "ablate": ("fedtiny.experiments_cli", "ablate"),
     "report": ("fedtiny.experiments_cli", "report"),
@@ -32,10 +33,11 @@ LAZY = {
 }
 SHORT_HELP = {
     "train": "Train a fleet (Fed-Meta-Align, FedAvg, FedProx, references) into a run directory.",
-    "build": "Generate one device's firmware: a TFLM PlatformIO sketch or compiled C (also qemu-m4).",
+    "build": "Generate one device's firmware: compiled C (also qemu-m4) or a TFLM PlatformIO sketch.",
     "flash": "Upload a device's firmware with PlatformIO, or run it on QEMU (qemu-m4).",
     "bench": "Benchmark one board, several, or an emulated one over serial.",
     "emulate": "Serve a device's model over a pseudo-terminal (protocol v3).",
+    "personalize": "Phase 3 on a board: train its float32 head there, compare with the host twin.",
     "compare": "Fed-Meta-Align vs baselines over seeds: table, JSON and plots.",
     "ablate": "Fed-Meta-Align ablations (Phase 1, floor c, splits): table, JSON and plots.",
     "report": "Write a self-contained HTML report of one run.",

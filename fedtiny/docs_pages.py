@@ -26,6 +26,7 @@ PAGES = {
     "site": "tutorials/federation.md",
     "data": "reference/fleet-folder.md",
     "data export": "tutorials/own-fleet.md",
+    "personalize": "board-learning.md",
 }
 
 

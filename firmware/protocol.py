@@ -63,6 +63,12 @@ CAPTURE_MAX: int = 2 ** 31 - 1
 
 CMD_NONE, CMD_INFO, CMD_RUN, CMD_INFER, CMD_RESET, CMD_BAD = "none", "info", "run", "infer", "reset", "bad"
 CMD_LIVE, CMD_CAPTURE, CMD_STOP = "live", "capture", "stop"
+# the trainable head's commands (firmware built with --trainable-head; others answer no_head)
+HEAD_COMMANDS: tuple[str, ...] = ("head", "hclear", "hinit", "hput", "hadd", "htrain", "hweights", "hload", "hthr",
+                                  "heval")
+HEAD_VALUES_PER_LINE: int = int(DEFINITION["head_values_per_line"])
+# Largest hput payload: "hput <offset> " + 2 hex digits per byte + " *xxxx" within CMD_MAX_LINE - 1
+HPUT_MAX_PAYLOAD: int = (CMD_MAX_LINE - 1 - len("hput 65535 ") - len(CRC_SEP) - CRC_DIGITS) // 2
 
 
 # --------------------------------------------------------------------------- checksum
@@ -129,6 +135,66 @@ class InferResult:
     scores: tuple[int, ...]
     micros: int
     TYPE = "infer"
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    n_in: int
+    n_hidden: int
+    n_classes: int
+    batch: int
+    max_windows: int
+    n_train: int
+    n_val: int
+    plan_bytes: int
+    metric: str
+    threshold: float
+    TYPE = "head"
+
+
+@dataclass(frozen=True)
+class HeadWindow:
+    index: int
+    set: int
+    label: int
+    features: tuple[int, ...]
+    TYPE = "hwin"
+
+
+@dataclass(frozen=True)
+class HeadEpoch:
+    epoch: int
+    steps: int
+    loss: float
+    micros: int
+    TYPE = "hepoch"
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    offset: int
+    values: tuple[float, ...]
+    TYPE = "hw"
+
+
+@dataclass(frozen=True)
+class HeadThreshold:
+    threshold: float
+    value: float
+    n_val: int
+    TYPE = "hthr"
+
+
+@dataclass(frozen=True)
+class HeadEval:
+    set: int
+    n: int
+    correct: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    TYPE = "heval"
 
 
 @dataclass(frozen=True)
@@ -208,10 +274,12 @@ class ForeignBanner:
     TYPE = "banner"
 
 
+HEAD_MESSAGES = (HeadInfo, HeadWindow, HeadEpoch, HeadWeights, HeadThreshold, HeadEval)
 MESSAGE_CLASSES = {c.TYPE: c for c in (Banner, Sample, Summary, InferResult, Error, Ready, Stream,
-                                        Event, Beat, Frames, Gap, CaptureEnd)}
+                                        Event, Beat, Frames, Gap, CaptureEnd, *HEAD_MESSAGES)}
 Message = (Banner | Sample | Summary | InferResult | Error | Ready | Stream | Event | Beat | Frames
-           | Gap | CaptureEnd | ForeignBanner)
+           | Gap | CaptureEnd | HeadInfo | HeadWindow | HeadEpoch | HeadWeights | HeadThreshold
+           | HeadEval | ForeignBanner)
 
 for _t, _cls in MESSAGE_CLASSES.items():  # the dataclasses mirror the JSON definition exactly
     assert [f.name for f in fields(_cls)] == [f["name"] for f in MESSAGES[_t]["fields"]], _t
@@ -231,6 +299,26 @@ _HASH_RE = re.compile(r"[0-9a-f]{64}\Z")
 _INT8_RE = re.compile(r"(-?(0|[1-9][0-9]{0,2}))(,-?(0|[1-9][0-9]{0,2}))*\Z")
 _CRC_RE = re.compile(rb"[0-9a-f]{4}\Z")
 _HEX16_RE = re.compile(r"([0-9a-f]{4})*\Z")
+_F32_RE = re.compile(r"[0-9a-f]{8}\Z")
+_F32LIST_RE = re.compile(r"[0-9a-f]{8}(,[0-9a-f]{8})*\Z")
+_F64_RE = re.compile(r"[0-9a-f]{16}\Z")
+
+
+def f32_bits(v) -> str:
+    """The binary32 bits of ``v`` (rounded to float32) as 8 lowercase hex digits."""
+    return f"{int(np.array(v, np.float32).view(np.uint32)):08x}"
+
+
+def f32_of(text: str) -> float:
+    return float(np.array(int(text, 16), np.uint32).view(np.float32))
+
+
+def f64_bits(v) -> str:
+    return f"{int(np.array(float(v), np.float64).view(np.uint64)):016x}"
+
+
+def f64_of(text: str) -> float:
+    return float(np.array(int(text, 16), np.uint64).view(np.float64))
 
 
 def _word(s) -> str:
@@ -279,7 +367,8 @@ def _hex16(v) -> str:
 
 
 _FORMAT = {"int": lambda v: str(int(v)), "word": _word, "sha256": _sha, "fixed6": _fixed6,
-           "int8list": _int8list, "text": _text, "hex16": _hex16}
+           "int8list": _int8list, "text": _text, "hex16": _hex16, "f32hex": f32_bits,
+           "f32hexlist": lambda v: ",".join(f32_bits(x) for x in np.asarray(v).reshape(-1)), "f64hex": f64_bits}
 
 
 def _parse_value(typ: str, s: str):
@@ -304,6 +393,14 @@ def _parse_value(typ: str, s: str):
         if not _HEX16_RE.match(s):
             return None
         return tuple(int(x) for x in np.frombuffer(bytes.fromhex(s), dtype="<i2"))
+    if typ == "f32hex":
+        return f32_of(s) if _F32_RE.match(s) else None
+    if typ == "f32hexlist":
+        if s == "":
+            return ()
+        return tuple(f32_of(x) for x in s.split(",")) if _F32LIST_RE.match(s) else None
+    if typ == "f64hex":
+        return f64_of(s) if _F64_RE.match(s) else None
     raise ValueError(typ)
 
 
@@ -450,24 +547,38 @@ def parse_line(line: bytes | str) -> Message | None:
 
 # --------------------------------------------------------------------------- commands
 
-def encode_command(name: str, payload=None, checksum: bool = True) -> bytes:
-    """The bytes the host writes for a command (``payload``: int8 array-like or bytes for infer;
-    the frame count N >= 0 for capture).
+def _arg_text(typ: str, v) -> str:
+    if typ == "int":
+        return str(int(v))
+    if typ == "f32hex":
+        return f32_bits(v)
+    raise ValueError(typ)
+
+
+def encode_command(name: str, payload=None, checksum: bool = True, args=()) -> bytes:
+    """The bytes the host writes for a command (``payload``: int8 array-like or bytes for infer
+    and hput, or the frame count N >= 0 for capture; ``args``: the values of the command's ``args`` in order, e.g. hadd's set, label, crc).
 
     The host always appends `` *crc`` (CRC-16 of the bytes before it); a device also accepts a
     command without it, so a person can type ``info`` in a serial monitor."""
     if name not in COMMANDS:
         raise ValueError(f"unknown command {name!r}")
     text = name
+    spec = COMMANDS[name].get("args", [])
+    if len(args) != len(spec):
+        raise ValueError(f"{name} takes {len(spec)} argument(s), got {len(args)}")
+    for a, v in zip(spec, args):
+        text += " " + _arg_text(a["type"], v)
     if COMMANDS[name]["payload"]:
         if payload is None:
             raise ValueError(f"{name} needs a payload")
         data = payload if isinstance(payload, (bytes, bytearray)) else \
             np.asarray(payload).astype(np.int8).tobytes()
+        cap = HPUT_MAX_PAYLOAD if name in ("hput", "hload") else INFER_MAX_PAYLOAD
         if not data:
-            raise ValueError("empty infer payload")
-        if len(data) > INFER_MAX_PAYLOAD:
-            raise ValueError(f"infer payload of {len(data)} bytes exceeds {INFER_MAX_PAYLOAD}")
+            raise ValueError(f"empty {name} payload")
+        if len(data) > cap:
+            raise ValueError(f"{name} payload of {len(data)} bytes exceeds {cap}")
         text += " " + bytes(data).hex()
     elif COMMANDS[name].get("argument") == "int":
         if payload is None or isinstance(payload, bool) or not isinstance(payload, (int, np.integer)) \
@@ -484,10 +595,11 @@ def encode_command(name: str, payload=None, checksum: bool = True) -> bytes:
 @dataclass(frozen=True)
 class Command:
     type: str                 # CMD_NONE / CMD_INFO / CMD_RUN / CMD_INFER / CMD_RESET / CMD_LIVE /
-    #                           CMD_CAPTURE / CMD_STOP / CMD_BAD
+    #                           CMD_CAPTURE / CMD_STOP / CMD_BAD, or a HEAD_COMMANDS word
     payload: bytes = b""
     error: str | None = None  # an ERROR_CODES key when type == CMD_BAD
     count: int = 0            # capture: frames to send (0 = until stop)
+    args: tuple = ()          # a head command's arguments (int, or float for f32hex)
 
 
 def parse_command(line: bytes | str, payload_cap: int = INFER_MAX_PAYLOAD) -> Command:
@@ -517,7 +629,7 @@ def parse_command(line: bytes | str, payload_cap: int = INFER_MAX_PAYLOAD) -> Co
     if word == CMD_CAPTURE.encode():
         # 1-10 decimal digits (leading zeros allowed, as typed by a person), at most 2^31 - 1
         if not re.fullmatch(rb"[0-9]{1,10}", rest) or int(rest) > CAPTURE_MAX:
-            return Command(CMD_BAD, error="bad_arg")
+            return Command(CMD_BAD, error="bad_args")
         return Command(CMD_CAPTURE, count=int(rest))
     if word == CMD_INFER.encode():
         if not rest or len(rest) % 2 or not re.fullmatch(rb"[0-9a-fA-F]+", rest):
@@ -525,7 +637,37 @@ def parse_command(line: bytes | str, payload_cap: int = INFER_MAX_PAYLOAD) -> Co
         if len(rest) // 2 > payload_cap:
             return Command(CMD_BAD, error="too_long")
         return Command(CMD_INFER, bytes.fromhex(rest.decode("ascii")))
+    if word.decode("ascii", "replace") in HEAD_COMMANDS:
+        return _parse_head(word.decode("ascii"), rest, payload_cap)
     return Command(CMD_BAD, error="bad_cmd")
+
+
+_ARG_RE = {"int": re.compile(rb"-?[0-9]{1,10}\Z"), "f32hex": re.compile(rb"[0-9a-fA-F]{8}\Z")}
+
+
+def _parse_head(name: str, rest: bytes, payload_cap: int) -> Command:
+    """A head command's arguments (mirror of ``ft_parse_head_command``): space-separated ints or
+    f32hex, then for hput the hex payload."""
+    spec = COMMANDS[name].get("args", [])
+    tokens = rest.split(b" ") if rest else []
+    tokens = [t for t in tokens if t]
+    n_payload = 1 if COMMANDS[name]["payload"] else 0
+    if len(tokens) != len(spec) + n_payload:
+        return Command(CMD_BAD, error="bad_args")
+    args = []
+    for a, tok in zip(spec, tokens):
+        if not _ARG_RE[a["type"]].match(tok):
+            return Command(CMD_BAD, error="bad_args")
+        args.append(int(tok) if a["type"] == "int" else f32_of(tok.decode("ascii").lower()))
+    payload = b""
+    if n_payload:
+        hexs = tokens[-1]
+        if len(hexs) % 2 or not re.fullmatch(rb"[0-9a-fA-F]+", hexs):
+            return Command(CMD_BAD, error="bad_payload")
+        if len(hexs) // 2 > payload_cap:
+            return Command(CMD_BAD, error="too_long")
+        payload = bytes.fromhex(hexs.decode("ascii"))
+    return Command(name, payload, args=tuple(args))
 
 
 # --------------------------------------------------------------------------- shared arithmetic
@@ -618,6 +760,10 @@ def header_context() -> dict:
         "word_extra": _c_str(word_extra),
         "msg": msgs,
         "cmd": {name: _c_str(name) for name in COMMANDS},
+        "head_cmds": [{"word": _c_str(name), "enum": f"FT_HCMD_{name.upper()}",
+                       "args": _c_str("".join("i" if a["type"] == "int" else "x" for a in COMMANDS[name].get("args", []))),
+                       "payload": int(bool(COMMANDS[name]["payload"]))} for name in HEAD_COMMANDS],
+        "head_values_per_line": HEAD_VALUES_PER_LINE,
         "errors": [(f"FT_ERR_{code.upper()}", _c_str(code), doc) for code, doc in ERROR_CODES.items()],
         "clocks": [(f"FT_CLOCK_{c.upper()}", _c_str(c)) for c in CLOCKS],
         "threshold_origins": [(f"FT_THR_FROM_{o.upper()}", _c_str(o)) for o in THRESHOLD_ORIGINS],

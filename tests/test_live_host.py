@@ -151,7 +151,7 @@ def test_stop_outside_live_and_bad_capture(host_fw):
     _, _, exe = host_fw
     msgs = _run(exe, -1, 0, "stop@1", "capture x@2", "capture@3")
     errs = [m for m in msgs if isinstance(m, P.Error)]
-    assert [e.code for e in errs] == ["bad_arg", "bad_arg"]
+    assert [e.code for e in errs] == ["bad_args", "bad_args"]
     assert sum(isinstance(m, P.Ready) for m in msgs) == 4          # boot + one per command
 
 

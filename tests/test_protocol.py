@@ -33,9 +33,11 @@ def _lines():
 def test_definition_and_crc():
     assert P.PROTOCOL_VERSION == 3 and P.CMD_MAX_LINE == 4096
     assert P.crc16(b"123456789") == 0x29B1
+    head = set(P.HEAD_COMMANDS)      # the trainable head's (tests/test_board_learns.py)
     assert set(P.MESSAGES) == {"banner", "sample", "summary", "infer", "error", "ready", "stream",
-                               "event", "beat", "frames", "gap", "capend"}
-    assert set(P.COMMANDS) == {"info", "run", "infer", "reset", "live", "capture", "stop"}
+                               "event", "beat", "frames", "gap", "capend",
+                               "head", "hwin", "hepoch", "hw", "hthr", "heval"}
+    assert set(P.COMMANDS) == {"info", "run", "infer", "reset", "live", "capture", "stop"} | head
     # the JSON ships with the package (package data) and is what the module loaded
     assert json.loads((P.HERE / "protocol.json").read_text()) == P.DEFINITION
 

@@ -58,7 +58,7 @@ def test_live_commands_python():
         assert P.parse_command(P.encode_command(name)).type == name
         assert P.parse_command(name + " x").error == "bad_cmd"
     for bad in ("capture", "capture -1", "capture 1 2", "capture 2147483648", "capture 12345678901", "capture x"):
-        assert P.parse_command(bad).error == "bad_arg", bad
+        assert P.parse_command(bad).error == "bad_args", bad
     for bad in (-1, 2 ** 31, None, 1.5, True):
         with pytest.raises(ValueError):
             P.encode_command("capture", bad)

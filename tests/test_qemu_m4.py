@@ -241,6 +241,10 @@ def test_firmware_on_qemu_bit_exact_errors_reset_and_bench(dataset, qemu_builds)
             good = P.encode_command("info")
             assert pty.ask(good[:-2] + (b"0" if good[-2:-1] != b"0" else b"1") + b"\n")[0].code == "bad_crc"
             assert pty.ask(b"x" * (P.CMD_MAX_LINE + 3) + b"\n")[0].code == "too_long"
+            # built without --trainable-head: every head command is refused by name
+            assert pty.ask(P.encode_command("head"))[0].code == "no_head"
+            assert pty.ask(P.encode_command("htrain", args=(1, 0, 0.1, 0.5)))[0].code == "no_head"
+            assert pty.ask(cmd("htrain 1"))[0].code == "bad_args"
             # run: the embedded windows, decisions and the device's own summary
             msgs = pty.ask(cmd("run"))
             assert [type(m) for m in msgs] == [P.Sample] * N_EMBEDDED + [P.Summary, P.Ready]

@@ -114,8 +114,10 @@ def _layer_context(i: int, layer: Layer, src: int, dst: int) -> dict:
 
 
 def model_files(program: Program, device: int, sha256: str, include_dir: str = "include",
-                src_dir: str = "src") -> dict[str, str]:
-    """The compiled model's files, keyed by project-relative path."""
+                src_dir: str = "src", feature_layers: int = 0) -> dict[str, str]:
+    """The compiled model's files, keyed by project-relative path. ``feature_layers`` > 0 adds
+    ``ft_model_features``: the first ``feature_layers`` layers only, copying out the last one's
+    output (the trainable head's input, ``compiled.head``)."""
     from ..render import _env
 
     bp = plan(program)
@@ -131,7 +133,10 @@ def model_files(program: Program, device: int, sha256: str, include_dir: str = "
     ops = ", ".join(dict.fromkeys(program.op_sequence))
     ctx = dict(device=int(device), model_sha256=sha256, ops=ops, input_bytes=program.input_size,
                output_bytes=program.output_size, arena_bytes=bp.arena_bytes, plan=lines,
-               layers=layers, input_offset=bp.input_offset, output_offset=bp.output_offset)
+               layers=layers, input_offset=bp.input_offset, output_offset=bp.output_offset,
+               feature_layers=int(feature_layers),
+               feature_bytes=program.layers[feature_layers - 1].out_size if feature_layers else 0,
+               feature_offset=bp.offsets[feature_layers - 1] if feature_layers else 0)
     return {f"{include_dir}/ft_model.h": env.get_template("ft_model.h.j2").render(**ctx),
             f"{include_dir}/{KERNELS_H}": (TEMPLATES / KERNELS_H).read_text(),
             f"{src_dir}/ft_model.c": env.get_template("ft_model.c.j2").render(**ctx)}

@@ -67,6 +67,8 @@ class Layer:
     in_size: int
     out_size: int
     p: dict = field(default_factory=dict)
+    out_scale: float = 0.0           # the output tensor's quantization (the head's split reads it)
+    out_zero_point: int = 0
 
 
 @dataclass
@@ -205,6 +207,7 @@ def lower(model_bytes: bytes) -> Program:
             layers.append(_mean(k, name, x, tensors[ins[1]], y, act(ins[0]), outs[0]))
         elif name == "SOFTMAX":
             layers.append(_softmax(k, name, x, y, opts, act(ins[0]), outs[0]))
+        layers[-1].out_scale, layers[-1].out_zero_point = float(y.scale), int(y.zero_point)
     inp, out = tensors[int(sg.inputs[0])], tensors[int(sg.outputs[0])]
     _int8(inp, "model input", -1, "MODEL")
     _int8(out, "model output", -1, "MODEL")

@@ -6,6 +6,8 @@ Common to every board (paths relative to the project folder):
     include/fedtiny_config.h     device, threshold, q0_fault_max, scales, arena (= the buffer plan)
     include/ft_board_config.h    clock label, latency units per tick, baud, reset (this file)
     include/ft_board.h, src/fedtiny_app.c   the protocol application (firmware/compiled/)
+    include/ft_head_config.h     the trainable head's plan and weights (compiled.head), or none
+    include/ft_head.h, src/ft_head.c        the trainable head (--trainable-head only)
     include/ft_model.h, include/ft_kernels.h, src/ft_model.c   the model as C (emit)
     include/test_data.h, src/test_data.c    the embedded test windows
 
@@ -78,14 +80,20 @@ def build_script(compile_cmd: str) -> str:
             "set -e\ncd \"$(dirname \"$0\")\"\nmkdir -p build\n" + compile_cmd + "\n")
 
 
-def project_files(board: Board, program: Program, device: int, sha256: str,
-                  live: bool = False) -> dict[str, str]:
+HEAD_FILES = {"include/ft_head.h": "compiled/ft_head.h", "src/ft_head.c": "compiled/ft_head.c"}
+
+
+def project_files(board: Board, program: Program, device: int, sha256: str, head_config: str,
+                  feature_layers: int = 0, live: bool = False) -> dict[str, str]:
     """Every file except the protocol/config headers, the test data and the sensor input
-    (build.py and codegen.live add those)."""
+    (build.py and codegen.live add those). ``head_config``: ``include/ft_head_config.h``
+    (``compiled.head.config_header``); with ``feature_layers`` > 0 (``--trainable-head``) the model
+    gets ``ft_model_features`` and the project the trainable head (``firmware/compiled/ft_head.c``)."""
     fw = firmware_dir()
-    files = dict(model_files(program, device, sha256))
-    for rel, src in APP_FILES.items():
+    files = dict(model_files(program, device, sha256, feature_layers=feature_layers))
+    for rel, src in {**APP_FILES, **(HEAD_FILES if feature_layers else {})}.items():
         files[rel] = (fw / src).read_text()
+    files["include/ft_head_config.h"] = head_config
     files["include/ft_board_config.h"] = board_config(board, live)
     if board.uses_platformio:
         files["platformio.ini"] = pio_ini(board, device)

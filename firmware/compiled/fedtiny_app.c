@@ -7,6 +7,11 @@
  * embedded test windows are int16 samples and "run" computes each model input with
  * ft_frontend_run (the host twin: fedtiny/frontend.py); "infer" still takes the model input.
  *
+ * Built with --trainable-head (ft_head_config.h: FT_HEAD_TRAINABLE 1) it also answers the head
+ * commands (head, hclear, hinit, hput, hadd, htrain, hweights, hload, hthr, heval; ft_head.h): windows
+ * sent in hput chunks are checked (CRC-16), run through the extractor (ft_model_features) and kept
+ * as features; the float32 head trains on them. Without it every head command answers no_head.
+ *
  * Latency: ticks of ft_board_ticks() around ft_model_invoke(), times FT_LATENCY_PER_TICK, in the
  * unit the banner's clock names (clock=device: microseconds; clock=icount: instructions counted
  * by QEMU -icount shift=0, ft_board_config.h).
@@ -39,6 +44,13 @@
 #include "ft_live_config.h"
 #include "ft_sensor.h"
 #include "ft_stream.h"
+#endif
+#include "ft_head_config.h"
+#if FT_HEAD_TRAINABLE
+#include "ft_head.h"
+#if FT_MODEL_FEATURE_BYTES != FT_HEAD_IN
+#error "the model's feature tensor and the head disagree on the number of features"
+#endif
 #endif
 
 #if FT_CONFIG_PROTOCOL_VERSION != FT_PROTOCOL_VERSION
@@ -336,7 +348,167 @@ static void command_infer(int payload_len) {
   send_line(ft_format_infer(g_out, (int)sizeof g_out, decide(), g_scores, FT_N_CLASSES, lat));
 }
 
+/* ------------------------------------------------------------------ the trainable head */
+
+#if FT_HEAD_TRAINABLE
+static void send_error_int(const char* code, const char* what, long v) {
+  int pos = 0;
+  put_str(g_detail, &pos, (int)sizeof g_detail, what);
+  put_int(g_detail, &pos, (int)sizeof g_detail, v);
+  send_error(code, g_detail);
+}
+
+static int8_t g_stage[FT_INPUT_BYTES];       /* the window being sent (hput) */
+static int g_staged;                         /* its bytes received so far */
+static int8_t g_hfeat[FT_HEAD_IN];
+
+static void send_head(void) {
+  send_line(ft_format_head(g_out, (int)sizeof g_out, FT_HEAD_IN, FT_HEAD_HIDDEN, FT_HEAD_CLASSES,
+                           FT_HEAD_BATCH, FT_HEAD_MAX_WINDOWS, ft_head_n_held(FT_HEAD_SET_TRAIN),
+                           ft_head_n_held(FT_HEAD_SET_VAL), FT_HEAD_PLAN_BYTES, FT_HEAD_METRIC_NAME,
+                           ft_head_threshold()));
+}
+
+static float float_of_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+static void head_put(const ft_hcmd_t* c) {
+  if (c->arg[0] != g_staged || g_staged + c->payload_len > FT_INPUT_BYTES) {
+    send_error_int(FT_ERR_BAD_ARGS, "hput offset must be the bytes put so far: ", g_staged);
+    g_staged = 0;
+    return;
+  }
+  memcpy(g_stage + g_staged, g_payload, (size_t)c->payload_len);
+  g_staged += c->payload_len;
+}
+
+static void head_add(const ft_hcmd_t* c) {
+  const int complete = g_staged == FT_INPUT_BYTES;
+  g_staged = 0;
+  if (c->arg[0] != FT_HEAD_SET_TRAIN && c->arg[0] != FT_HEAD_SET_VAL) {
+    send_error_int(FT_ERR_BAD_ARGS, "set must be 0 (train) or 1 (validation), got ", c->arg[0]);
+  } else if (c->arg[1] < 0 || c->arg[1] >= FT_HEAD_CLASSES) {
+    send_error_int(FT_ERR_BAD_ARGS, "label out of range: ", c->arg[1]);
+  } else if (!complete) {
+    send_error_int(FT_ERR_BAD_WINDOW, "incomplete window; bytes per window: ", FT_INPUT_BYTES);
+  } else if ((long)ft_crc16((const char*)g_stage, FT_INPUT_BYTES) != c->arg[2]) {
+    send_error(FT_ERR_BAD_WINDOW, "window CRC differs");
+  } else {
+    ft_model_features(g_stage, g_hfeat);
+    const int i = ft_head_add(g_hfeat, (int)c->arg[1], (int)c->arg[0]);
+    if (i < 0) {
+      send_error_int(FT_ERR_HEAD_FULL, "windows held: ", FT_HEAD_MAX_WINDOWS);
+      return;
+    }
+    send_line(ft_format_hwin(g_out, (int)sizeof g_out, i, (int)c->arg[0], (int)c->arg[1], g_hfeat, FT_HEAD_IN));
+  }
+}
+
+static void head_train(const ft_hcmd_t* c) {
+  if (c->arg[0] < 1 || c->arg[0] > 100000 || c->arg[1] < 0) {
+    send_error(FT_ERR_BAD_ARGS, "epochs must be 1..100000 and the seed >= 0");
+    return;
+  }
+  if (ft_head_begin() == 0) {
+    send_error(FT_ERR_NO_WINDOWS, "no training windows held");
+    return;
+  }
+  uint32_t rng = ft_head_seed((uint32_t)c->arg[1]);
+  const float lr = float_of_bits(c->bits[2]), momentum = float_of_bits(c->bits[3]);
+  for (long e = 0; e < c->arg[0]; ++e) {
+    int steps = 0;
+    uint32_t ticks = 0u;
+    const float loss = ft_head_epoch(&rng, lr, momentum, &steps, &ticks);
+    send_line(ft_format_hepoch(g_out, (int)sizeof g_out, (int)e, steps, loss, (long)ticks * (long)FT_LATENCY_PER_TICK));
+  }
+}
+
+static void head_weights(const ft_hcmd_t* c) {
+  if (c->arg[0] < 0 || c->arg[0] >= FT_HEAD_N_PARAMS) {
+    send_error_int(FT_ERR_BAD_ARGS, "offset must be below ", FT_HEAD_N_PARAMS);
+    return;
+  }
+  const int off = (int)c->arg[0];
+  const int n = FT_HEAD_N_PARAMS - off < FT_HEAD_VALUES_PER_LINE ? FT_HEAD_N_PARAMS - off : FT_HEAD_VALUES_PER_LINE;
+  send_line(ft_format_hw(g_out, (int)sizeof g_out, off, ft_head_params() + off, n));
+}
+
+/* the payload: whole IEEE-754 binary32 values, little-endian (this board's byte order) */
+static void head_load(const ft_hcmd_t* c) {
+  const int n = c->payload_len / 4;
+  if (c->payload_len % 4 != 0 || c->arg[0] < 0 || c->arg[0] + n > FT_HEAD_N_PARAMS) {
+    send_error_int(FT_ERR_BAD_ARGS, "whole floats within the parameters; parameters: ", FT_HEAD_N_PARAMS);
+    return;
+  }
+  ft_head_load((int)c->arg[0], g_payload, n);
+}
+
+static void head_threshold(void) {
+  double t, v;
+  if (!ft_head_tune(&t, &v)) {
+    send_error(FT_ERR_NO_WINDOWS, "no validation windows held");
+    return;
+  }
+  ft_head_set_threshold(t);
+  send_line(ft_format_hthr(g_out, (int)sizeof g_out, t, v, ft_head_n_held(FT_HEAD_SET_VAL)));
+}
+
+static void head_evaluate(const ft_hcmd_t* c) {
+  ft_counts_t counts = {0, 0, 0, 0, 0, 0};
+  if (c->arg[0] == FT_HEAD_SET_TRAIN || c->arg[0] == FT_HEAD_SET_VAL) {
+    ft_head_evaluate((int)c->arg[0], &counts);
+  } else if (c->arg[0] == FT_HEAD_SET_TEST) {
+    for (int i = 0; i < FT_N_TEST; ++i) {
+      ft_model_features(test_input(i), g_hfeat);
+      ft_counts_add(&counts, ft_head_decide(g_hfeat), g_fedtiny_test_y[i]);
+    }
+  } else {
+    send_error_int(FT_ERR_BAD_ARGS, "set must be 0, 1 or 2, got ", c->arg[0]);
+    return;
+  }
+  send_line(ft_format_heval(g_out, (int)sizeof g_out, (int)c->arg[0], counts.n, counts.correct, counts.tp,
+                            counts.fp, counts.tn, counts.fn));
+}
+
+static void handle_head(const ft_hcmd_t* c) {
+  switch (c->type) {
+    case FT_HCMD_HEAD: send_head(); break;
+    case FT_HCMD_HCLEAR: ft_head_clear(); g_staged = 0; send_head(); break;
+    case FT_HCMD_HINIT: ft_head_init(); send_head(); break;
+    case FT_HCMD_HPUT: head_put(c); break;
+    case FT_HCMD_HADD: head_add(c); break;
+    case FT_HCMD_HTRAIN: head_train(c); break;
+    case FT_HCMD_HWEIGHTS: head_weights(c); break;
+    case FT_HCMD_HLOAD: head_load(c); break;
+    case FT_HCMD_HTHR: head_threshold(); break;
+    case FT_HCMD_HEVAL: head_evaluate(c); break;
+    default: send_error(FT_ERR_BAD_CMD, "unknown head command"); break;
+  }
+}
+#else
+static void handle_head(const ft_hcmd_t* c) {
+  (void)c;
+  send_error(FT_ERR_NO_HEAD, "built without --trainable-head");
+}
+#endif
+
+/* a head command answered (1), or not a head command (0) */
+static int try_head(const char* line) {
+  ft_hcmd_t c;
+  const char* error_code = 0;
+  const int r = ft_parse_head_command(line, g_payload, FT_INFER_MAX_PAYLOAD, &c, &error_code);
+  if (r == 0) return 0;
+  if (r < 0) send_error(error_code, "head command arguments");
+  else handle_head(&c);
+  send_ready();
+  return 1;
+}
+
 static void handle_line(const char* line) {
+  if (try_head(line)) return;
   const char* error_code = 0;
   int payload_len = 0;
   long count = 0;
@@ -387,6 +559,9 @@ static void handle_line(const char* line) {
 
 void ft_app_setup(void) {
   ft_board_init();
+#if FT_HEAD_TRAINABLE
+  ft_head_init();
+#endif
   ft_line_reader_init(&g_rx);
   send_banner();
   send_ready();
