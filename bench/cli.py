@@ -110,7 +110,7 @@ def _table(items, ports):
                    "older fedtiny versions pool with MEAN, up to 21 LSB apart on the Nano 33 BLE).")
 def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, passes, reconnect_wait, reset,
           tolerance_lsb):
-    """Benchmark one board, several, or an emulated one over serial (protocol v2).
+    """Benchmark one board, several, or an emulated one over serial (protocol v3).
 
     Checks the board's model hash against the run, evaluates its embedded test windows, compares
     every decision with the run's INT8 decisions, and writes JSON + CSV results."""

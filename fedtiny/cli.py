@@ -33,7 +33,7 @@ SHORT_HELP = {
     "build": "Generate one device's firmware: a TFLM PlatformIO sketch or compiled C (also qemu-m4).",
     "flash": "Upload a device's firmware with PlatformIO, or run it on QEMU (qemu-m4).",
     "bench": "Benchmark one board, several, or an emulated one over serial.",
-    "emulate": "Serve a device's model over a pseudo-terminal (protocol v2).",
+    "emulate": "Serve a device's model over a pseudo-terminal (protocol v3).",
     "compare": "Fed-Meta-Align vs baselines over seeds: table, JSON and plots.",
     "ablate": "Fed-Meta-Align ablations (Phase 1, floor c, splits): table, JSON and plots.",
     "report": "Write a self-contained HTML report of one run.",

@@ -1,4 +1,4 @@
-"""Protocol v2 between a fedtiny board (or the emulator) and the host, defined once.
+"""Protocol v3 between a fedtiny board (or the emulator) and the host, defined once.
 
 The machine-readable definition is ``protocol.json`` beside this file; ``PROTOCOL.md`` explains it.
 Everything here derives from that file:
@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -53,7 +53,16 @@ ERROR_CODES: dict = DEFINITION["error_codes"]
 # Largest infer payload: "infer " + 2 hex digits per byte + " *xxxx" within CMD_MAX_LINE - 1 chars.
 INFER_MAX_PAYLOAD: int = (CMD_MAX_LINE - 1 - len("infer ") - len(CRC_SEP) - CRC_DIGITS) // 2
 
+# what a firmware classifies: its embedded test windows (and 'infer'), or its sensor ('live')
+INPUTS: tuple[str, ...] = tuple(DEFINITION["input_values"])
+# where a sensor firmware's samples come from (the 'stream' line's source)
+SENSOR_SOURCES: tuple[str, ...] = tuple(DEFINITION["sensor_source_values"])
+# int16 values in one 'frames' line: the line stays within OUT_MAX_LINE (checked below)
+FRAMES_MAX_VALUES: int = int(DEFINITION["frames_max_values"])
+CAPTURE_MAX: int = 2 ** 31 - 1
+
 CMD_NONE, CMD_INFO, CMD_RUN, CMD_INFER, CMD_RESET, CMD_BAD = "none", "info", "run", "infer", "reset", "bad"
+CMD_LIVE, CMD_CAPTURE, CMD_STOP = "live", "capture", "stop"
 
 
 # --------------------------------------------------------------------------- checksum
@@ -85,6 +94,7 @@ class Banner:
     n_test: int
     n_classes: int
     clock: str
+    input: str = "windows"
     TYPE = "banner"
 
 
@@ -134,6 +144,62 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class Stream:
+    rate_hz: int
+    channels: int
+    window: int
+    hop: int
+    budget: int
+    source: str
+    scale: float
+    unit: str
+    TYPE = "stream"
+
+
+@dataclass(frozen=True)
+class Event:
+    n: int
+    pred: int
+    score: float
+    threshold: float
+    micros: int
+    TYPE = "event"
+
+
+@dataclass(frozen=True)
+class Beat:
+    n: int
+    pred: int
+    dropped: int
+    us_last: int
+    us_max: int
+    budget: int
+    TYPE = "beat"
+
+
+@dataclass(frozen=True)
+class Frames:
+    index: int
+    count: int
+    data: tuple[int, ...]     # int16 values, frame-major, channel-minor
+    TYPE = "frames"
+
+
+@dataclass(frozen=True)
+class Gap:
+    index: int
+    count: int
+    TYPE = "gap"
+
+
+@dataclass(frozen=True)
+class CaptureEnd:
+    sent: int
+    dropped: int
+    TYPE = "capend"
+
+
+@dataclass(frozen=True)
 class ForeignBanner:
     """An intact banner of another protocol version: only ``v`` (its first field) is guaranteed
     by every version, so nothing else is read from it."""
@@ -142,8 +208,10 @@ class ForeignBanner:
     TYPE = "banner"
 
 
-MESSAGE_CLASSES = {c.TYPE: c for c in (Banner, Sample, Summary, InferResult, Error, Ready)}
-Message = Banner | Sample | Summary | InferResult | Error | Ready | ForeignBanner
+MESSAGE_CLASSES = {c.TYPE: c for c in (Banner, Sample, Summary, InferResult, Error, Ready, Stream,
+                                        Event, Beat, Frames, Gap, CaptureEnd)}
+Message = (Banner | Sample | Summary | InferResult | Error | Ready | Stream | Event | Beat | Frames
+           | Gap | CaptureEnd | ForeignBanner)
 
 for _t, _cls in MESSAGE_CLASSES.items():  # the dataclasses mirror the JSON definition exactly
     assert [f.name for f in fields(_cls)] == [f["name"] for f in MESSAGES[_t]["fields"]], _t
@@ -162,6 +230,7 @@ _FIXED_RE = re.compile(r"(-?(0|[1-9][0-9]{0,12})\.[0-9]{6}|nan|inf|-inf)\Z")
 _HASH_RE = re.compile(r"[0-9a-f]{64}\Z")
 _INT8_RE = re.compile(r"(-?(0|[1-9][0-9]{0,2}))(,-?(0|[1-9][0-9]{0,2}))*\Z")
 _CRC_RE = re.compile(rb"[0-9a-f]{4}\Z")
+_HEX16_RE = re.compile(r"([0-9a-f]{4})*\Z")
 
 
 def _word(s) -> str:
@@ -201,8 +270,16 @@ def _int8list(v) -> str:
     return ",".join(str(x) for x in vals)
 
 
+def _hex16(v) -> str:
+    """int16 values as 4 lowercase hex digits each, low byte first (the bytes of int16 LE)."""
+    a = np.asarray(v).reshape(-1)
+    if a.size and (a.min() < -32768 or a.max() > 32767):
+        raise ValueError("frame value is not int16")
+    return a.astype("<i2").tobytes().hex()
+
+
 _FORMAT = {"int": lambda v: str(int(v)), "word": _word, "sha256": _sha, "fixed6": _fixed6,
-           "int8list": _int8list, "text": _text}
+           "int8list": _int8list, "text": _text, "hex16": _hex16}
 
 
 def _parse_value(typ: str, s: str):
@@ -223,14 +300,26 @@ def _parse_value(typ: str, s: str):
         return vals if all(-128 <= x <= 127 for x in vals) else None
     if typ == "text":
         return s if all(" " <= c <= "~" and c not in "@*" for c in s) else None
+    if typ == "hex16":
+        if not _HEX16_RE.match(s):
+            return None
+        return tuple(int(x) for x in np.frombuffer(bytes.fromhex(s), dtype="<i2"))
     raise ValueError(typ)
 
 
 # --------------------------------------------------------------------------- device side (format)
 
+def _defaults(msg_type: str) -> dict:
+    """Fields a message class gives a default (the banner's ``input``: "windows")."""
+    return {f.name: f.default for f in fields(MESSAGE_CLASSES[msg_type])
+            if f.default is not MISSING}
+
+
 def format_message(msg_type: str, **values) -> str:
-    """One complete device line (ending in '\\n') of ``msg_type`` with field values by name."""
+    """One complete device line (ending in '\\n') of ``msg_type`` with field values by name (a field
+    left out takes its message class' default, if it has one)."""
     spec = MESSAGES[msg_type]["fields"]
+    values = {**_defaults(msg_type), **values}
     parts = [START + msg_type]
     for f in spec:
         parts.append(f"{f['key']}={_FORMAT[f['type']](values[f['name']])}")
@@ -240,11 +329,12 @@ def format_message(msg_type: str, **values) -> str:
 
 def format_banner(board: str, device_id: int, model_hash: str, arena_bytes: int, threshold: float,
                   n_test: int, n_classes: int, clock: str = "device",
-                  version: int = PROTOCOL_VERSION, *, threshold_origin: str) -> str:
+                  version: int = PROTOCOL_VERSION, *, threshold_origin: str,
+                  input: str = "windows") -> str:
     return format_message("banner", version=version, board=board, device_id=device_id,
                           model_hash=model_hash, arena_bytes=arena_bytes, threshold=threshold,
                           threshold_origin=threshold_origin, n_test=n_test, n_classes=n_classes,
-                          clock=clock)
+                          clock=clock, input=input)
 
 
 def format_sample(index: int, pred: int, label: int, micros: int) -> str:
@@ -267,6 +357,48 @@ def format_error(code: str, detail: str) -> str:
 
 def format_ready() -> str:
     return format_message("ready")
+
+
+def format_stream(rate_hz: int, channels: int, window: int, hop: int, budget: int, source: str,
+                  scale: float, unit: str) -> str:
+    return format_message("stream", rate_hz=rate_hz, channels=channels, window=window, hop=hop,
+                          budget=budget, source=source, scale=scale, unit=unit)
+
+
+def format_event(n: int, pred: int, score: float, threshold: float, micros: int) -> str:
+    return format_message("event", n=n, pred=pred, score=score, threshold=threshold, micros=micros)
+
+
+def format_beat(n: int, pred: int, dropped: int, us_last: int, us_max: int, budget: int) -> str:
+    return format_message("beat", n=n, pred=pred, dropped=dropped, us_last=us_last, us_max=us_max,
+                          budget=budget)
+
+
+def format_frames(index: int, data) -> str:
+    """One 'frames' line of int16 frames ``data`` (n, C) starting at frame ``index``; at most
+    ``frames_per_line(C)`` frames."""
+    a = np.asarray(data)
+    if a.ndim != 2 or a.size > FRAMES_MAX_VALUES:
+        raise ValueError(f"frames: (n, C) with n * C <= {FRAMES_MAX_VALUES} values")
+    return format_message("frames", index=index, count=a.shape[0], data=a)
+
+
+def format_gap(index: int, count: int) -> str:
+    return format_message("gap", index=index, count=count)
+
+
+def format_capend(sent: int, dropped: int) -> str:
+    return format_message("capend", sent=sent, dropped=dropped)
+
+
+def frames_per_line(channels: int) -> int:
+    """Frames of ``channels`` int16 values in one 'frames' line: FRAMES_MAX_VALUES // channels."""
+    return FRAMES_MAX_VALUES // max(int(channels), 1)
+
+
+# the longest 'frames' line fits the device's line buffer (with its NUL)
+assert len(format_message("frames", index=-2 ** 31, count=FRAMES_MAX_VALUES,
+                          data=np.zeros(FRAMES_MAX_VALUES, np.int16))) < OUT_MAX_LINE
 
 
 # --------------------------------------------------------------------------- host side (parse)
@@ -310,13 +442,17 @@ def parse_line(line: bytes | str) -> Message | None:
         if parsed is None:
             return None
         values[f["name"]] = parsed
+    if msg_type == "frames" and (values["count"] < 0 or len(values["data"]) > FRAMES_MAX_VALUES or (
+            len(values["data"]) % values["count"] if values["count"] else values["data"])):
+        return None     # the values must split into `count` whole frames
     return MESSAGE_CLASSES[msg_type](**values)
 
 
 # --------------------------------------------------------------------------- commands
 
 def encode_command(name: str, payload=None, checksum: bool = True) -> bytes:
-    """The bytes the host writes for a command (``payload``: int8 array-like or bytes for infer).
+    """The bytes the host writes for a command (``payload``: int8 array-like or bytes for infer;
+    the frame count N >= 0 for capture).
 
     The host always appends `` *crc`` (CRC-16 of the bytes before it); a device also accepts a
     command without it, so a person can type ``info`` in a serial monitor."""
@@ -333,6 +469,11 @@ def encode_command(name: str, payload=None, checksum: bool = True) -> bytes:
         if len(data) > INFER_MAX_PAYLOAD:
             raise ValueError(f"infer payload of {len(data)} bytes exceeds {INFER_MAX_PAYLOAD}")
         text += " " + bytes(data).hex()
+    elif COMMANDS[name].get("argument") == "int":
+        if payload is None or isinstance(payload, bool) or not isinstance(payload, (int, np.integer)) \
+                or not 0 <= int(payload) <= CAPTURE_MAX:
+            raise ValueError(f"{name} needs a frame count 0 <= N <= {CAPTURE_MAX}")
+        text += f" {int(payload)}"
     elif payload is not None:
         raise ValueError(f"{name} takes no payload")
     if checksum:
@@ -342,9 +483,11 @@ def encode_command(name: str, payload=None, checksum: bool = True) -> bytes:
 
 @dataclass(frozen=True)
 class Command:
-    type: str                 # CMD_NONE / CMD_INFO / CMD_RUN / CMD_INFER / CMD_RESET / CMD_BAD
+    type: str                 # CMD_NONE / CMD_INFO / CMD_RUN / CMD_INFER / CMD_RESET / CMD_LIVE /
+    #                           CMD_CAPTURE / CMD_STOP / CMD_BAD
     payload: bytes = b""
     error: str | None = None  # an ERROR_CODES key when type == CMD_BAD
+    count: int = 0            # capture: frames to send (0 = until stop)
 
 
 def parse_command(line: bytes | str, payload_cap: int = INFER_MAX_PAYLOAD) -> Command:
@@ -368,9 +511,14 @@ def parse_command(line: bytes | str, payload_cap: int = INFER_MAX_PAYLOAD) -> Co
     word, _, rest = s.partition(b" ")
     word = word.lower()
     rest = rest.lstrip(b" ")
-    for name in (CMD_INFO, CMD_RUN, CMD_RESET):
+    for name in (CMD_INFO, CMD_RUN, CMD_RESET, CMD_LIVE, CMD_STOP):
         if word == name.encode():
             return Command(name) if not rest else Command(CMD_BAD, error="bad_cmd")
+    if word == CMD_CAPTURE.encode():
+        # 1-10 decimal digits (leading zeros allowed, as typed by a person), at most 2^31 - 1
+        if not re.fullmatch(rb"[0-9]{1,10}", rest) or int(rest) > CAPTURE_MAX:
+            return Command(CMD_BAD, error="bad_arg")
+        return Command(CMD_CAPTURE, count=int(rest))
     if word == CMD_INFER.encode():
         if not rest or len(rest) % 2 or not re.fullmatch(rb"[0-9a-fA-F]+", rest):
             return Command(CMD_BAD, error="bad_payload")
@@ -405,6 +553,13 @@ def confusion(preds: Iterable[int], labels: Iterable[int]) -> dict:
         key = ("tp" if p != 0 else "fn") if y != 0 else ("fp" if p != 0 else "tn")
         c[key] += 1
     return c
+
+
+def fault_score(q0: int, output_scale: float, output_zero_point: int) -> float:
+    """The decision score an 'event' line reports: the fault probability 1 - p0 of the int8 class-0
+    output code q0, p0 = scale * (q0 - zp), in double precision, then as a C float (the board's
+    ``(float)(1.0 - scale * (q0 - zp))``); a window is a fault iff score >= threshold."""
+    return float(np.float32(1.0 - float(output_scale) * (int(q0) - int(output_zero_point))))
 
 
 def fault_q0_max(threshold: float, output_scale: float, output_zero_point: int) -> int:
@@ -466,6 +621,9 @@ def header_context() -> dict:
         "errors": [(f"FT_ERR_{code.upper()}", _c_str(code), doc) for code, doc in ERROR_CODES.items()],
         "clocks": [(f"FT_CLOCK_{c.upper()}", _c_str(c)) for c in CLOCKS],
         "threshold_origins": [(f"FT_THR_FROM_{o.upper()}", _c_str(o)) for o in THRESHOLD_ORIGINS],
+        "inputs": [(f"FT_INPUT_{o.upper()}", _c_str(o)) for o in INPUTS],
+        "sources": [(f"FT_SOURCE_{o.upper()}", _c_str(o)) for o in SENSOR_SOURCES],
+        "frames_max_values": FRAMES_MAX_VALUES,
     }
 
 

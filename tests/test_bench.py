@@ -186,8 +186,8 @@ def test_bad_input_exits_2_with_one_line_and_no_files(case, run, tmp_path):
             fds = [master, slave]
             port, expect = os.ttyname(slave), "silent"
         elif case == "other_version":
-            emu = Emulator(run, 3, protocol_version=1).start()     # a board flashed before thr_from
-            port, expect = emu.port_path, "device speaks protocol v1, this host speaks v2"
+            emu = Emulator(run, 3, protocol_version=2).start()     # a board flashed before live mode
+            port, expect = emu.port_path, "device speaks protocol v2, this host speaks v3"
         elif case == "hash_differs":
             emu = Emulator(_other_model_run(run, tmp_path), 3).start()
             port, expect = emu.port_path, "model hash differs"

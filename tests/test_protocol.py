@@ -31,17 +31,18 @@ def _lines():
 
 
 def test_definition_and_crc():
-    assert P.PROTOCOL_VERSION == 2 and P.CMD_MAX_LINE == 4096
+    assert P.PROTOCOL_VERSION == 3 and P.CMD_MAX_LINE == 4096
     assert P.crc16(b"123456789") == 0x29B1
-    assert set(P.MESSAGES) == {"banner", "sample", "summary", "infer", "error", "ready"}
-    assert set(P.COMMANDS) == {"info", "run", "infer", "reset"}
+    assert set(P.MESSAGES) == {"banner", "sample", "summary", "infer", "error", "ready", "stream",
+                               "event", "beat", "frames", "gap", "capend"}
+    assert set(P.COMMANDS) == {"info", "run", "infer", "reset", "live", "capture", "stop"}
     # the JSON ships with the package (package data) and is what the module loaded
     assert json.loads((P.HERE / "protocol.json").read_text()) == P.DEFINITION
 
 
 def test_format_parse_roundtrip():
     b = P.parse_line(_lines()[0])
-    assert b == P.Banner(2, "nano33ble", 3, HASH, 4784, 0.5, "local", 24, 6, "device")
+    assert b == P.Banner(3, "nano33ble", 3, HASH, 4784, 0.5, "local", 24, 6, "device", "windows")
     assert P.parse_line(_lines()[1]).clock == "host"
     assert P.parse_line(_lines()[2]) == P.Sample(0, 4, 2, 1834)
     assert P.parse_line(_lines()[3]) == P.Summary(24, 5, 20, 4, 0, 0, 1790, 1836, 1831, 1902, 1960)
@@ -82,14 +83,19 @@ def test_strict_fields():
     for body in ("@sample i=1 pred=2 label=2", "@sample i=1 pred=2 us=5 label=2",
                  "@sample i=01 pred=2 label=2 us=5", "@sample i=1 pred=2 label=2 us=5 x=1",
                  "@sample i=1  pred=2 label=2 us=5", "@infer pred=1 scores=1,200 us=3",
-                 "@ready x=1", "@banner v=2 board=a dev=1 model=abc arena=1 thr=0.5 thr_from=local n_test=1 n_classes=2 clock=host",
-                 f"@banner v=2 board=a dev=1 model={HASH} arena=1 thr=0.500000 n_test=1 n_classes=2 clock=host"):
+                 "@ready x=1", "@banner v=3 board=a dev=1 model=abc arena=1 thr=0.5 thr_from=local n_test=1 n_classes=2 clock=host",
+                 f"@banner v=3 board=a dev=1 model={HASH} arena=1 thr=0.500000 n_test=1 n_classes=2 clock=host"):
         assert P.parse_line(frame(body)) is None, body
 
 
 def test_foreign_banner():
-    line = P.format_banner("x", 1, HASH, 1, 0.5, 1, 2, version=3, threshold_origin="local")
-    assert P.parse_line(line) == P.ForeignBanner(3)
+    line = P.format_banner("x", 1, HASH, 1, 0.5, 1, 2, version=4, threshold_origin="local")
+    assert P.parse_line(line) == P.ForeignBanner(4)
+    # a v2 board (no input in its banner) is another version too
+    v2 = P.format_banner("x", 1, HASH, 1, 0.5, 1, 2, version=2, threshold_origin="local")
+    assert P.parse_line(v2.replace(" input=windows", "")) is None    # CRC no longer matches
+    body = v2.split(" input=")[0]
+    assert P.parse_line(f"{body} *{P.crc16(body.encode()):04x}") == P.ForeignBanner(2)
     # a v1 board (no thr_from in its banner) is another version, not noise (PROTOCOL.md's v1 example)
     v1 = ("@banner v=1 board=nano33ble dev=3 model=ad9ec22a6895da6d2c73f4746bc49dd1962bd246a2d2eeb8d655ed6b14df1c2d "
           "arena=4784 thr=0.500000 n_test=24 n_classes=6 clock=device *17e9")
@@ -150,7 +156,7 @@ def test_latency_summary_definition():
 
 def test_header_rendered_from_definition():
     h = P.render_c_header()
-    assert "#define FT_PROTOCOL_VERSION 2\n" in h and "#define FT_CMD_MAX_LINE 4096\n" in h
+    assert "#define FT_PROTOCOL_VERSION 3\n" in h and "#define FT_CMD_MAX_LINE 4096\n" in h
     assert "FT_CMD_NONE = 0, FT_CMD_INFO, FT_CMD_RUN, FT_CMD_INFER, FT_CMD_RESET, FT_CMD_BAD" in h
     for t, m in P.MESSAGES.items():
         assert f'"@{t}"' in h
@@ -288,7 +294,7 @@ def test_c_header_agrees_with_python(tmp_path):
         assert msg is not None, got
         assert P.format_message(msg.TYPE, **{k: v for k, v in P.to_dict(msg).items() if k != "type"}) == got
     first = P.parse_line(lines[0])
-    assert first == P.Banner(2, "nano33ble", 3, HASH, 4784, 0.5, "local", 24, 6, "device")
+    assert first == P.Banner(3, "nano33ble", 3, HASH, 4784, 0.5, "local", 24, 6, "device", "windows")
     assert P.parse_line(lines[1]).clock == "host"
     assert P.parse_line(lines[2]).model_hash == HASH and P.parse_line(lines[2]).threshold == 0.123457
     assert P.parse_line(lines[4]).board == "Nano_33_BLE_"

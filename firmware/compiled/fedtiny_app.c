@@ -1,4 +1,4 @@
-/* fedtiny_app.c: the fedtiny serial protocol v2 around the compiled model (copied by fedtiny
+/* fedtiny_app.c: the fedtiny serial protocol v3 around the compiled model (copied by fedtiny
  * build; do not edit). The same conversation as the TFLM sketch (codegen/templates/main.cpp.j2)
  * from the same protocol header: at boot "banner" then "ready"; "info", "run", "infer <hex>",
  * "reset"; every failure an "error" line, then "ready" (firmware/PROTOCOL.md).
@@ -160,6 +160,12 @@ static void handle_line(const char* line) {
       ft_board_flush();
       ft_board_reset();
       return;
+    case FT_CMD_LIVE:
+    case FT_CMD_CAPTURE:
+      send_error(FT_ERR_NO_SENSOR, "built with --input windows");
+      break;
+    case FT_CMD_STOP:
+      break;                                    /* nothing to stop: ready */
     default: {
       int pos = 0;                              /* not the whole line: it may be 4095 chars */
       int n = 0;
