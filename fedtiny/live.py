@@ -6,12 +6,13 @@ with the run's threshold rule. With frames numbered 0, 1, ... from ``live`` (dro
 a decision carries ``n`` = the number of the window's last frame + 1:
 
 * without dropped frames: decisions at n = W, W + H, W + 2H, ... (W window, H hop);
-* a dropped frame empties the window: the next decision waits for W contiguous frames after it, then
-  follows every H frames again (a window with a hole is never classified);
+* a window that holds a dropped frame is skipped (no decision): decisions stay on that grid, and a
+  window with a hole is never classified;
 * model input: raw front end q = quantize(s / 32767, input_scale, input_zero_point) (double division,
   round half away from zero: ``frontend.quantize``), other front ends ``frontend.model_input``;
-* decision: the trainer's rule on the int8 output q: score = 1 - output_scale (q0 - output_zero_point),
-  fault iff score >= threshold, then class 1 + argmax q[1:], else class 0 (``threshold.decide``);
+* decision: the trainer's rule on the int8 output q: fault iff 1 - p0 >= threshold (p0 = output_scale
+  (q0 - output_zero_point), double), then class 1 + argmax q[1:], else class 0 (``threshold.decide``);
+  the reported score is 1 - p0 rounded to a C float, as the board's ``event`` line carries it;
 * events: the first decision and every decision whose class differs from the previous one;
 * beats: at n = R, 2R, 3R, ... (R = the rate in whole Hz: one second of frames, counted not timed),
   carrying the current class (that of the last decision with n_d <= n; -1 before the first) and the
@@ -100,17 +101,15 @@ class LiveModel:
         from fedtiny.trainer.threshold import decide, dequantize
 
         p = dequantize(q, self.output_scale, self.output_zero_point)
-        return decide(p, self.threshold), 1.0 - p[:, 0]
+        return decide(p, self.threshold), (1.0 - p[:, 0]).astype(np.float32).astype(np.float64)
 
 
 def decision_points(present: np.ndarray, window: int, hop: int) -> np.ndarray:
     """The n of every decision over frames 0..N-1 whose ``present`` mask is given (module doc)."""
-    out, run = [], 0
-    for i, ok in enumerate(np.asarray(present, bool).tolist()):
-        run = run + 1 if ok else 0
-        if run >= window and (run - window) % hop == 0:
-            out.append(i + 1)
-    return np.asarray(out, np.int64)
+    present = np.asarray(present, bool)
+    ns = np.arange(window, len(present) + 1, hop, dtype=np.int64)
+    lost = np.concatenate([[0], np.cumsum(~present)])
+    return ns[lost[ns] - lost[ns - window] == 0]
 
 
 def live_decisions(counts: np.ndarray, model: LiveModel, hop: int, present: np.ndarray | None = None,
