@@ -408,8 +408,12 @@ def main_emulate(run_dir, device: int, link: str | None = None, echo=print, **fa
     try:
         echo(emu.port_path)
         where = f" (also {link})" if link else ""
+        live = ""
+        if emu.sensor is not None:
+            speed = "free-running" if emu.sensor.speed is None else f"clock x {emu.sensor.speed:g}"
+            live = f", simulated sensor at {emu.sensor.rate} Hz ({speed})"
         echo(f"emulating device {device} of {run_dir} on {emu.port_path}{where}: protocol "
-             f"v{P.PROTOCOL_VERSION}, {len(emu.y)} test windows, latency clock=host; Ctrl-C to stop")
+             f"v{P.PROTOCOL_VERSION}, {len(emu.y)} test windows{live}, latency clock=host; Ctrl-C to stop")
         emu.wait()
         if emu.disconnected:
             echo(f"disconnected after {emu.lines_sent} lines (--disconnect-after)")

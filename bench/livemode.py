@@ -52,10 +52,11 @@ class SensorDevice:
 
     def stream_line(self) -> str:
         f = self.track.facts
-        scale = f.scale
+        same = len(set(f.full_scale)) == 1 and len(set(f.units)) == 1
+        # one scale and unit per stream: channels that differ say so (``mixed``), never a wrong scale
         return P.format_message("stream", rate_hz=self.rate, channels=len(f.channels), window=self.model.window,
-                                hop=self.hop, budget=self.budget_us(), source="sim", scale=float(scale[0]),
-                                unit=f.units[0])
+                                hop=self.hop, budget=self.budget_us(), source="sim", scale=float(f.scale[0]),
+                                unit=f.units[0] if same else "mixed")
 
     # ------------------------------------------------------------ the sensor and its ring
     def _start(self) -> None:

@@ -1,5 +1,5 @@
-"""The ``fedtiny`` command line: train, build, flash, bench, emulate, compare, ablate, report, demo,
-server, site, data.
+"""The ``fedtiny`` command line: train, build, flash, bench, emulate, monitor, capture, compare,
+ablate, report, demo, server, site, data.
 
 Subcommands load lazily so that ``fedtiny --help`` answers without importing TensorFlow.
 """
@@ -20,6 +20,8 @@ LAZY = {
     "flash": ("fedtiny.codegen.cli", "flash"),
     "bench": ("fedtiny.bench.cli", "bench"),
     "emulate": ("fedtiny.bench.cli", "emulate"),
+    "monitor": ("fedtiny.bench.cli", "monitor"),
+    "capture": ("fedtiny.bench.cli", "capture"),
     "compare": ("fedtiny.experiments_cli", "compare"),
     "ablate": ("fedtiny.experiments_cli", "ablate"),
     "report": ("fedtiny.experiments_cli", "report"),
@@ -34,6 +36,8 @@ SHORT_HELP = {
     "flash": "Upload a device's firmware with PlatformIO, or run it on QEMU (qemu-m4).",
     "bench": "Benchmark one board, several, or an emulated one over serial.",
     "emulate": "Serve a device's model over a pseudo-terminal (protocol v3).",
+    "monitor": "Watch a board with sensor input classify live: events, dropped samples, latency.",
+    "capture": "Record labelled sensor data from a board into a fleet folder.",
     "compare": "Fed-Meta-Align vs baselines over seeds: table, JSON and plots.",
     "ablate": "Fed-Meta-Align ablations (Phase 1, floor c, splits): table, JSON and plots.",
     "report": "Write a self-contained HTML report of one run.",

@@ -80,7 +80,7 @@ def test_live_events_equal_the_twin_and_a_fault_raises_its_event_within_a_hop(sm
         assert emu.sensor.dropped == 0                       # free-running: nothing is lost
     f = track.facts
     assert (stream.rate_hz, stream.channels, stream.window, stream.hop, stream.source) == (2000, 6, 40, 20, "sim")
-    assert stream.unit == "A" and abs(stream.scale - 1000 / 32767) < 1e-6
+    assert stream.unit == "mixed" and abs(stream.scale - 1000 / 32767) < 1e-6   # A and pu channels
     n = beats[-1].n
     model, d, ev, bt = _twin(small_run, 0, track, stream, n)
     _same_events(events, ev, model)

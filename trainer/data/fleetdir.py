@@ -921,18 +921,26 @@ def _check_label(label: str) -> str:
     return lab
 
 
-def capture_spec(root, rate_hz: float, channels: list[str], units: dict, label: str) -> tuple[FleetSpec, dict | None]:
+def capture_spec(root, rate_hz: float, channels: list[str], units: dict, label: str,
+                 classes: list[str] | None = None) -> tuple[FleetSpec, dict | None]:
     """Check a new recording of ``channels`` at ``rate_hz`` Hz (``units`` {channel: unit}, "" or
     "_" unknown) labelled ``label`` against the fleet folder ``root``: its fleet.toml's rate_hz,
     channels and units must agree, and the label must be in its vocabulary (fleet.toml ``classes``
     when it lists them, else any name: the vocabulary grows with the labels). Returns (the spec,
-    the fleet.toml values to write when there is none yet, else None); DataError otherwise."""
+    the fleet.toml values to write when there is none yet, else None); DataError otherwise.
+    ``classes`` (normal first, e.g. a run's class names): the vocabulary a new fleet.toml gets,
+    and the label must be one of them."""
     root = Path(root)
     _check_label(label)
+    if classes is not None and label not in classes:
+        raise DataError(f"label {label!r} is not a class of the run ({', '.join(classes)})")
     path = root / "fleet.toml"
     if not path.is_file():
         known = {c: u for c, u in units.items() if u and u != "_"}
-        return FleetSpec(), {"rate_hz": float(rate_hz), "channels": list(channels), "units": known}
+        new = {"rate_hz": float(rate_hz), "channels": list(channels)}
+        if classes:
+            new.update(normal=classes[0], classes=list(classes))
+        return FleetSpec(), {**new, "units": known}
     spec = read_spec(root)
     if spec.rate_hz is None:
         raise DataError(f"{path} has no rate_hz, so a CSV recording's rate would be unknown; add rate_hz = "
@@ -971,7 +979,7 @@ def csv_text(x: np.ndarray, channels: list[str]) -> str:
 
 
 def add_recordings(folder, label: str, parts: list[np.ndarray], channels: list[str], rate_hz: float,
-                   units: dict, full_scale: dict, stem: str) -> list[str]:
+                   units: dict, full_scale: dict, stem: str, classes: list[str] | None = None) -> list[str]:
     """Add recordings (``parts``: arrays (n_i, C) in physical units, one file each) labelled ``label``
     to the device folder ``folder`` of a fleet folder: ``capture_spec`` first (fleet.toml written
     when absent: rate_hz, channels, units, full_scale), then each ``STEM.csv`` (``STEM-pK.csv`` for
@@ -983,7 +991,7 @@ def add_recordings(folder, label: str, parts: list[np.ndarray], channels: list[s
 
     folder = Path(folder)
     root = folder.parent
-    spec, new_spec = capture_spec(root, rate_hz, channels, units, label)
+    _, new_spec = capture_spec(root, rate_hz, channels, units, label, classes)
     if not parts or any(len(p) == 0 for p in parts):
         raise DataError("nothing to write (an empty recording)")
     names = [f"{stem}.csv"] if len(parts) == 1 else [f"{stem}-p{i + 1}.csv" for i in range(len(parts))]
