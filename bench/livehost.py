@@ -429,9 +429,11 @@ def run_capture(port: str, label: str, seconds: float, out, *, run=None, device=
     while any(out.glob(f"{stem}.csv")) or any(out.glob(f"{stem}-p*.csv")):
         k += 1                                        # two captures within one second
         stem = f"{base}-{k}"
-    written = add_recordings(out, label, parts, layout["channels"], rate_hz, units,
-                             dict(zip(layout["channels"], layout["full_scale"])), stem,
-                             classes)
+    try:
+        written = add_recordings(out, label, parts, layout["channels"], rate_hz, units,
+                                 dict(zip(layout["channels"], layout["full_scale"])), stem, classes)
+    except OSError as e:                          # full disk, read-only folder: nothing is left half-written
+        raise BenchError(f"cannot write the recording into {out}: {e.strerror or e} (nothing written)") from None
     report.append(f"labels: {len(written)} line(s) '{written[0]},{label}'{' ...' if len(written) > 1 else ''} "
                   f"added to {out / 'labels.csv'}")
     return [out / n for n in written], report
