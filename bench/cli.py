@@ -219,8 +219,11 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
                    "while the host does not read (a full pty).")
 @click.option("--free-running", is_flag=True,
               help="Sample clock: the next frame whenever the device wants one (nothing is ever lost).")
+@click.option("--ring", type=click.IntRange(1), default=None,
+              help="Frames the sensor's ring buffer holds [default: one window plus one hop, as a board]; "
+                   "a larger ring hides a loaded host's scheduling delays.")
 def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after, disconnect_after,
-            reenumerate, seed, score_offset, sensor, segments, sensor_seed, hop, speed, free_running):
+            reenumerate, seed, score_offset, sensor, segments, sensor_seed, hop, speed, free_running, ring):
     """Serve a device's model over a pseudo-terminal (protocol v2, latency clock=host).
 
     Prints the pty path on the first line; bench it with `fedtiny bench --port PATH`."""
@@ -244,13 +247,13 @@ def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after,
             except SensorError as e:
                 raise BenchError(f"--sensor: {e}") from None
             click.echo(f"sensor: {describe(track)}", err=True)
-        elif segments is not None or hop is not None:
-            raise BenchError("--segments and --hop need --sensor")
+        elif segments is not None or hop is not None or ring is not None:
+            raise BenchError("--segments, --hop and --ring need --sensor")
         main_emulate(run_dir, device, link=link, echo=lambda s: click.echo(s, nl=True),
                      corrupt=corrupt, drop=drop, stall=stall, stall_after=stall_after,
                      disconnect_after=disconnect_after, seed=seed, n_test=n_test, board=board,
                      reenumerate=reenumerate, score_offset=score_offset, sensor=track, hop=hop,
-                     speed=None if free_running else speed)
+                     speed=None if free_running else speed, ring=ring)
     except BenchError as e:
         _fail(str(e))
 

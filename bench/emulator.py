@@ -53,7 +53,7 @@ class Emulator:
                  disconnect_after: int | None = None, seed: int = 0, n_test: int | None = None,
                  board: str = "emulator", protocol_version: int = P.PROTOCOL_VERSION,
                  link: str | None = None, reenumerate: float | None = None, score_offset: int = 0,
-                 sensor=None, hop: int | None = None, speed: float | None = 1.0):
+                 sensor=None, hop: int | None = None, speed: float | None = 1.0, ring: int | None = None):
         from fedtiny.trainer.threshold import decide, dequantize  # the trainer's rule, as is
         from tflite_micro.python.tflite_micro import runtime
 
@@ -125,7 +125,7 @@ class Emulator:
             h = int(hop or sensor.facts.hop)
             if not 1 <= h <= model.window:
                 raise BenchError(f"--hop {h} must be 1 to the window ({model.window} samples)")
-            self.sensor = SensorDevice(sensor, model, h, self._invoke_live, speed=speed)
+            self.sensor = SensorDevice(sensor, model, h, self._invoke_live, speed=speed, ring=ring)
 
     # ------------------------------------------------------------ lifecycle
     def _open_pty(self) -> None:

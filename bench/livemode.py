@@ -33,7 +33,7 @@ from fedtiny.firmware.simsensor import Track
 
 class SensorDevice:
     def __init__(self, track: Track, model: L.LiveModel, hop: int, invoke, speed: float | None = None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, ring: int | None = None):
         f = track.facts
         if len(track) == 0:
             raise ValueError("an empty track")
@@ -42,7 +42,8 @@ class SensorDevice:
         self.rate = int(round(f.rate_hz))
         self.speed = speed
         self.clock = clock
-        self.ring_cap = model.window + self.hop
+        # a board's ring holds one window plus one hop; a larger one hides a loaded host's scheduling
+        self.ring_cap = int(ring) if ring else model.window + self.hop
         self.lost: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------ stream facts
@@ -147,7 +148,7 @@ class SensorDevice:
                 emit(P.format_message("beat", n=n, pred=cur, dropped=self._lost_before(n), us_last=us_last,
                                       us_max=us_max, budget=self.budget_us()))
                 beat_next += self.rate
-            if poll_stop(0.0):
+            if n % self.hop == 0 and poll_stop(0.0):
                 return
 
     def _lost_before(self, n: int) -> int:
@@ -193,7 +194,7 @@ class SensorDevice:
                 if len(buf) == per_line:
                     flush()
             done = limit is not None and self.produced >= limit and not self.ring
-            if done or poll_stop(0.0 if self.ring else self.wait_s()):
+            if done or ((not buf or not self.ring) and poll_stop(0.0 if self.ring else self.wait_s())):
                 self._sample(limit)
                 while self.ring:                      # what the ring still holds goes out
                     i = self.ring.popleft()
