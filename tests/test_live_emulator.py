@@ -33,6 +33,7 @@ class Reader:
                 msg = P.parse_line(line + b"\n")
                 assert msg is not None, line
                 out.append(msg)
+                self.last = msg
                 if done(msg):
                     return out
         raise AssertionError(f"no end after {len(out)} messages: {out[-3:]}")
@@ -40,6 +41,10 @@ class Reader:
 
 def _open(emu):
     ser = serial.Serial(emu.port_path, 115200, timeout=0.05)
+    end = time.monotonic() + 30
+    while emu.lines_sent < 2 and time.monotonic() < end:     # the boot banner and ready went out ...
+        time.sleep(0.01)
+    ser.reset_input_buffer()                                 # ... and are dropped: 'info' answers next
     rd = Reader(ser)
     ser.write(P.encode_command("info"))
     banner = rd.until(lambda m: isinstance(m, P.Banner))[-1]
@@ -53,7 +58,8 @@ def _live(emu, frames: int):
     with ser:
         assert banner.input == "sensor"
         ser.write(P.encode_command("live"))
-        out = rd.until(lambda m: isinstance(m, P.Beat) and m.n >= frames)
+        rd.until(lambda m: isinstance(m, P.Stream))     # (an answer to 'info' may still come first)
+        out = [rd.last] + rd.until(lambda m: isinstance(m, P.Beat) and m.n >= frames)
         ser.write(P.encode_command("stop"))
         out += rd.until(lambda m: isinstance(m, P.Ready))
     assert isinstance(out[0], P.Stream) and not any(isinstance(m, P.Error) for m in out)
