@@ -137,6 +137,12 @@ def live_decisions(counts: np.ndarray, model: LiveModel, hop: int, present: np.n
     return out
 
 
+def run_decisions(counts: np.ndarray, run_dir, device: int, hop: int,
+                  present: np.ndarray | None = None) -> list[Decision]:
+    """``live_decisions`` with the model of device ``device`` of the run ``run_dir``."""
+    return live_decisions(counts, LiveModel.from_run(run_dir, device), hop, present)
+
+
 def events(decisions: list[Decision]) -> list[Decision]:
     """The first decision and every decision whose class changed."""
     out: list[Decision] = []
