@@ -224,7 +224,8 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
                    "a larger ring hides a loaded host's scheduling delays.")
 def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after, disconnect_after,
             reenumerate, seed, score_offset, sensor, segments, sensor_seed, hop, speed, free_running, ring):
-    """Serve a device's model over a pseudo-terminal (protocol v2, latency clock=host).
+    """Serve a device's model over a pseudo-terminal (protocol v3, latency clock=host); with
+    --sensor also live mode and capture on a simulated sensor.
 
     Prints the pty path on the first line; bench it with `fedtiny bench --port PATH`."""
     from .emulator import main_emulate

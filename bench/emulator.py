@@ -1,4 +1,4 @@
-"""A fedtiny board emulated on a pseudo-terminal: protocol v2 served by the TFLM interpreter.
+"""A fedtiny board emulated on a pseudo-terminal: the serial protocol served by the TFLM interpreter.
 
 It runs exactly what the firmware embeds: the run's ``model_int8.tflite`` bytes under the
 tflite-micro interpreter (reference kernels) and the test split's ``x_int8`` / ``y`` (optionally
@@ -8,6 +8,10 @@ says ``clock=host`` and every bench output carries that label.
 
     with Emulator("runs/NAME", 3, corrupt=0.1) as emu:
         bench_device(emu.port_path, "runs/NAME", 3)
+
+With ``sensor=`` a ``firmware.simsensor.Track`` it is a board with sensor input (banner
+``input=sensor``): ``live`` and ``capture N`` play the track at the model rate (``livemode``:
+``hop``, ``speed`` of the virtual sample clock or None for free-running, ``ring`` frames).
 
 Faults for testing the host (all off by default, reproducible with ``seed``):
     corrupt=F         each line has one byte replaced with probability F (the newline is kept)
