@@ -181,3 +181,16 @@ def test_live_and_capture_need_a_sensor_and_stop_alone_is_ready(toy):
                 assert isinstance(out[0], P.Error) and out[0].code == "no_sensor"
             ser.write(P.encode_command("stop"))
             assert rd.until(lambda m: isinstance(m, P.Ready)) == [P.Ready()]
+
+
+def test_emulate_refuses_bad_sensor_options(toy):
+    from click.testing import CliRunner
+
+    from fedtiny.bench.cli import emulate
+
+    for args, msg in [(["--sensor", "builtin", "--segments", "LG:-1"], "positive"),
+                      (["--sensor", "builtin", "--segments", "pump:1"], "CLASS:SECONDS"),
+                      (["--sensor", str(toy / "nope.csv")], "does not exist"),
+                      (["--segments", "LG:1"], "need --sensor")]:
+        r = CliRunner().invoke(emulate, ["--run", str(toy), "--device", "3"] + args, catch_exceptions=False)
+        assert r.exit_code == 2 and r.output.count("error:") == 1 and msg in r.output, (args, r.output)

@@ -92,3 +92,18 @@ def test_twin_decides_as_the_host_on_the_embedded_windows(run):
     assert all((e.pred != 0) == (e.score >= m.threshold) for e in d)
     with pytest.raises(L.LiveError, match="frames must be"):
         L.live_decisions(np.zeros((10, 3), np.int16), m, 20)
+
+
+def test_mechanical_builtin_track_is_a_continuous_bearing_signal():
+    from fedtiny.trainer.data import mechanical as M
+
+    f = S.StreamFacts(M.SAMPLE_RATE_HZ, tuple(M.CHANNELS), tuple(float(v) for v in M.CHANNEL_SCALE), ("g",),
+                      M.WINDOW, M.WINDOW // 2, tuple(M.CLASS_NAMES), "mechanical", 0, 4)
+    segs = [(0, 0.25), (M.CLASS_NAMES.index("outer_race"), 0.25)]
+    a, b = S.builtin_track(f, segs, seed=1, device=2), S.builtin_track(f, segs, seed=1, device=2)
+    assert a.counts.shape == (6000, 1) and np.array_equal(a.counts, b.counts)
+    x = a.physical()[:, 0]
+    normal, outer = x[:3000], x[3000:]
+    # healthy about 0.07 g rms and kurtosis 3; an outer-race fault louder and impulsive (DATA.md)
+    assert 0.03 < M.rms(normal) < 0.2 and M.kurtosis(normal) < 4.5
+    assert M.rms(outer) > 1.5 * M.rms(normal) and M.kurtosis(outer) > 4.5
