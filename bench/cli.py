@@ -10,6 +10,7 @@ line on stderr, and no results file of the failed board.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -205,9 +206,26 @@ def bench(port, ports, all_, run, no_run, device, stream, out, timeout, baud, pa
 @click.option("--score-offset", type=click.IntRange(-255, 255), default=0, show_default=True, metavar="LSB",
               help="Add LSB to the normal-class output before deciding (a board whose kernels round "
                    "differently): small values give borderline decisions, large ones mismatches.")
+@click.option("--sensor", default=None, metavar="builtin|FILE",
+              help="Play a simulated sensor (live and capture work): the run's built-in generator "
+                   "(--segments), or a recording of a fleet folder (FLEET/DEVICE/FILE). Looped.")
+@click.option("--segments", default=None, metavar="CLASS:S,...",
+              help="Built-in sensor: classes and seconds to play [default: normal 2 s, first fault 2 s, normal 2 s].")
+@click.option("--sensor-seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the built-in sensor.")
+@click.option("--hop", type=click.IntRange(1), default=None,
+              help="Live: samples between decisions [default: the run's hop, else half the window].")
+@click.option("--speed", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Sample clock: frames come at SPEED x the model rate of host time; frames are lost "
+                   "while the host does not read (a full pty).")
+@click.option("--free-running", is_flag=True,
+              help="Sample clock: the next frame whenever the device wants one (nothing is ever lost).")
+@click.option("--ring", type=click.IntRange(1), default=None,
+              help="Frames the sensor's ring buffer holds [default: one window plus one hop, as a board]; "
+                   "a larger ring hides a loaded host's scheduling delays.")
 def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after, disconnect_after,
-            reenumerate, seed, score_offset):
-    """Serve a device's model over a pseudo-terminal (protocol v3, latency clock=host).
+            reenumerate, seed, score_offset, sensor, segments, sensor_seed, hop, speed, free_running, ring):
+    """Serve a device's model over a pseudo-terminal (protocol v3, latency clock=host); with
+    --sensor also live mode and capture on a simulated sensor.
 
     Prints the pty path on the first line; bench it with `fedtiny bench --port PATH`."""
     from .emulator import main_emulate
@@ -220,12 +238,139 @@ def emulate(run, device, n_test, board, link, corrupt, drop, stall, stall_after,
             stall_after = 0
         run_dir = _resolve_run(run, False)
         load_run_device(run_dir, device)
+        track = None
+        if sensor is not None:
+            from fedtiny.firmware.simsensor import SensorError, describe, track_for_run
+
+            try:
+                track = track_for_run(run_dir, device, recording=None if sensor == "builtin" else sensor,
+                                      segments=segments, seed=sensor_seed)
+            except SensorError as e:
+                raise BenchError(f"--sensor: {e}") from None
+            click.echo(f"sensor: {describe(track)}", err=True)
+        elif segments is not None or hop is not None or ring is not None:
+            raise BenchError("--segments, --hop and --ring need --sensor")
         main_emulate(run_dir, device, link=link, echo=lambda s: click.echo(s, nl=True),
                      corrupt=corrupt, drop=drop, stall=stall, stall_after=stall_after,
                      disconnect_after=disconnect_after, seed=seed, n_test=n_test, board=board,
-                     reenumerate=reenumerate, score_offset=score_offset)
+                     reenumerate=reenumerate, score_offset=score_offset, sensor=track, hop=hop,
+                     speed=None if free_running else speed, ring=ring)
     except BenchError as e:
         _fail(str(e))
+
+
+def _class_names(run, device) -> list[str] | None:
+    """Class names of --run/--device (None without --run)."""
+    if run is None:
+        return None
+    if device is None:
+        raise BenchError("--run needs --device (the device the board runs)")
+    from .rundata import load_run_device
+
+    return [str(c) for c in load_run_device(Path(run), device).info["class_names"]]
+
+
+@click.command("monitor")
+@click.option("--port", required=True, help="Serial port of a board with sensor input (or the emulator's pty).")
+@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after SECONDS of host time [default: until Ctrl-C].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the stream line and every event and beat as JSON lines (FILE.jsonl).")
+@click.option("--run", type=click.Path(file_okay=False), default=None,
+              help="Run directory whose device the board runs: names the classes.")
+@click.option("--device", type=int, default=None, help="Device of --run.")
+@click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True, help="Serial baud rate.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True,
+              help="Seconds of silence before giving up (a beat is due every second of samples).")
+def monitor(port, seconds, out, run, device, baud, timeout):
+    """Watch a board classify its sensor: `live` mode, shown as it comes (current class, recent
+    events, dropped samples, latency against the hop budget); `stop` at the end or on Ctrl-C.
+
+    With --out, every event and beat is a JSON line (written whole, so an interrupted monitor leaves
+    a valid file). Exit 0 when done, 130 on Ctrl-C, 2 on error."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from .livehost import monitor as run_monitor
+
+    err = Console(stderr=True)
+    live = Live(console=err, auto_refresh=False, transient=False) if err.is_terminal else None
+    state = {"t": 0.0}
+
+    def show(st, clock):
+        if live is not None and time.monotonic() - state["t"] > 0.2:
+            state["t"] = time.monotonic()
+            live.update(st.table(port, clock), refresh=True)
+
+    interrupted = False
+    st = None
+    try:
+        names = _class_names(run, device)
+        if live is not None:
+            live.start()
+        try:
+            st = run_monitor(port, seconds, out, baud, timeout, names, show)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if live is not None:
+                live.stop()
+    except BenchError as e:
+        _fail(str(e))
+    if st is not None:
+        ev = ", ".join(f"{e.n / st.stream.rate_hz:.2f} s {st.name(e.pred)}" for e in st.events[-10:])
+        click.echo(f"{port}: {st.n} samples ({st.n / st.stream.rate_hz:.1f} s), {len(st.events)} events"
+                   f"{': ' + ev if ev else ''}; dropped {st.dropped}; latency max {st.us_max} of a "
+                   f"{st.budget} budget")
+    if out is not None:
+        click.echo(f"wrote {out}")
+    if interrupted:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+
+
+@click.command("capture")
+@click.option("--port", required=True, help="Serial port of a board with sensor input (or the emulator's pty).")
+@click.option("--label", required=True, help="Class of what the sensor sees now (a class of the fleet).")
+@click.option("--seconds", type=click.FloatRange(0, min_open=True), required=True, help="Length of the recording.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Device folder of a fleet folder (FLEET/DEVICE/); created with FLEET/fleet.toml if absent.")
+@click.option("--run", type=click.Path(file_okay=False), default=None,
+              help="Run directory whose device the board runs: channel names, full scale and units per "
+                   "channel (needed when the board's channels differ in scale or unit).")
+@click.option("--device", type=int, default=None, help="Device of --run.")
+@click.option("--channels", default=None, metavar="A,B,...",
+              help="Channel names [default: --run's, else fleet.toml's, else ch0, ch1, ...].")
+@click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
+              help="Expected sample rate (Hz): refuse a board that streams another one.")
+@click.option("--gaps", type=click.Choice(["split", "refuse"]), default="split", show_default=True,
+              help="Lost frames: write each stretch between gaps as its own recording, or write nothing.")
+@click.option("--baud", type=int, default=DEFAULT_BAUD, show_default=True, help="Serial baud rate.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True,
+              help="Seconds of silence before giving up.")
+def capture(port, label, seconds, out, run, device, channels, rate, gaps, baud, timeout):
+    """Record labelled sensor data from a board into a fleet folder: `capture`, every frame line
+    CRC-checked and its counter checked for continuity, then one CSV recording (channel-name header,
+    physical units) and its labels.csv line.
+
+    Lost frames are reported and never interpolated (--gaps). A recording appears whole or not at
+    all: temporary files renamed, labels.csv replaced last. Exit 0 done, 130 on Ctrl-C, 2 on error."""
+    from fedtiny.trainer.data.fleet import DataError
+
+    from .livehost import run_capture
+
+    try:
+        paths, report = run_capture(port, label, seconds, out, run=run, device=device, channels=channels,
+                                    rate=rate, gaps=gaps, baud=baud, timeout=timeout)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted (nothing written)", err=True)
+        sys.exit(130)
+    except (BenchError, DataError) as e:
+        _fail(str(e))
+    for line in report:
+        click.echo(line, err=True)
+    for p in paths:
+        click.echo(f"wrote {p}")
 
 
 @click.command("personalize")

@@ -1,4 +1,4 @@
-"""A fedtiny board emulated on a pseudo-terminal: protocol v3 served by the TFLM interpreter.
+"""A fedtiny board emulated on a pseudo-terminal: the serial protocol served by the TFLM interpreter.
 
 It runs exactly what the firmware embeds: the run's ``model_int8.tflite`` bytes under the
 tflite-micro interpreter (reference kernels) and the test split's ``x_int8`` / ``y`` (optionally
@@ -8,6 +8,10 @@ says ``clock=host`` and every bench output carries that label.
 
     with Emulator("runs/NAME", 3, corrupt=0.1) as emu:
         bench_device(emu.port_path, "runs/NAME", 3)
+
+With ``sensor=`` a ``firmware.simsensor.Track`` it is a board with sensor input (banner
+``input=sensor``): ``live`` and ``capture N`` play the track at the model rate (``livemode``:
+``hop``, ``speed`` of the virtual sample clock or None for free-running, ``ring`` frames).
 
 Faults for testing the host (all off by default, reproducible with ``seed``):
     corrupt=F         each line has one byte replaced with probability F (the newline is kept)
@@ -52,7 +56,8 @@ class Emulator:
                  stall: float = 0.0, stall_after: int | None = None,
                  disconnect_after: int | None = None, seed: int = 0, n_test: int | None = None,
                  board: str = "emulator", protocol_version: int = P.PROTOCOL_VERSION,
-                 link: str | None = None, reenumerate: float | None = None, score_offset: int = 0):
+                 link: str | None = None, reenumerate: float | None = None, score_offset: int = 0,
+                 sensor=None, hop: int | None = None, speed: float | None = 1.0, ring: int | None = None):
         from fedtiny.trainer.threshold import decide, dequantize  # the trainer's rule, as is
         from tflite_micro.python.tflite_micro import runtime
 
@@ -105,6 +110,26 @@ class Emulator:
         self.master = self.slave = None
         self.port_path: str | None = None
         self.disconnected = False
+        self._rx = bytearray()
+        self._while_blocked = None              # called while a write waits for the host to read
+        self._rx_overflow = False
+        self.sensor = None                      # a livemode.SensorDevice when a track is played
+        if sensor is not None:
+            from fedtiny.live import LiveError, LiveModel
+
+            from .livemode import SensorDevice
+
+            try:
+                model = LiveModel.from_run(run_dir, device)
+            except LiveError as e:
+                raise BenchError(str(e)) from None
+            if len(sensor.facts.channels) != model.channels or sensor.facts.window != model.window:
+                raise BenchError(f"the sensor track has {len(sensor.facts.channels)} channels and windows of "
+                                 f"{sensor.facts.window}; the model wants {model.channels} and {model.window}")
+            h = int(hop or sensor.facts.hop)
+            if not 1 <= h <= model.window:
+                raise BenchError(f"--hop {h} must be 1 to the window ({model.window} samples)")
+            self.sensor = SensorDevice(sensor, model, h, self._invoke_live, speed=speed, ring=ring)
 
     # ------------------------------------------------------------ lifecycle
     def _open_pty(self) -> None:
@@ -179,8 +204,10 @@ class Emulator:
                 n = os.write(fd, view)
                 view = view[n:]
             except BlockingIOError:
+                if self._while_blocked is not None:
+                    self._while_blocked()        # the sensor's interrupt runs on while the UART blocks
                 try:
-                    select.select([], [fd], [], 0.1)
+                    select.select([], [fd], [], 0.01 if self._while_blocked is not None else 0.1)
                 except (OSError, ValueError):
                     return
             except OSError:
@@ -213,7 +240,8 @@ class Emulator:
                                 device_id=self.device, model_hash=self.model_hash,
                                 arena_bytes=self.arena_bytes, threshold=self.threshold,
                                 threshold_origin=self.threshold_origin, n_test=len(self.y),
-                                n_classes=self.n_classes, clock="host")
+                                n_classes=self.n_classes, clock="host",
+                                input="sensor" if self.sensor is not None else "windows")
 
     def invoke(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         self.interp.set_input(np.asarray(x, np.int8).reshape(self.input_shape), 0)
@@ -225,10 +253,73 @@ class Emulator:
             q[0] = np.int8(np.clip(int(q[0]) + self.score_offset, -128, 127))
         return q, int(micros)
 
+    def _invoke_live(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        return self.invoke(x)
+
+    def _poll_stop(self, timeout: float) -> bool:
+        """During live/capture: True once a ``stop`` line arrived (or the emulator stops); any other
+        command line is ignored, as on a board. Waits up to ``timeout`` s for input."""
+        while True:
+            if self._stop.is_set() or self.disconnected:
+                return True
+            line = self._next_line()
+            if line is None:
+                break
+            if line is not False:
+                cmd = P.parse_command(line)
+                self.commands.append(cmd.type)
+                if cmd.type == P.CMD_STOP:
+                    return True
+        fd = self.master
+        if fd is None:
+            return True
+        try:
+            r, _, _ = select.select([fd], [], [], timeout)
+            if r:
+                self._rx.extend(os.read(fd, 4096))
+        except BlockingIOError:
+            pass
+        except (OSError, ValueError):
+            return self._stop.is_set()
+        return False
+
+    def _next_line(self):
+        """The next complete command line from the input buffer (without its newline), False for
+        an overlong line (answered by the caller or ignored), None when no line is complete."""
+        nl = self._rx.find(b"\n")
+        if nl < 0:
+            if len(self._rx) > P.CMD_MAX_LINE - 1:
+                self._rx_overflow = True
+                del self._rx[:]
+            return None
+        line = bytes(self._rx[:nl])
+        del self._rx[:nl + 1]
+        if self._rx_overflow or len(line) > P.CMD_MAX_LINE - 1:
+            self._rx_overflow = False
+            return False
+        return line
+
     def handle(self, line: bytes) -> None:
         cmd = P.parse_command(line)
         self.commands.append(cmd.type)
         if cmd.type == P.CMD_NONE:
+            return
+        if cmd.type in (P.CMD_LIVE, P.CMD_CAPTURE):
+            if self.sensor is None:
+                self.emit(P.format_error("no_sensor", "this emulator plays no sensor (fedtiny emulate --sensor)"))
+            else:
+                self._while_blocked = self.sensor.tick
+                try:
+                    if cmd.type == P.CMD_LIVE:
+                        self.sensor.live(self.emit, self._poll_stop)
+                    else:
+                        self.sensor.capture(cmd.count, self.emit, self._poll_stop)
+                finally:
+                    self._while_blocked = None
+            self.emit(P.format_ready())
+            return
+        if cmd.type == P.CMD_STOP:
+            self.emit(P.format_ready())
             return
         if cmd.type == P.CMD_INFO:
             self.emit(self.banner())
@@ -280,8 +371,6 @@ class Emulator:
     def _serve_loop(self) -> None:
         self.emit(self.banner())       # boot: banner, ready
         self.emit(P.format_ready())
-        buf = bytearray()
-        overflow = False
         while not self._stop.is_set() and not self.disconnected:
             fd = self.master           # only this thread replaces it while serving
             if fd is None:
@@ -293,27 +382,21 @@ class Emulator:
             if not r:
                 continue
             try:
-                data = os.read(fd, 4096)
+                self._rx.extend(os.read(fd, 4096))
             except BlockingIOError:
                 continue
             except OSError:
                 time.sleep(0.05)       # no reader on the slave side right now
                 continue
-            for b in data:
-                if b == 0x0A:
-                    if overflow:
-                        self.emit(P.format_error("too_long", f"command over {P.CMD_MAX_LINE - 1} chars"))
-                        self.emit(P.format_ready())
-                    else:
-                        self.handle(bytes(buf))
-                    buf.clear()
-                    overflow = False
-                elif len(buf) < P.CMD_MAX_LINE - 1:
-                    buf.append(b)
+            while not self.disconnected and not self._stop.is_set():
+                line = self._next_line()
+                if line is None:
+                    break
+                if line is False:
+                    self.emit(P.format_error("too_long", f"command over {P.CMD_MAX_LINE - 1} chars"))
+                    self.emit(P.format_ready())
                 else:
-                    overflow = True
-                if self.disconnected or self._stop.is_set():
-                    return
+                    self.handle(line)
 
 
 def main_emulate(run_dir, device: int, link: str | None = None, echo=print, **faults) -> None:
@@ -331,8 +414,12 @@ def main_emulate(run_dir, device: int, link: str | None = None, echo=print, **fa
     try:
         echo(emu.port_path)
         where = f" (also {link})" if link else ""
+        live = ""
+        if emu.sensor is not None:
+            speed = "free-running" if emu.sensor.speed is None else f"clock x {emu.sensor.speed:g}"
+            live = f", simulated sensor at {emu.sensor.rate} Hz ({speed})"
         echo(f"emulating device {device} of {run_dir} on {emu.port_path}{where}: protocol "
-             f"v{P.PROTOCOL_VERSION}, {len(emu.y)} test windows, latency clock=host; Ctrl-C to stop")
+             f"v{P.PROTOCOL_VERSION}, {len(emu.y)} test windows{live}, latency clock=host; Ctrl-C to stop")
         emu.wait()
         if emu.disconnected:
             echo(f"disconnected after {emu.lines_sent} lines (--disconnect-after)")

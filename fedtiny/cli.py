@@ -1,5 +1,5 @@
-"""The ``fedtiny`` command line: train, build, flash, bench, emulate, personalize, compare, ablate,
-report, demo, server, site, data.
+"""The ``fedtiny`` command line: train, build, flash, bench, emulate, monitor, capture, personalize,
+compare, ablate, report, demo, server, site, data.
 
 Subcommands load lazily so that ``fedtiny --help`` answers without importing TensorFlow.
 """
@@ -22,6 +22,8 @@ LAZY = {
     "flash": ("fedtiny.codegen.cli", "flash"),
     "bench": ("fedtiny.bench.cli", "bench"),
     "emulate": ("fedtiny.bench.cli", "emulate"),
+    "monitor": ("fedtiny.bench.cli", "monitor"),
+    "capture": ("fedtiny.bench.cli", "capture"),
     "personalize": ("fedtiny.bench.cli", "personalize"),
     "compare": ("fedtiny.experiments_cli", "compare"),
     "ablate": ("fedtiny.experiments_cli", "ablate"),
@@ -37,6 +39,8 @@ SHORT_HELP = {
     "flash": "Upload a device's firmware with PlatformIO, or run it on QEMU (qemu-m4).",
     "bench": "Benchmark one board, several, or an emulated one over serial.",
     "emulate": "Serve a device's model over a pseudo-terminal (protocol v3).",
+    "monitor": "Watch a board with sensor input classify live: events, dropped samples, latency.",
+    "capture": "Record labelled sensor data from a board into a fleet folder.",
     "personalize": "Phase 3 on a board: train its float32 head there, compare with the host twin.",
     "compare": "Fed-Meta-Align vs baselines over seeds: table, JSON and plots.",
     "ablate": "Fed-Meta-Align ablations (Phase 1, floor c, splits): table, JSON and plots.",

@@ -27,6 +27,8 @@ PAGES = {
     "data": "reference/fleet-folder.md",
     "data export": "tutorials/own-fleet.md",
     "personalize": "board-learning.md",
+    "monitor": "monitor-capture.md",
+    "capture": "monitor-capture.md",
 }
 
 

@@ -941,3 +941,120 @@ def load_fleet_dir(cfg, cache: bool = True) -> Fleet:
     f.name = root.name
     f.info.update(path=str(root), device_names=names, unlabelled=unlabelled, **geo.ms())
     return f
+
+
+# -------------------------------------------------------------------------------------------------
+# Writer: recordings added to one device folder (fedtiny capture)
+
+def _check_label(label: str) -> str:
+    lab = str(label).strip()
+    if not lab or any(c in lab for c in ',"\r\n') or lab != label:
+        raise DataError(f"label {label!r} must be a non-empty name without commas, quotes or surrounding spaces")
+    return lab
+
+
+def capture_spec(root, rate_hz: float, channels: list[str], units: dict, label: str,
+                 classes: list[str] | None = None) -> tuple[FleetSpec, dict | None]:
+    """Check a new recording of ``channels`` at ``rate_hz`` Hz (``units`` {channel: unit}, "" or
+    "_" unknown) labelled ``label`` against the fleet folder ``root``: its fleet.toml's rate_hz,
+    channels and units must agree, and the label must be in its vocabulary (fleet.toml ``classes``
+    when it lists them, else any name: the vocabulary grows with the labels). Returns (the spec,
+    the fleet.toml values to write when there is none yet, else None); DataError otherwise.
+    ``classes`` (normal first, e.g. a run's class names): the vocabulary a new fleet.toml gets,
+    and the label must be one of them."""
+    root = Path(root)
+    _check_label(label)
+    if classes is not None and label not in classes:
+        raise DataError(f"label {label!r} is not a class of the run ({', '.join(classes)})")
+    path = root / "fleet.toml"
+    if not path.is_file():
+        known = {c: u for c, u in units.items() if u and u != "_"}
+        new = {"rate_hz": float(rate_hz), "channels": list(channels)}
+        if classes:
+            new.update(normal=classes[0], classes=list(classes))
+        return FleetSpec(), {**new, "units": known}
+    spec = read_spec(root)
+    if spec.rate_hz is None:
+        raise DataError(f"{path} has no rate_hz, so a CSV recording's rate would be unknown; add rate_hz = "
+                        f"{float(rate_hz)!r} (the board's rate)")
+    if abs(spec.rate_hz - float(rate_hz)) > 1e-9 * spec.rate_hz:
+        raise DataError(f"the board streams at {float(rate_hz):g} Hz, {path} says rate_hz = {spec.rate_hz:g}: "
+                        "capture into a fleet folder of that rate, or change the board's rate")
+    if spec.channels is not None and list(spec.channels) != list(channels):
+        raise DataError(f"the recording's channels {', '.join(channels)} differ from {path}'s "
+                        f"{', '.join(spec.channels)}")
+    for c in channels:
+        have, want = unit_name(spec.units.get(c)), unit_name(units.get(c) if units.get(c) != "_" else "")
+        if have and want and have != want:
+            raise DataError(f"channel {c}: the board streams {want!r}, {path} says {have!r}")
+    if spec.classes is not None and label not in spec.classes:
+        raise DataError(f"label {label!r} is not in {path}'s classes ({', '.join(spec.classes)})")
+    return spec, None
+
+
+def _fleet_toml(values: dict, full_scale: dict) -> str:
+    text = "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items() if k != "units")
+    if values.get("units"):
+        text += "\n[units]\n" + "".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in values["units"].items())
+    if full_scale:
+        text += "\n[full_scale]\n" + "".join(f"{json.dumps(k)} = {float(v)!r}\n" for k, v in full_scale.items())
+    return text
+
+
+def csv_text(x: np.ndarray, channels: list[str]) -> str:
+    """A CSV recording: the channel-name header, then one row per frame, values with 9 significant
+    digits (an int16 count times its scale reads back to the same count)."""
+    buf = io.StringIO()
+    buf.write(",".join(channels) + "\n")
+    np.savetxt(buf, np.asarray(x, np.float64).reshape(len(x), len(channels)), fmt="%.9g", delimiter=",")
+    return buf.getvalue()
+
+
+def add_recordings(folder, label: str, parts: list[np.ndarray], channels: list[str], rate_hz: float,
+                   units: dict, full_scale: dict, stem: str, classes: list[str] | None = None) -> list[str]:
+    """Add recordings (``parts``: arrays (n_i, C) in physical units, one file each) labelled ``label``
+    to the device folder ``folder`` of a fleet folder: ``capture_spec`` first (fleet.toml written
+    when absent: rate_hz, channels, units, full_scale), then each ``STEM.csv`` (``STEM-pK.csv`` for
+    several parts), then one ``labels.csv`` line per file (whole recording). Every file is written
+    to a temporary name and renamed; labels.csv is replaced last, so a failure (full disk,
+    interruption) leaves the folder as it was: written recordings are removed again and the folder
+    and fleet.toml, when this call created them, too. Returns the file names."""
+    from ..rundir import atomic_write
+
+    folder = Path(folder)
+    root = folder.parent
+    _, new_spec = capture_spec(root, rate_hz, channels, units, label, classes)
+    if not parts or any(len(p) == 0 for p in parts):
+        raise DataError("nothing to write (an empty recording)")
+    names = [f"{stem}.csv"] if len(parts) == 1 else [f"{stem}-p{i + 1}.csv" for i in range(len(parts))]
+    for n in names:
+        if (folder / n).exists():
+            raise DataError(f"{folder / n} exists; not overwriting a recording")
+    labels_path = folder / "labels.csv"
+    old_labels = labels_path.read_bytes() if labels_path.is_file() else None
+    made_root, made_folder = not root.exists(), not folder.exists()
+    written: list[Path] = []
+    wrote_spec = False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if new_spec is not None:
+            atomic_write(root / "fleet.toml", lambda fh: fh.write(_fleet_toml(new_spec, full_scale).encode()))
+            wrote_spec = True
+        for n, x in zip(names, parts):
+            atomic_write(folder / n, lambda fh, x=x: fh.write(csv_text(x, channels).encode()))
+            written.append(folder / n)
+        text = old_labels.decode("utf-8-sig") if old_labels is not None else "file,label,start_s,end_s\n"
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += "".join(f"{n},{label}\n" for n in names)
+        atomic_write(labels_path, lambda fh: fh.write(text.encode("utf-8")))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        if wrote_spec:
+            (root / "fleet.toml").unlink(missing_ok=True)
+        for d, made in ((folder, made_folder), (root, made_root)):
+            if made:
+                shutil.rmtree(d, ignore_errors=True)
+        raise
+    return names
