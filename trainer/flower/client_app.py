@@ -79,3 +79,18 @@ def hello(msg: Message, context: Context) -> Message:
 @app.query("finalize")
 def finalize(msg: Message, context: Context) -> Message:
     return _answer("finalize", msg, context)
+
+
+@app.query("head_join")
+def head_join(msg: Message, context: Context) -> Message:
+    return _answer("head_join", msg, context)
+
+
+@app.query("head_round")
+def head_round(msg: Message, context: Context) -> Message:
+    return _answer("head_round", msg, context)
+
+
+@app.query("head_final")
+def head_final(msg: Message, context: Context) -> Message:
+    return _answer("head_final", msg, context)
