@@ -140,7 +140,7 @@ def run_heads(backend, job: dict, note=print) -> dict:
         m = rep.metrics
         final[str(rep.device)] = {key: m.get(key) for key in ("n", "n_val", "threshold", "test", "accuracy",
                                                                "false_alarm_rate", "losses", "step_units",
-                                                               "plan_bytes", "clock")}
+                                                               "plan_bytes", "clock", "rejoined")}
         note(f"Phase 3 on the board of device {rep.device}: test accuracy {m.get('accuracy')}, false alarms "
              f"{m.get('false_alarm_rate')}")
     arrays["global"] = theta
