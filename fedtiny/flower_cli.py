@@ -121,7 +121,6 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     if given:
         raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need(s) --board-run RUN")
     from fedtiny.trainer.config import TrainConfig
-    from fedtiny.trainer.flower import processes as fp
     from fedtiny.trainer.flower.server_app import Deployed
     from fedtiny.trainer.pipeline import Run
 
@@ -138,23 +137,7 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
         out = Path("runs") / f"{name}-{cfg.method}-s{cfg.seed}"
     out = out.absolute()
     certs = _certs(ssl_certfile, ssl_keyfile, ssl_ca_certfile)
-    if superlink_addr:
-        try:
-            link_host, link_port = fp.split_address(superlink_addr)
-        except ValueError as e:
-            raise UserError(f"--superlink: {e}") from None
-    else:
-        link_host, link_port = host, port
-    _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
-               "the SuperLink")
-    sites = _sites(sites_file, link_host, cfg.devices, insecure, cfg.device_names if cfg.public else None)
-    if not superlink_addr:
-        try:
-            fp.check_bindable(host, port)
-        except OSError as e:
-            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); another "
-                            "program holds it: choose another --port, or give --superlink HOST:PORT to use a "
-                            "running SuperLink") from None
+    sites = _connection(host, port, superlink_addr, insecure, certs, ssl_ca_certfile, sites_file, cfg)
     run = Run(cfg, out, resume, backend=Deployed(None, timeout, wait), min_sites=min_sites)   # checks only
     if resume and (done := run.finished_report()) is not None:
         click.echo(f"{out} is already finished; nothing to resume (its report follows)")
@@ -223,13 +206,39 @@ def _certs(ssl_certfile, ssl_keyfile, ssl_ca_certfile) -> dict | None:
     return None
 
 
+def _connection(host: str, port: int, superlink_addr: str | None, insecure: bool, certs: dict | None,
+                ssl_ca_certfile, sites_file, cfg) -> dict | None:
+    """Check the server's connection options before anything starts: --superlink's address, TLS
+    (or --insecure on loopback), --sites against the run's devices, and that HOST:PORT is free;
+    returns --sites' keys by device (None without it)."""
+    from fedtiny.trainer.flower import processes as fp
+
+    if superlink_addr:
+        try:
+            link_host, _ = fp.split_address(superlink_addr)
+        except ValueError as e:
+            raise UserError(f"--superlink: {e}") from None
+    else:
+        link_host = host
+    _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
+               "the SuperLink")
+    sites = _sites(sites_file, link_host, cfg.devices, insecure, cfg.device_names if cfg.public else None)
+    if not superlink_addr:
+        try:
+            fp.check_bindable(host, port)
+        except OSError as e:
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); another "
+                            "program holds it: choose another --port, or give --superlink HOST:PORT to use a "
+                            "running SuperLink") from None
+    return sites
+
+
 def _board_server(run_dir: Path, board: dict, out, host, port, superlink_addr, insecure, ssl_certfile, ssl_keyfile,
                   ssl_ca_certfile, sites_file, min_sites, timeout, wait, work) -> None:
     """``fedtiny server --board-run``: the job of ``trainer/flower/head_rounds.py`` on run_dir's boards."""
     from fedtiny.codegen.compiled.head import global_head
     from fedtiny.codegen.errors import CodegenError
     from fedtiny.trainer.config import TrainConfig
-    from fedtiny.trainer.flower import processes as fp
     from fedtiny.trainer.rundir import RunFileError, device_dir, read_json
 
     run_dir = run_dir.absolute()
@@ -250,22 +259,7 @@ def _board_server(run_dir: Path, board: dict, out, host, port, superlink_addr, i
 
     out = (out or run_dir / "board-sites").absolute()
     certs = _certs(ssl_certfile, ssl_keyfile, ssl_ca_certfile)
-    if superlink_addr:
-        try:
-            link_host, _ = fp.split_address(superlink_addr)
-        except ValueError as e:
-            raise UserError(f"--superlink: {e}") from None
-    else:
-        link_host = host
-    _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
-               "the SuperLink")
-    sites = _sites(sites_file, link_host, cfg.devices, insecure, cfg.device_names if cfg.public else None)
-    if not superlink_addr:
-        try:
-            fp.check_bindable(host, port)
-        except OSError as e:
-            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); choose another "
-                            "--port") from None
+    sites = _connection(host, port, superlink_addr, insecure, certs, ssl_ca_certfile, sites_file, cfg)
     w1 = head[0]
     job = {"kind": "heads", "cfg": cfg.to_dict(), "run_dir": str(run_dir), "out": str(out),
            "head_shape": [int(w1.shape[0]), int(w1.shape[1]), int(head[2].shape[1])],

@@ -299,3 +299,19 @@ def test_refuse_head_names_what_is_wrong():
     assert "shape" in refuse_head(Reply(0, [np.zeros(5, np.int32)], {"n": 7}), 5, 7)
     assert "non-finite" in refuse_head(Reply(0, [np.array([0, 0, np.nan, 0, 0], np.float32)], {"n": 7}), 5, 7)
     assert "at join" in refuse_head(Reply(0, [ok], {"n": 9}), 5, 7)
+
+
+def test_board_run_options_are_checked_before_anything_starts(tmp_path):
+    from click.testing import CliRunner
+
+    from fedtiny.cli import main
+
+    def run(*args):
+        r = CliRunner().invoke(main, ["server", "--insecure", *args])
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.output
+        return lines[0]
+
+    assert "drop --rounds" in run("--board-run", str(tmp_path), "--rounds", "3")
+    assert "--head-rounds need(s) --board-run" in run("--head-rounds", "2")
+    assert "not a finished run" in run("--board-run", str(tmp_path))
