@@ -28,6 +28,7 @@ Nothing here trains on the host: the host only quantizes windows and moves bytes
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import numpy as np
 
@@ -38,7 +39,6 @@ from .personalize import BoardReset, HeadLink
 from .rundata import BenchError
 
 KINDS = ("head_join", "head_round", "head_final")
-BETWEEN_IDLE = 0.2       # seconds of silence that end the look for a banner between requests
 
 
 class BoardSite:
@@ -82,20 +82,29 @@ class BoardSite:
             self.session = None
 
     def _link(self) -> HeadLink:
-        """The board's link for one request: reopened when the last request lost it; a banner
-        that arrived since the last request means the board reset and forgot its windows."""
+        """The board's link for one request, synchronised: reopened when the last request lost it,
+        then a line with a fresh nonce is sent and every line up to its error and 'ready' is
+        dropped (late answers to an interrupted command included), so that no old line is read as
+        an answer. A boot banner among them means the board reset since the last request and
+        forgot its windows."""
         if self.session is None:
             self.open()
         link = self.session.link
+        nonce = f"sync{secrets.token_hex(4)}"
+        link.write((nonce + "\n").encode("ascii"))
+        seen = False
         while True:
-            msg = link.next_message(idle=BETWEEN_IDLE)
+            msg = link.next_message(idle=self.idle)
             if msg is None:
-                break
+                raise BenchError(f"{self.port}: no answer to a synchronisation line for {self.idle:g}s")
             if isinstance(msg, (P.Banner, P.ForeignBanner)):
                 if self.joined is not None:
                     self.log(f"board {self.port} reset since the last request; sending its windows again")
                 self.joined = None
-        return HeadLink(self.session, self.idle)
+            elif isinstance(msg, P.Error) and nonce in msg.detail:
+                seen = True
+            elif seen and isinstance(msg, P.Ready):
+                return HeadLink(self.session, self.idle)
 
     # --- the service (``site_worker.SiteWorker`` calls these) --------------------------------
     def hello(self, fallback: int | None, run: dict | None = None) -> int:
@@ -145,7 +154,7 @@ class BoardSite:
         key = _join_key(config, run)
         if self._windows is None or self._windows[0] != key:
             cfg = self.data._cfg(run)
-            if getattr(cfg, "frontend", "raw") not in (None, "raw", "none"):
+            if cfg.frontend != "raw":         # not checked on a board yet: refused rather than guessed
                 raise BenchError("a board site sends raw windows; this run's model takes front-end features")
             s = self.data.data(cfg, device).splits
             scale, zp = float(config["input_scale"]), int(config["input_zero_point"])

@@ -23,7 +23,6 @@ import json
 import os
 import select
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -52,27 +51,6 @@ def _qemu_board(mon: Path):
     args = list(board.qemu["args"])
     args[args.index("-monitor") + 1] = f"unix:{mon},server,nowait"
     return Board({**board.data, "qemu": {**board.qemu, "args": args}}, board.path)
-
-
-def _monitor(path: Path, command: str, timeout: float = 30.0) -> str:
-    """One command to QEMU's human monitor; returns its output (up to the next prompt)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(str(path))
-    buf = b""
-    try:
-        for send in (None, command):
-            if send is not None:
-                s.sendall(send.encode() + b"\n")
-            while b"(qemu)" not in buf:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-            out, _, buf = buf.partition(b"(qemu)")
-    finally:
-        s.close()
-    return out.decode(errors="replace")
 
 
 class ResetRelay:
@@ -111,7 +89,9 @@ class ResetRelay:
                 while b"\n" in pending:
                     line, _, pending = pending.partition(b"\n")
                     if line.startswith(b"htrain") and self.resets == 0:
-                        _monitor(self.mon, "system_reset")
+                        from fedtiny.codegen.qemu import monitor
+
+                        monitor(self.mon, "system_reset", timeout=60.0)
                         self.resets += 1
                     os.write(self.board, line + b"\n")
 
@@ -243,10 +223,10 @@ def test_three_qemu_boards_federate_their_heads(small_run, board_elfs, tmp_path)
     np.testing.assert_allclose(heads["global"], twin, rtol=0, atol=1e-6)
     # Phase 3 ran on every board from it (device 1's board got its windows again first): the
     # personalized heads and thresholds are the twin's; the embedded test windows were counted
-    assert rec["phase3"]["1"]["rejoined"] is True and rec["phase3"]["0"]["rejoined"] is False
     for k in range(3):
         m = rec["phase3"][str(k)]
-        assert "error" not in m and m["test"]["n"] == 2 and m["clock"] == "icount", m
+        assert "error" not in m and m["test"]["n"] == 2 and m["clock"] == "icount", (m, site1[-3000:])
+        assert m["rejoined"] is (k == 1), m
         np.testing.assert_allclose(heads[f"device{k}"], twin_final[k][0], rtol=0, atol=1e-6)
         assert abs(m["threshold"] - twin_final[k][1]) <= 1e-6, (k, m["threshold"], twin_final[k][1])
 

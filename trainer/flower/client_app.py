@@ -16,7 +16,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from .messages import parse_request, reply_content
+from .messages import HEAD_KINDS, parse_request, reply_content
 
 app = ClientApp()
 
@@ -81,16 +81,14 @@ def finalize(msg: Message, context: Context) -> Message:
     return _answer("finalize", msg, context)
 
 
-@app.query("head_join")
-def head_join(msg: Message, context: Context) -> Message:
-    return _answer("head_join", msg, context)
+
+def _relay(kind: str):
+    def handler(msg: Message, context: Context) -> Message:
+        return _answer(kind, msg, context)
+
+    handler.__name__ = kind
+    return handler
 
 
-@app.query("head_round")
-def head_round(msg: Message, context: Context) -> Message:
-    return _answer("head_round", msg, context)
-
-
-@app.query("head_final")
-def head_final(msg: Message, context: Context) -> Message:
-    return _answer("head_final", msg, context)
+for _kind in HEAD_KINDS:       # a board site's requests (fedtiny server --board-run)
+    app.query(_kind)(_relay(_kind))

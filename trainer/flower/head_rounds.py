@@ -16,6 +16,9 @@ a window. The steps, each one Flower request per site:
    median, weights capped at ``weight_cap``); a round without a usable reply keeps the global head.
 3. Phase 3 on every board (``head_final``): the same from the final global head with
    ``phase3_epochs``, then the threshold on its validation windows and its test windows' counts.
+   As a host Phase 3 does, it waits up to ``wait`` seconds for a joined site that is not connected
+   (one whose last reply failed is asked again who it is); a round, like a Phase-2 round, goes on
+   with the sites that are connected.
 
 Seeds: device k's board trains round r (1..N) with seed (S * 1000003 + 1009 k + r) mod 2^31, and
 Phase 3 with r = 0, S being the run's seed. Results: ``OUT/federation.json`` (settings, each round's
@@ -130,7 +133,7 @@ def run_heads(backend, job: dict, note=print) -> dict:
     final = {}
     tasks = [Task(d, [theta], {**dev_config(d), "phase": "head_final", "epochs": int(job["phase3_epochs"]),
                                "seed": head_seed(seed, d, 0)}) for d in sorted(joined)]
-    for rep in backend.ask("head_final", tasks):
+    for rep in backend.ask("head_final", tasks, float(job["wait"])):
         why = refuse_head(rep, n_params, joined[rep.device])
         if why is not None:
             final[str(rep.device)] = {"error": why}
