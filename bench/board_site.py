@@ -30,15 +30,15 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+
 import numpy as np
 
 from fedtiny.firmware import protocol as P
+from fedtiny.trainer.flower.messages import HEAD_KINDS
 
 from .link import Disconnected
 from .personalize import BoardReset, HeadLink
 from .rundata import BenchError
-
-KINDS = ("head_join", "head_round", "head_final")
 
 
 class BoardSite:
@@ -114,7 +114,7 @@ class BoardSite:
         """(weights or None, metrics, None) of one request (module docstring)."""
         with self._lock:                          # one board: one request at a time
             self.requests += 1
-            if kind not in KINDS:
+            if kind not in HEAD_KINDS:
                 raise ValueError(f"this site is a board ({self.port}); it answers board requests only, not "
                                  f"{kind!r}: start the federation with fedtiny server --board-run")
             if self.data.device is not None and device != self.data.device:
