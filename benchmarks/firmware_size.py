@@ -23,10 +23,8 @@ re-measured here (no TFLM sources on this machine).
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from fedtiny.trainer.rundir import dumps_strict
@@ -50,44 +48,12 @@ def _run_dir(dataset: str, given: str | None) -> Path:
     return out
 
 
-def _monitor(path: str, command: str, timeout: float = 10.0) -> str:
-    """Send one command to QEMU's human monitor on a unix socket; return its output."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            s.connect(path)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    buf = b""
-
-    def until_prompt():
-        nonlocal buf
-        while b"(qemu)" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        out, _, buf = buf.partition(b"(qemu)")
-        return out.decode(errors="replace")
-
-    until_prompt()
-    s.sendall(command.encode() + b"\n")
-    out = until_prompt()
-    s.close()
-    return out
-
-
 def measure(run: Path, device: int, work: Path) -> dict:
     from fedtiny.bench import bench_device
     from fedtiny.codegen import armgcc
     from fedtiny.codegen.boards import Board, load_board
     from fedtiny.codegen.build import build_project
-    from fedtiny.codegen.qemu import QemuBoard
+    from fedtiny.codegen.qemu import QemuBoard, monitor
 
     res = build_project(run, device, "qemu-m4", work / f"fw-{run.name}")
     elf = res.project_dir / armgcc.ELF
@@ -103,7 +69,7 @@ def measure(run: Path, device: int, work: Path) -> dict:
     dump = work / f"stack-{run.name}.bin"
     with QemuBoard(elf, qboard) as q:
         r = bench_device(q.port, run, device, stream=8, timeout=10, reset=True)
-        said = _monitor(mon, f"pmemsave {sstack:#x} {estack - sstack} \"{dump}\"")
+        said = monitor(mon, f"pmemsave {sstack:#x} {estack - sstack} \"{dump}\"")
     if not dump.is_file():
         raise RuntimeError(f"QEMU monitor did not save the stack: {said!r}")
     raw = dump.read_bytes()

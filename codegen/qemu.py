@@ -114,6 +114,44 @@ class QemuBoard:
 
 # ----------------------------------------------------------------------------- flash / --stop
 
+def monitor(path, command: str, timeout: float = 10.0) -> str:
+    """Send one command to QEMU's human monitor on the unix socket ``path`` (QEMU started with
+    ``-monitor unix:PATH,server,nowait``); returns its output up to the next prompt. Waits up to
+    ``timeout`` for the socket to accept."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s.connect(str(path))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                s.close()
+                raise
+            time.sleep(0.05)
+    buf = b""
+
+    def until_prompt():
+        nonlocal buf
+        while b"(qemu)" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        out, _, buf = buf.partition(b"(qemu)")
+        return out.decode(errors="replace")
+
+    try:
+        until_prompt()
+        s.sendall(command.encode() + b"\n")
+        return until_prompt()
+    finally:
+        s.close()
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()

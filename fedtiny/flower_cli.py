@@ -75,19 +75,52 @@ def _check_tls(host: str, insecure: bool, have_certs: bool, what: str) -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON object of run settings (TrainConfig fields, e.g. a run's config.json); options given "
                    "on the command line take precedence.")
+@click.option("--board-run", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              metavar="RUN",
+              help="Federate boards instead of training: every site is `fedtiny site --board-port` in front of a "
+                   "board flashed with device K of the finished run RUN (fedtiny build --runtime compiled "
+                   "--trainable-head); --head-rounds rounds of head-only federated averaging, then Phase 3, run "
+                   "on the boards. Writes --out [default: RUN/board-sites]; the run's own settings apply.")
+@click.option("--head-rounds", default=1, show_default=True, type=click.IntRange(0),
+              help="--board-run: rounds of head-only federated averaging before Phase 3.")
+@click.option("--head-epochs", default=1, show_default=True, type=click.IntRange(1, 100000),
+              help="--board-run: epochs each board trains its head per round.")
+@click.option("--head-lr", default=0.05, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="--board-run: the boards' SGD learning rate.")
+@click.option("--head-momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="--board-run: the boards' SGD momentum.")
+@click.option("--board-phase3-epochs", type=click.IntRange(1, 100000), default=None,
+              help="--board-run: epochs of Phase 3 on each board [default: the run's phase3_epochs].")
 @config_options()
 @click.pass_context
 @friendly
 def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile, ssl_keyfile, ssl_ca_certfile,
-           sites_file, min_sites, timeout, wait, work, config_file, **options):
+           sites_file, min_sites, timeout, wait, work, config_file, board_run, head_rounds, head_epochs, head_lr,
+           head_momentum, board_phase3_epochs, **options):
     """Run a federation's server: Phase 0 here on the public pool, every site step on the sites.
 
     Starts a SuperLink on HOST:PORT (or uses --superlink), submits fedtiny's ServerApp with
     `flwr run`, and writes the same run directory as `fedtiny train` (config, metrics, report,
     each device's models and device.json). Each device's test windows stay at its site.
+    With --board-run the sites are boards: see docs/board-site.md.
     """
+    from click.core import ParameterSource
+
+    board_opts = ("head_rounds", "head_epochs", "head_lr", "head_momentum", "board_phase3_epochs")
+    if board_run is not None:
+        given = [k for k in options if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
+        given += ["resume"] * bool(resume) + ["config"] * (config_file is not None)
+        if given:
+            raise UserError(f"--board-run federates the boards of a finished run with that run's settings; drop "
+                            f"{', '.join('--' + k.replace('_', '-') for k in given)}")
+        board = {"rounds": head_rounds, "epochs": head_epochs, "lr": head_lr, "momentum": head_momentum,
+                 "phase3_epochs": board_phase3_epochs}
+        return _board_server(board_run, board, out, host, port, superlink_addr, insecure, ssl_certfile, ssl_keyfile,
+                             ssl_ca_certfile, sites_file, min_sites, timeout, wait, work)
+    given = [k for k in board_opts if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need(s) --board-run RUN")
     from fedtiny.trainer.config import TrainConfig
-    from fedtiny.trainer.flower import processes as fp
     from fedtiny.trainer.flower.server_app import Deployed
     from fedtiny.trainer.pipeline import Run
 
@@ -103,37 +136,30 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
         name = Path(cfg.dataset).stem if cfg.dataset not in ("electrical", "mechanical") else cfg.dataset
         out = Path("runs") / f"{name}-{cfg.method}-s{cfg.seed}"
     out = out.absolute()
-    certs = None
-    if any((ssl_certfile, ssl_keyfile, ssl_ca_certfile)):
-        if not all((ssl_certfile, ssl_keyfile, ssl_ca_certfile)):
-            raise UserError("TLS needs all of --ssl-certfile, --ssl-keyfile and --ssl-ca-certfile")
-        certs = {"certfile": ssl_certfile, "keyfile": ssl_keyfile, "ca_certfile": ssl_ca_certfile}
-    if superlink_addr:
-        try:
-            link_host, link_port = fp.split_address(superlink_addr)
-        except ValueError as e:
-            raise UserError(f"--superlink: {e}") from None
-    else:
-        link_host, link_port = host, port
-    _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
-               "the SuperLink")
-    sites = _sites(sites_file, link_host, cfg.devices, insecure, cfg.device_names if cfg.public else None)
-    if not superlink_addr:
-        try:
-            fp.check_bindable(host, port)
-        except OSError as e:
-            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); another "
-                            "program holds it: choose another --port, or give --superlink HOST:PORT to use a "
-                            "running SuperLink") from None
+    certs = _certs(ssl_certfile, ssl_keyfile, ssl_ca_certfile)
+    sites = _connection(host, port, superlink_addr, insecure, certs, ssl_ca_certfile, sites_file, cfg)
     run = Run(cfg, out, resume, backend=Deployed(None, timeout, wait), min_sites=min_sites)   # checks only
     if resume and (done := run.finished_report()) is not None:
         click.echo(f"{out} is already finished; nothing to resume (its report follows)")
         _summary(done, out)
         return
     work = (work or out.parent / f".{out.name}.flower").absolute()
+    job = {"cfg": cfg.to_dict(), "out": str(out), "resume": resume, "min_sites": min_sites, "timeout": timeout,
+           "wait": wait}
+    _launch(job, work, host, port, superlink_addr, certs, sites, ssl_ca_certfile, cfg.devices)
+    _summary(json.loads((out / "report.json").read_text()), out)
+
+
+def _launch(job: dict, work: Path, host: str, port: int, superlink_addr: str | None, certs: dict | None,
+            sites: dict | None, ssl_ca_certfile: Path | None, n_sites: int) -> None:
+    """Start the SuperLink (unless --superlink), register --sites' keys, submit the ServerApp with
+    ``job`` (written to WORK/job.json) and follow it until it wrote its status; UserError when it failed."""
+    from fedtiny.trainer.flower import processes as fp
+
+    link_host, link_port = fp.split_address(superlink_addr) if superlink_addr else (host, port)
     work.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    job = work / "job.json"
+    job_file = work / "job.json"
     status = work / "status.json"
     status.unlink(missing_ok=True)
     app_dir = fp.write_app(work / "app")
@@ -158,13 +184,11 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
                                 f"could listen on it{fp.tail(link_log)}; choose another --port")
             click.echo(f"SuperLink listening on {host}:{port} (log {link_log})")
         nodes = _register(sites, home, work) if sites else None
-        job.write_text(dumps_strict({"cfg": cfg.to_dict(), "out": str(out), "resume": resume, "min_sites": min_sites,
-                                     "timeout": timeout, "wait": wait, "watch_pid": os.getpid(), "nodes": nodes},
-                                    indent=2))
+        job_file.write_text(dumps_strict({**job, "watch_pid": os.getpid(), "nodes": nodes}, indent=2))
         run_log = work / f"flwr-run-{stamp}.log"
         flwr_run = fp.start([fp.bin_path("flwr"), "run", str(app_dir), "fedtiny", "--stream",
-                             "--run-config", f'job="{job}"'], run_log, fp.child_env(FLWR_HOME=home))
-        click.echo(f"ServerApp submitted; waiting for {cfg.devices} site(s) (--wait {wait:g} s); log {run_log}")
+                             "--run-config", f'job="{job_file}"'], run_log, fp.child_env(FLWR_HOME=home))
+        click.echo(f"ServerApp submitted; waiting for {n_sites} site(s) (--wait {job['wait']:g} s); log {run_log}")
         _follow(run_log, status, flwr_run, link)
     finally:
         fp.stop(flwr_run)
@@ -172,7 +196,95 @@ def server(ctx, out, resume, host, port, superlink_addr, insecure, ssl_certfile,
     st = json.loads(status.read_text())
     if not st.get("ok"):
         raise UserError(st.get("error", "the ServerApp failed") + f" (log: {run_log})")
-    _summary(json.loads((out / "report.json").read_text()), out)
+
+
+def _certs(ssl_certfile, ssl_keyfile, ssl_ca_certfile) -> dict | None:
+    if any((ssl_certfile, ssl_keyfile, ssl_ca_certfile)):
+        if not all((ssl_certfile, ssl_keyfile, ssl_ca_certfile)):
+            raise UserError("TLS needs all of --ssl-certfile, --ssl-keyfile and --ssl-ca-certfile")
+        return {"certfile": ssl_certfile, "keyfile": ssl_keyfile, "ca_certfile": ssl_ca_certfile}
+    return None
+
+
+def _connection(host: str, port: int, superlink_addr: str | None, insecure: bool, certs: dict | None,
+                ssl_ca_certfile, sites_file, cfg) -> dict | None:
+    """Check the server's connection options before anything starts: --superlink's address, TLS
+    (or --insecure on loopback), --sites against the run's devices, and that HOST:PORT is free;
+    returns --sites' keys by device (None without it)."""
+    from fedtiny.trainer.flower import processes as fp
+
+    if superlink_addr:
+        try:
+            link_host, _ = fp.split_address(superlink_addr)
+        except ValueError as e:
+            raise UserError(f"--superlink: {e}") from None
+    else:
+        link_host = host
+    _check_tls(link_host, insecure, certs is not None or (superlink_addr is not None and ssl_ca_certfile),
+               "the SuperLink")
+    sites = _sites(sites_file, link_host, cfg.devices, insecure, cfg.device_names if cfg.public else None)
+    if not superlink_addr:
+        try:
+            fp.check_bindable(host, port)
+        except OSError as e:
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); another "
+                            "program holds it: choose another --port, or give --superlink HOST:PORT to use a "
+                            "running SuperLink") from None
+    return sites
+
+
+def _board_server(run_dir: Path, board: dict, out, host, port, superlink_addr, insecure, ssl_certfile, ssl_keyfile,
+                  ssl_ca_certfile, sites_file, min_sites, timeout, wait, work) -> None:
+    """``fedtiny server --board-run``: the job of ``trainer/flower/head_rounds.py`` on run_dir's boards."""
+    from fedtiny.codegen.compiled.head import global_head
+    from fedtiny.codegen.errors import CodegenError
+    from fedtiny.trainer.config import TrainConfig
+    from fedtiny.trainer.rundir import RunFileError, device_dir, read_json
+
+    run_dir = run_dir.absolute()
+    if not (run_dir / "report.json").is_file():
+        raise UserError(f"--board-run {run_dir}: not a finished run (no report.json)")
+    try:
+        cfg = TrainConfig.from_dict(read_json(run_dir / "config.json"))
+        head = global_head(run_dir)
+        devices = {}
+        for k in range(cfg.devices):
+            info = read_json(device_dir(run_dir, k) / "device.json")
+            devices[str(k)] = {key: info[key] for key in ("model_sha256", "input_scale", "input_zero_point")}
+    except (RunFileError, CodegenError, KeyError, ValueError, OSError) as e:
+        raise UserError(f"--board-run {run_dir}: {e}") from None
+    import numpy as np
+
+    from fedtiny.headtwin import flatten
+
+    out = (out or run_dir / "board-sites").absolute()
+    certs = _certs(ssl_certfile, ssl_keyfile, ssl_ca_certfile)
+    sites = _connection(host, port, superlink_addr, insecure, certs, ssl_ca_certfile, sites_file, cfg)
+    w1 = head[0]
+    job = {"kind": "heads", "cfg": cfg.to_dict(), "run_dir": str(run_dir), "out": str(out),
+           "head_shape": [int(w1.shape[0]), int(w1.shape[1]), int(head[2].shape[1])],
+           "init_head": [float(v) for v in flatten(head)], "devices": devices,
+           "rounds": board["rounds"], "epochs": board["epochs"], "lr": float(np.float32(board["lr"])),
+           "momentum": float(np.float32(board["momentum"])),
+           "phase3_epochs": board["phase3_epochs"] or int(cfg.phase3_epochs), "seed": int(cfg.seed),
+           "norm_bound": float(cfg.norm_bound), "weight_cap": float(cfg.weight_cap), "min_sites": min_sites,
+           "timeout": timeout, "wait": wait}
+    work = (work or out.parent / f".{out.name}.flower").absolute()
+    _launch(job, work, host, port, superlink_addr, certs, sites, ssl_ca_certfile, cfg.devices)
+    rec = json.loads((out / "federation.json").read_text())
+    for r in rec["round_records"]:
+        failed = ", ".join(f"device {d}" for d in r["failed"])
+        click.echo(f"head round {r['round']}: {len(r['devices'])} board(s) averaged"
+                   + (f"; failed: {failed}" if failed else ""))
+    for d, m in sorted(rec["phase3"].items(), key=lambda kv: int(kv[0])):
+        if "error" in m:
+            click.echo(f"device {d}: Phase 3 on the board failed ({m['error']})")
+        else:
+            acc, far = m.get("accuracy"), m.get("false_alarm_rate")
+            click.echo(f"device {d}: Phase 3 on the board: threshold {m['threshold']:.4f}, test accuracy "
+                       + (f"{acc:.3f}" if acc is not None else "-") + ", false alarms "
+                       + (f"{far:.3f}" if far is not None else "-"))
+    click.echo(f"results: {out}/federation.json, {out}/heads.npz")
 
 
 def _sites(sites_file: Path | None, host: str, devices: int, insecure: bool, names=None) -> dict[int, str] | None:
@@ -307,9 +419,17 @@ def _builtin(ctx, param, value):
                    "[default: site-devK].")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port of the SuperNode's local API for its ClientApp processes, on 127.0.0.1 (0: a free one).")
+@click.option("--board-port", default=None, metavar="PORT",
+              help="Serve through a board on this serial port (a real board, or the pty of `fedtiny flash --board "
+                   "qemu-m4`) flashed with this device's firmware built with --trainable-head: the board trains "
+                   "(head rounds and Phase 3 of `fedtiny server --board-run`); this process only sends it windows "
+                   "and weights and reads its head back.")
+@click.option("--board-timeout", default=60.0, show_default=True, type=click.FloatRange(1),
+              help="--board-port: seconds of silence from the board before a command fails.")
 @click.pass_context
 @friendly
-def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates, auth_key, work, port):
+def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates, auth_key, work, port, board_port,
+         board_timeout):
     """Serve one device's data to a federation: a Flower SuperNode plus fedtiny's site worker.
 
     The site trains on its own windows when the server asks and sends back weights and metrics;
@@ -364,11 +484,14 @@ def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates
             f.write(f"{stamp} {line}\n")
         click.echo(f"{stamp} {line}")
 
-    import_tensorflow()              # once, here: every request of this site runs in this process
+    service = SiteService(dataset, device_id, work, name)
+    if board_port is not None:       # the board trains; this process is its serial bridge (no TensorFlow)
+        service = _board_service(board_port, service, board_timeout, log)
+    else:
+        import_tensorflow()          # once, here: every request of this site runs in this process
     sock_dir = Path(tempfile.mkdtemp(prefix="fedtiny-site-"))   # short path: Unix sockets allow ~100 bytes
     key_file = sock_dir / "key"
-    worker = SiteWorker(SiteService(dataset, device_id, work, name), sock_dir / "worker.sock", make_key(key_file),
-                        log)
+    worker = SiteWorker(service, sock_dir / "worker.sock", make_key(key_file), log)
     worker.start()
     node = None
     try:
@@ -396,9 +519,27 @@ def site(ctx, data, builtin, device_id, server_addr, insecure, root_certificates
     finally:
         fp.stop(node)
         worker.stop()
+        if board_port is not None:
+            service.close()
         import shutil
 
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def _board_service(port: str, data, idle: float, log):
+    """The board site's service, its board checked (one error line when it cannot serve)."""
+    from fedtiny.bench.board_site import BoardSite
+    from fedtiny.bench.rundata import BenchError
+
+    board = BoardSite(port, data, idle=idle, log=log)
+    try:
+        info = board.open()
+    except BenchError as e:
+        raise UserError(str(e)) from None
+    log(f"board {port}: {board.banner.board}, model {board.banner.model_hash[:12]}, trainable head {info.n_in} -> "
+        f"{info.n_hidden} -> {info.n_classes} (batch {info.batch}, up to {info.max_windows} windows, plan "
+        f"{info.plan_bytes} B)")
+    return board
 
 
 @site.command("keygen")

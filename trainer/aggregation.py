@@ -242,6 +242,23 @@ def cap_weights(w: np.ndarray, cap: float) -> np.ndarray:
             w[rest] = w[rest] * left / total if total > 0 else left / rest.sum()
 
 
+def head_average(global_flat: np.ndarray, heads: list[np.ndarray], counts, norm_bound: float,
+                 weight_cap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Head-only federated averaging of the heads the sites trained (flat vectors) from the global
+    head theta, bounded as every weighted update is:
+        d_k = theta_k - theta,   d_k <- clip_deltas(d, norm_bound)_k,   f = cap_weights(n_k / sum n, weight_cap)
+        theta' = float32(theta + sum_k f_k d_k)      (float64 arithmetic, one rounding at the end)
+    Without clipping or capping this is sum_k (n_k / n) theta_k. Returns (theta', f, clip scales)."""
+    g = np.asarray(global_flat, dtype=np.float64).reshape(-1)
+    n = np.asarray(counts, dtype=np.float64)
+    if len(heads) == 0 or len(n) != len(heads) or np.any(n <= 0):
+        raise ValueError("head averaging needs one positive sample count per head, and at least one head")
+    d = np.stack([np.asarray(h, dtype=np.float64).reshape(-1) for h in heads]) - g
+    d, scale = clip_deltas(d, norm_bound)
+    f = cap_weights(n / n.sum(), weight_cap)
+    return (g + f @ d).astype(np.float32), f, scale
+
+
 def tour_order(n_devices: int, policy: str, tour: int, seed: int) -> list[int]:
     """Device visiting order of Phase-1 tour number ``tour``: ``fixed`` is 0..N-1 every tour;
     ``random`` is a permutation drawn from a generator seeded by (seed, tour)."""

@@ -169,3 +169,8 @@ class FlowerBackend(Backend):
 
     def finalize(self, tasks):
         return self._send("finalize", tasks, self.wait)
+
+    def ask(self, kind: str, tasks: list[Task], wait: float = 0.0) -> list[Reply]:
+        """Any request kind of ``messages.KIND_OF`` (a board site's), waiting up to ``wait`` s for
+        sites that are not connected."""
+        return self._send(kind, tasks, wait)

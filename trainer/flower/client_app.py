@@ -16,7 +16,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from .messages import parse_request, reply_content
+from .messages import HEAD_KINDS, parse_request, reply_content
 
 app = ClientApp()
 
@@ -80,3 +80,16 @@ def hello(msg: Message, context: Context) -> Message:
 @app.query("finalize")
 def finalize(msg: Message, context: Context) -> Message:
     return _answer("finalize", msg, context)
+
+
+
+def _relay(kind: str):
+    def handler(msg: Message, context: Context) -> Message:
+        return _answer(kind, msg, context)
+
+    handler.__name__ = kind
+    return handler
+
+
+for _kind in HEAD_KINDS:       # a board site's requests (fedtiny server --board-run)
+    app.query(_kind)(_relay(_kind))

@@ -2,13 +2,15 @@
 
 Request (server -> site), a Flower ``Message`` whose ``message_type`` names the site step:
 ``query.hello`` (which device do you hold?), ``train`` (``client.SiteClient.fit``), ``evaluate``,
-``query.finalize`` (Phase 3). Its ``RecordDict``:
+``query.finalize`` (Phase 3); a board site's ``query.head_join`` / ``query.head_round`` /
+``query.head_final`` (join: its Phase-3 windows go to its board; one head-only round; Phase 3 on
+the board), whose weights are the global head as one float32 vector. Its ``RecordDict``:
     "arrays": ArrayRecord   the global weights (absent in hello)
     "config": ConfigRecord  "request": JSON of the step's config (phase, round/tour, epochs, mu),
                             "run": JSON of the run's TrainConfig (so the site splits its data and
                             keys its training exactly as the server's run says)
 Reply (site -> server):
-    "arrays": ArrayRecord   trained weights (train only)
+    "arrays": ArrayRecord   trained weights (train; head_round / head_final: the board's head)
     "reply":  ConfigRecord  "device": the device the site holds (-1: none the run names),
                             hello only, when the site refuses the run: "refused" (why, one line)
                             "metrics": JSON of the step's metrics (counts, losses, accuracies),
@@ -26,7 +28,10 @@ from ..rundir import dumps_strict, loads_strict
 from ..strategies import Reply
 
 FIT, EVALUATE, HELLO, FINALIZE = "train", "evaluate", "query.hello", "query.finalize"
-KIND_OF = {"fit": FIT, "evaluate": EVALUATE, "hello": HELLO, "finalize": FINALIZE}
+# a board site's requests (``fedtiny server --board-run``; ``head_rounds.py``, ``bench/board_site.py``)
+HEAD_KINDS = ("head_join", "head_round", "head_final")
+KIND_OF = {"fit": FIT, "evaluate": EVALUATE, "hello": HELLO, "finalize": FINALIZE,
+           **{k: f"query.{k}" for k in HEAD_KINDS}}
 REPLY_KEYS = {"device", "refused", "metrics", "model_int8", "model_float", "device_json", "record"}
 
 

@@ -5,7 +5,8 @@ Its ``main`` reads the job file named by the run config key ``job`` (written by 
 server``: the TrainConfig, the run directory, resume, --min-sites, --timeout, --wait), runs the
 same ``pipeline.Run`` as ``fedtiny train`` with a ``FlowerBackend`` on Flower's grid, and writes
 ``status.json`` beside the job file: ``{"ok": true}`` or ``{"ok": false, "error": "..."}``
-(what ``fedtiny server`` reports). The server loads the public pool only.
+(what ``fedtiny server`` reports). The server loads the public pool only. A job of kind
+``heads`` (``fedtiny server --board-run``) runs ``head_rounds.run_heads_job`` instead.
 """
 from __future__ import annotations
 
@@ -78,6 +79,11 @@ def run_job(grid, job_path: Path) -> dict:
     job = json.loads(Path(job_path).read_text())
     if job.get("watch_pid"):
         watch(int(job["watch_pid"]))
+    if job.get("kind") == "heads":           # fedtiny server --board-run: board sites, head rounds
+        from .head_rounds import run_heads_job
+
+        run_heads_job(grid, job, PrintReporter().note)
+        return {"ok": True}
     cfg = TrainConfig.from_dict(job["cfg"])
     factory = Deployed(grid, job["timeout"], job["wait"], job.get("nodes"))
     run = Run(cfg, Path(job["out"]), job["resume"], PrintReporter(), factory, job["min_sites"])

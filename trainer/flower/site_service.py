@@ -54,9 +54,8 @@ class SiteService:
 
     def site(self, run: dict, device: int, site_dir: Path | None = None):
         """The SiteClient of ``device`` under run config ``run`` (built once per process)."""
-        from ..client import SiteClient, SiteData
+        from ..client import SiteClient
         from ..engine import Engine
-        from ..pipeline import prepare
 
         cfg = self._cfg(run)
         out = self.site_dir or (Path(site_dir) if site_dir else None)
@@ -64,21 +63,7 @@ class SiteService:
             raise ValueError("this site has no folder for its artifacts")
         k = (json.dumps(cfg.to_dict(), sort_keys=True), device, str(out))
         if k not in self._sites:
-            if device >= cfg.devices:
-                raise ValueError(f"this site holds device {device}, but the run has {cfg.devices} devices")
-            if self.name is not None:                         # one device folder of a fleet
-                data = self._folder_data(cfg, device)
-            elif self.device is not None:                     # a deployed site: its own device only
-                prepared = prepare(cfg)
-                data = SiteData.from_prepared(prepared, device)   # keep this device's pool only
-                del prepared
-            else:
-                # a simulation worker serves many sites of the same run: prepare the fleet once
-                # per run config, not once per site (1,000 sites x the whole fleet otherwise)
-                ck = json.dumps(cfg.to_dict(), sort_keys=True)
-                if self._prepared is None or self._prepared[0] != ck:
-                    self._prepared = (ck, prepare(cfg))
-                data = SiteData.from_prepared(self._prepared[1], device)
+            data = self.data(cfg, device)
             ek = (data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
             if ek not in self._engines:
                 self._engines[ek] = Engine(data.spec, cfg.seed, cfg.lr, cfg.head_lr, cfg.batch_size)
@@ -121,6 +106,25 @@ class SiteService:
         except DataError as e:
             return dev, f"wrong dataset: {e}"
         return dev, None
+
+    def data(self, cfg, device: int):
+        """The ``client.SiteData`` of ``device`` under ``cfg`` (a TrainConfig with this site's dataset):
+        its own device folder, or its device's pool of the prepared fleet."""
+        from ..client import SiteData
+        from ..pipeline import prepare
+
+        if device >= cfg.devices:
+            raise ValueError(f"this site holds device {device}, but the run has {cfg.devices} devices")
+        if self.name is not None:                         # one device folder of a fleet
+            return self._folder_data(cfg, device)
+        if self.device is not None:                       # a deployed site: its own device only
+            return SiteData.from_prepared(prepare(cfg), device)   # keeps this device's pool only
+        # a simulation worker serves many sites of the same run: prepare the fleet once
+        # per run config, not once per site (1,000 sites x the whole fleet otherwise)
+        ck = json.dumps(cfg.to_dict(), sort_keys=True)
+        if self._prepared is None or self._prepared[0] != ck:
+            self._prepared = (ck, prepare(cfg))
+        return SiteData.from_prepared(self._prepared[1], device)
 
     def hello(self, fallback: int | None, run: dict | None = None) -> int:
         if self.name is not None:                 # a device folder: its number in the run's names
