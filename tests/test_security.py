@@ -351,21 +351,25 @@ def test_a_node_that_claims_a_device_its_key_is_not_registered_for_is_refused(mo
 
     class Reply:
         def __init__(self, node, dev):
-            self.metadata = SimpleNamespace(src_node_id=node)
+            self.metadata = SimpleNamespace(src_node_id=node, reply_to_message_id=node)
             self.content = {"reply": {"device": dev}}
 
         def has_error(self):
             return False
 
-    class Grid:
+    class Grid:                                      # every node answers at once (message id: its node)
         def __init__(self, claims):
             self.claims = claims
 
         def get_node_ids(self):
             return list(self.claims)
 
-        def send_and_receive(self, msgs, timeout):
-            return [Reply(m.metadata.dst_node_id, self.claims[m.metadata.dst_node_id]) for m in msgs]
+        def push_messages(self, msgs):
+            self.pushed = [m.metadata.dst_node_id for m in msgs]
+            return self.pushed
+
+        def pull_messages(self, ids):                # in the order they were sent
+            return [Reply(n, self.claims[n]) for n in self.pushed if n in ids]
 
     notes = []
     b = FlowerBackend(Grid({13: 0, 11: 0, 12: 0}), {}, 2, 10, 0, note=notes.append, registered={0: 11, 1: 12})
