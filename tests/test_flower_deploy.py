@@ -16,7 +16,9 @@ from flowerfixture import Cluster, fedtiny_cmd, make_tls, wait_for
 
 pytest.importorskip("flwr")
 
-
+# what these tests check (messages, files, equality with train, failure handling) does not depend on
+# how long the server's Phase 0 and the sites' Phase 3 train: one epoch each
+FEW_EPOCHS = {"phase0_epochs": 1, "phase3_epochs": 1}
 
 def _server(cluster, link_port, run, cfg_file, *extra):
     return cluster.start(fedtiny_cmd("server", "--superlink", f"127.0.0.1:{link_port}", "--insecure",
@@ -77,7 +79,7 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
     from fedtiny.trainer.pipeline import InProcess, train
 
     fleet, pool, sites = _fleet_per_site(tmp_path)
-    small = {k: v for k, v in SMALL.items() if k != "samples_per_device"}      # the folders hold the windows
+    small = {k: v for k, v in {**SMALL, **FEW_EPOCHS}.items() if k != "samples_per_device"}   # folders hold windows
     cfg = TrainConfig(**{**small, **run_fields(str(pool), fleet), "public": str(pool), "rounds": 1})
     ref = tmp_path / "inprocess"
     train(cfg, ref, backend=InProcess(vectorized=False))     # the per-device engine sites run
@@ -93,7 +95,7 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
         srv = c.start(fedtiny_cmd("server", "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile",
                                   str(tls["cert"]), "--ssl-keyfile", str(tls["key"]), "--ssl-ca-certfile",
                                   str(tls["ca"]), "--sites", str(tmp_path / "sites.toml"), "--devices", "3",
-                                  "--config", str(c.small_config(samples_per_device=400)), "--out", str(run),
+                                  "--config", str(c.small_config(samples_per_device=400, **FEW_EPOCHS)), "--out", str(run),
                                   "--rounds", "1", "--public", str(pool), "--device-names", "dev00,dev01,dev02",
                                   "--wait", "240", "--timeout", "300", "--work", str(tmp_path / "work")),
                       "server.log", name="server")
@@ -104,7 +106,8 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
                                        "--root-certificates", str(tls["ca"]), "--auth-key", str(hijack),
                                        "--work", str(tmp_path / "outsider")), "outsider.log", name="outsider")
         for k in range(3):
-            c.site(k, port, ca=tls["ca"], key=keys[k], data=sites[k])
+            c.site(k, port, ca=tls["ca"], key=keys[k], data=sites[k], wait=False)
+        c.wait_sites(range(3))
         assert outsider.wait(180) == 2                          # refused: it never joined
         assert "refused (identity)" in (tmp_path / "outsider.log").read_text()
         _finish(srv, c)
@@ -137,9 +140,11 @@ def test_a_killed_site_does_not_end_the_round_and_a_killed_server_resumes(tmp_pa
     with Cluster(tmp_path) as c:
         port = c.superlink()
         for k in range(3):
-            c.site(k, port)
-        args = ("--rounds", "2", "--min-sites", "2", "--timeout", "40", "--wait", "240")
-        srv = _server(c, port, run, c.small_config(), *args)
+            c.site(k, port, wait=False)
+        c.wait_sites(range(3))
+        args = ("--rounds", "2", "--min-sites", "2", "--wait", "240")
+        cfg = c.small_config(**FEW_EPOCHS)
+        srv = _server(c, port, run, cfg, *args, "--timeout", "40")
         log2 = tmp_path / "site2" / "site.log"
         wait_for(lambda: "request fit device 2 phase phase2 round 1" in log2.read_text(), 400,
                  "round 1 to reach site 2")
@@ -165,7 +170,8 @@ def test_a_killed_site_does_not_end_the_round_and_a_killed_server_resumes(tmp_pa
         wait_for(lambda: not serverapp_alive(), 60, "the orphaned ServerApp to stop")
         assert not (run / "report.json").exists()
         c.site(2, port)                                        # restarted: it rejoins
-        srv = _server(c, port, run, c.small_config(), *args, "--resume")
+        # --timeout is no run setting: the resumed server waits longer for every live site's reply
+        srv = _server(c, port, run, cfg, *args, "--timeout", "300", "--resume")
         _finish(srv, c)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     r1, r2 = [x for x in lines if x["phase"] == "phase2"]
@@ -236,3 +242,39 @@ def test_the_port_owner_is_found_by_process():
         assert os.getpid() not in listening_pids(port)      # bound, not listening
         s.listen()
         assert os.getpid() in listening_pids(port)
+
+
+def test_replies_are_taken_up_as_they_come_and_a_silent_site_times_out(monkeypatch):
+    """``exchange`` asks for replies after 0.2 s, then at doubling pauses up to 1 s (not Flower's fixed
+    3 s), and returns once every message has its reply; a site that never answers is given up after
+    the timeout, the others' replies kept. A fake clock: no wall time is measured or waited for."""
+    from types import SimpleNamespace
+
+    from fedtiny.trainer.flower import backend as fb
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(fb, "time", SimpleNamespace(monotonic=lambda: clock.now,
+                                                    sleep=lambda s: setattr(clock, "now", clock.now + s)))
+
+    class Grid:                     # message k is answered once the clock passes answer_at[k] (None: never)
+        def __init__(self, answer_at):
+            self.answer_at, self.pulls = answer_at, 0
+
+        def push_messages(self, msgs):
+            return list(range(len(msgs)))
+
+        def pull_messages(self, ids):
+            self.pulls += 1
+            return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=k)) for k in sorted(ids)
+                    if self.answer_at[k] is not None and self.answer_at[k] <= clock.now]
+
+    g = Grid([0.1, 2.5])
+    got = fb.exchange(g, ["a", "b"], timeout=600)
+    assert sorted(m.metadata.reply_to_message_id for m in got) == [0, 1]
+    assert clock.now == pytest.approx(0.2 + 0.4 + 0.8 + 1.0 + 1.0) and g.pulls == 5   # within a second of 2.5 s
+    clock.now = 0.0
+    g = Grid([0.0, None])
+    got = fb.exchange(g, ["a", "b"], timeout=40)
+    assert [m.metadata.reply_to_message_id for m in got] == [0]      # the answer that came is kept
+    assert clock.now == pytest.approx(40.0) and g.pulls < 45         # the silent one: waited out, once a second
+    assert fb.exchange(g, [], timeout=40) == [] and clock.now == pytest.approx(40.0)
