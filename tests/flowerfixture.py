@@ -108,7 +108,7 @@ class Cluster:
         wait_port("127.0.0.1", port, 120, p, "flower-superlink", self.root / "superlink.log")
         return port
 
-    def site(self, k: int, link_port: int, timeout: float = 300, ca: Path | None = None,
+    def site(self, k: int, link_port: int, timeout: float = 600, ca: Path | None = None,
              key: Path | None = None, name: str | None = None, data: Path | None = None,
              wait: bool = True) -> subprocess.Popen:
         """Start ``fedtiny site`` for built-in electrical device k or the device folder ``data`` (TLS with ``ca``, node
@@ -130,7 +130,7 @@ class Cluster:
             self.wait_sites([k], timeout)
         return p
 
-    def wait_sites(self, ks, timeout: float = 300) -> None:
+    def wait_sites(self, ks, timeout: float = 600) -> None:
         """Return once the SuperNode of every site in ``ks`` listens (a hang guard of ``timeout`` s
         for all of them; a site that exits first fails at once, with its log)."""
         from fedtiny.trainer.flower.processes import wait_port
