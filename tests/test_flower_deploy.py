@@ -133,18 +133,20 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
 
 
 def test_a_killed_site_does_not_end_the_round_and_a_killed_server_resumes(tmp_path):
-    """Site 2 is killed during round 1: the round aggregates sites 0 and 1. The server is then
-    killed (-9) after round 1; site 2 restarts and rejoins; `fedtiny server --resume` finishes
-    the run with all three."""
+    """Site 2 is killed during round 1 (the whole site machine, as a crash: its SuperNode says
+    nothing): the SuperLink reports its node unavailable once its heartbeats stop (Flower: within
+    2 x 30 s) and the round aggregates sites 0 and 1; the live sites have the whole --timeout, so
+    load cannot fail them. The server is then killed (-9) after round 1; site 2 restarts and
+    rejoins; `fedtiny server --resume` finishes the run with all three."""
     run = tmp_path / "run"
     with Cluster(tmp_path) as c:
         port = c.superlink()
         for k in range(3):
             c.site(k, port, wait=False)
         c.wait_sites(range(3))
-        args = ("--rounds", "2", "--min-sites", "2", "--wait", "240")
+        args = ("--rounds", "2", "--min-sites", "2", "--wait", "240", "--timeout", "600")
         cfg = c.small_config(**FEW_EPOCHS)
-        srv = _server(c, port, run, cfg, *args, "--timeout", "40")
+        srv = _server(c, port, run, cfg, *args)
         log2 = tmp_path / "site2" / "site.log"
         wait_for(lambda: "request fit device 2 phase phase2 round 1" in log2.read_text(), 900,
                  "round 1 to reach site 2")
@@ -170,12 +172,11 @@ def test_a_killed_site_does_not_end_the_round_and_a_killed_server_resumes(tmp_pa
         wait_for(lambda: not serverapp_alive(), 60, "the orphaned ServerApp to stop")
         assert not (run / "report.json").exists()
         c.site(2, port)                                        # restarted: it rejoins
-        # --timeout is no run setting: the resumed server waits longer for every live site's reply
-        srv = _server(c, port, run, cfg, *args, "--timeout", "300", "--resume")
+        srv = _server(c, port, run, cfg, *args, "--resume")
         _finish(srv, c)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     r1, r2 = [x for x in lines if x["phase"] == "phase2"]
-    assert r1["devices"] == [0, 1] and "no reply within 40 s" in r1["failed"]["2"] and len(r1["weights"]) == 2
+    assert r1["devices"] == [0, 1] and "Node Unavailable" in r1["failed"]["2"] and len(r1["weights"]) == 2
     assert "failed" not in r2 and len(r2["weights"]) == 3       # the restarted site is back in round 2
     rep = json.loads((run / "report.json").read_text())
     assert [d["device"] for d in rep["devices"]] == [0, 1, 2]
@@ -278,3 +279,48 @@ def test_replies_are_taken_up_as_they_come_and_a_silent_site_times_out(monkeypat
     assert [m.metadata.reply_to_message_id for m in got] == [0]      # the answer that came is kept
     assert clock.now == pytest.approx(40.0) and g.pulls < 45         # the silent one: waited out, once a second
     assert fb.exchange(g, [], timeout=40) == [] and clock.now == pytest.approx(40.0)
+
+
+def test_a_node_the_superlink_answers_for_fails_its_own_device(monkeypatch):
+    """The SuperLink answers a request to a node that stopped sending heartbeats with Flower's "Node
+    Unavailable" error, from the SuperLink's own node id: the failure is that device's, with Flower's
+    reason (matched by message id), and a node that stays silent fails with "no reply within"."""
+    from types import SimpleNamespace
+
+    from fedtiny.trainer.backends import Task
+    from fedtiny.trainer.flower import backend as fb
+
+    monkeypatch.setattr(fb, "Message", lambda content, dst_node_id, **kw: SimpleNamespace(
+        metadata=SimpleNamespace(dst_node_id=dst_node_id, message_id=None)))
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(fb, "time", SimpleNamespace(monotonic=lambda: clock.now,
+                                                    sleep=lambda s: setattr(clock, "now", clock.now + s)))
+
+    class Gone:                                   # what the SuperLink sends for an unavailable node
+        def __init__(self, msg_id):
+            self.metadata = SimpleNamespace(src_node_id=0, reply_to_message_id=msg_id)
+            self.error = SimpleNamespace(reason="Error: Node Unavailable - no heartbeat", code=5)
+
+        def has_error(self):
+            return True
+
+    class Grid:
+        def get_node_ids(self):
+            return [11, 12]
+
+        def push_messages(self, msgs):
+            for k, m in enumerate(msgs):
+                m.metadata.message_id = f"m{k}-{m.metadata.dst_node_id}"
+            self.sent = msgs
+            return [m.metadata.message_id for m in msgs]
+
+        def pull_messages(self, ids):             # node 11 is gone, node 12 never answers
+            return [Gone(m.metadata.message_id) for m in self.sent
+                    if m.metadata.dst_node_id == 11 and m.metadata.message_id in ids]
+
+    b = fb.FlowerBackend(Grid(), {}, 2, 40, 0, note=lambda _: None)
+    b.nodes = {0: 11, 1: 12}
+    r0, r1 = b.evaluate([Task(0, None, {"phase": "phase2"}), Task(1, None, {"phase": "phase2"})])
+    assert r0.error == "site error: Error: Node Unavailable - no heartbeat"
+    assert r1.error.startswith("no reply within 40 s")
+    assert b.nodes == {}                          # both asked again before the next request

@@ -54,6 +54,18 @@ def exchange(grid, msgs: list, timeout: float, first: float = PULL_FIRST, most: 
     return out
 
 
+def _node_asked(sent: list, reply) -> int:
+    """The node the message in ``sent`` that ``reply`` answers was sent to. A site's own
+    reply comes from its node, but the SuperLink answers for a node that stopped sending heartbeats
+    (Flower's "Node Unavailable" error, source: the SuperLink), so a reply is matched to its request
+    by message id; the reply's source node is the fallback."""
+    want = getattr(reply.metadata, "reply_to_message_id", None)
+    for m in sent:
+        if want is not None and getattr(m.metadata, "message_id", None) == want:
+            return m.metadata.dst_node_id
+    return reply.metadata.src_node_id
+
+
 class SitesMissing(Exception):
     """Sites that never connected within ``wait`` seconds."""
 
@@ -92,7 +104,7 @@ class FlowerBackend(Backend):
                                 group_id="hello") for n in unknown]
                 answered = set()
                 for msg in exchange(self.grid, msgs, HELLO_TIMEOUT):
-                    node = msg.metadata.src_node_id
+                    node = _node_asked(msgs, msg)
                     answered.add(node)
                     if msg.has_error():
                         continue                      # asked again next time
@@ -157,7 +169,7 @@ class FlowerBackend(Backend):
         replies = exchange(self.grid, msgs, self.timeout)
         self.received += replies
         for msg in replies:
-            dev = by_msg.get(msg.metadata.src_node_id)
+            dev = by_msg.get(_node_asked(msgs, msg))
             if dev is not None:
                 out[dev] = parse_reply(msg, dev)
         for t in tasks:
