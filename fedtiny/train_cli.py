@@ -82,7 +82,8 @@ def train(out, resume, engine, min_sites, no_cache, **options):
         if engine == "flower-sim":
             from fedtiny.trainer.flower.simulation import train_sim
 
-            report = train_sim(cfg, out, resume=resume, reporter=RichReporter(), min_sites=min_sites)
+            report = train_sim(cfg, out, resume=resume, reporter=RichReporter(), min_sites=min_sites,
+                               exit_on_interrupt=True)
         else:
             from fedtiny.trainer.pipeline import InProcess
 

@@ -33,6 +33,7 @@ class Cluster:
         self.root = Path(root)
         self.procs: list[subprocess.Popen] = []
         self.sites: dict[int, subprocess.Popen] = {}
+        self._listen: dict[int, tuple[int, str]] = {}       # site -> (its SuperNode's port, its name)
         self.id = uuid.uuid4().hex
 
     def __enter__(self) -> "Cluster":
@@ -107,11 +108,13 @@ class Cluster:
         wait_port("127.0.0.1", port, 120, p, "flower-superlink", self.root / "superlink.log")
         return port
 
-    def site(self, k: int, link_port: int, timeout: float = 180, ca: Path | None = None,
-             key: Path | None = None, name: str | None = None, data: Path | None = None) -> subprocess.Popen:
+    def site(self, k: int, link_port: int, timeout: float = 600, ca: Path | None = None,
+             key: Path | None = None, name: str | None = None, data: Path | None = None,
+             wait: bool = True) -> subprocess.Popen:
         """Start ``fedtiny site`` for built-in electrical device k or the device folder ``data`` (TLS with ``ca``, node
-        authentication with ``key``, else --insecure); return once its SuperNode listens."""
-        from fedtiny.trainer.flower.processes import free_port, wait_port
+        authentication with ``key``, else --insecure); return once its SuperNode listens (``wait``) or at once
+        (then ``wait_sites`` waits: sites that start together import TensorFlow at the same time)."""
+        from fedtiny.trainer.flower.processes import free_port
 
         port = free_port()
         name = name or f"site{k}"
@@ -121,9 +124,22 @@ class Cluster:
         p = self.start(fedtiny_cmd("site", *source, "--server", f"127.0.0.1:{link_port}",
                                    *secure, "--work", str(self.root / name), "--port", str(port)),
                        f"{name}.log", name=name)
-        wait_port("127.0.0.1", port, timeout, p, f"site {k}", self.root / f"{name}.log")
         self.sites[k] = p
+        self._listen[k] = (port, name)
+        if wait:
+            self.wait_sites([k], timeout)
         return p
+
+    def wait_sites(self, ks, timeout: float = 600) -> None:
+        """Return once the SuperNode of every site in ``ks`` listens (a hang guard of ``timeout`` s
+        for all of them; a site that exits first fails at once, with its log)."""
+        from fedtiny.trainer.flower.processes import wait_port
+
+        deadline = time.monotonic() + timeout
+        for k in ks:
+            port, name = self._listen[k]
+            wait_port("127.0.0.1", port, max(1.0, deadline - time.monotonic()), self.sites[k], f"site {k}",
+                      self.root / f"{name}.log")
 
     def small_config(self, **over) -> Path:
         path = self.root / "small.json"

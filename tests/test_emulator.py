@@ -22,8 +22,9 @@ def run(tmp_path_factory):
     return shared_run(tmp_path_factory)
 
 
-def _talk(ser, cmd: bytes, until=P.Ready, timeout=3.0):
-    """Send one raw command line; return the messages up to the terminator."""
+def _talk(ser, cmd: bytes, until=P.Ready, timeout=60.0):
+    """Send one raw command line; return the messages up to the terminator (``timeout``: a hang
+    guard only, it returns as soon as the terminator came)."""
     ser.write(cmd)
     out, buf, end = [], b"", time.monotonic() + timeout
     while time.monotonic() < end:
@@ -45,8 +46,10 @@ def test_emulator_serves_the_protocol(run):
     with np.load(d / "test_split.npz") as z:
         x, y, pred = z["x_int8"], z["y"], z["pred_int8"]
     with Emulator(run, 3) as emu, serial.Serial(emu.port_path, 115200, timeout=0.05) as ser:
-        time.sleep(0.2)
-        ser.reset_input_buffer()                            # the boot banner, if any
+        # past the boot lines (banner, ready), which may or may not reach the port opened after them:
+        # the emulator answers in order, so everything before the error of an unknown command is boot
+        _talk(ser, b"sync\n", until=P.Error)
+        _talk(ser, b"")
         banner = _talk(ser, P.encode_command("info"))[0]
         assert isinstance(banner, P.Banner) and banner.clock == "host" and banner.version == P.PROTOCOL_VERSION
         assert banner.model_hash == hashlib.sha256(model).hexdigest() == info["model_sha256"]
@@ -93,7 +96,12 @@ def test_faults_are_reproducible(run):
         with Emulator(run, 3, corrupt=0.3, seed=11) as emu:
             with serial.Serial(emu.port_path, timeout=0.05) as ser:
                 ser.write(P.encode_command("run"))
-                time.sleep(0.5)
+                # the whole run was sent (boot's ready, then the run's): how far it got in a fixed
+                # time would depend on the machine's load
+                end = time.monotonic() + 120                  # hang guard only
+                while sum(line == P.format_ready() for line, _ in emu.log) < 2:
+                    assert time.monotonic() < end, list(emu.log)[-5:]
+                    ser.read(ser.in_waiting or 1)
             logs.append([ok for _, ok in emu.log])
     assert logs[0] == logs[1] and not all(logs[0])
 

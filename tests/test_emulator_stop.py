@@ -46,8 +46,10 @@ def test_stop_that_gives_up_waiting_leaves_the_pty_to_the_thread(run, thread_err
     monkeypatch.setattr(Emulator, "STOP_JOIN_S", 0.02)
     emu = Emulator(run, 3)
     slow = emu.invoke
+    inside = threading.Event()
 
     def slow_invoke(x):
+        inside.set()
         time.sleep(0.4)
         return slow(x)
 
@@ -56,11 +58,11 @@ def test_stop_that_gives_up_waiting_leaves_the_pty_to_the_thread(run, thread_err
     try:
         with serial.Serial(emu.port_path, 115200, timeout=0.05) as ser:
             ser.write(P.encode_command("run"))
-            time.sleep(0.1)                      # the thread is inside 'run' (in an invoke) now
+            assert inside.wait(120)              # the thread is inside 'run' (in an invoke) now; hang guard only
             emu.stop()                           # returns before the thread ends
             assert emu._thread.is_alive()
     finally:
-        emu._thread.join(timeout=5)
+        emu._thread.join(timeout=120)            # hang guard only
     assert not emu._thread.is_alive()
     assert emu.master is None and emu.slave is None   # closed by the thread itself
     emu.stop()                                        # idempotent

@@ -58,7 +58,7 @@ def _interrupt(run: Path, tmp_path: Path, ray_tmp: Path) -> None:
                                 "--samples-per-device", "160", "--out", str(run)),
                     "train.log", env={"TMPDIR": str(ray_tmp)}, name="train")
         # in progress: Phase 2 rounds are running on the Ray workers (hang guard only)
-        wait_for(lambda: _phase2_started(run) or p.poll() is not None, 600, "the first Phase-2 round")
+        wait_for(lambda: _phase2_started(run) or p.poll() is not None, 1200, "the first Phase-2 round")
         assert p.poll() is None, (tmp_path / "train.log").read_text()
         assert len(c.marked("train")) > 3            # the run, Ray's GCS and raylet, its workers
         t0 = time.monotonic()

@@ -262,7 +262,7 @@ def _submit_foreign_run(root, link_port):
     (app / "outsider" / "server.py").write_text(FOREIGN_SERVER.format(mark=str(mark)))
     (app / "outsider" / "client.py").write_text(FOREIGN_CLIENT.format(mark=str(mark)))
     home = write_flwr_home(root / "outsider-home", f"127.0.0.1:{link_port}")
-    p = subprocess.run([bin_path("flwr"), "run", str(app), "fedtiny"], capture_output=True, text=True, timeout=180,
+    p = subprocess.run([bin_path("flwr"), "run", str(app), "fedtiny"], capture_output=True, text=True, timeout=600,
                        env=child_env(FLWR_HOME=home))
     assert p.returncode == 0, p.stdout + p.stderr          # Flower itself accepts the submission
     return mark
@@ -275,24 +275,26 @@ def test_a_foreign_run_never_starts_on_the_server_nor_at_a_site(tmp_path):
     outsider's code never runs at the site and never sees the site's node config (socket, key)."""
     from flowerfixture import Cluster, wait_for
 
-    with Cluster(tmp_path / "gated") as c:
-        (tmp_path / "gated").mkdir()
-        port = c.superlink(gated=True)
-        mark = _submit_foreign_run(tmp_path / "gated", port)
-        refusals = tmp_path / "gated" / "link-refusals.log"
-        wait_for(lambda: refusals.exists() and "refused run" in refusals.read_text(), 120, "the SuperLink's refusal")
-        assert "not fedtiny's" in refusals.read_text()
-        assert not (mark / "serverapp-ran").exists()
-
     root = tmp_path / "open"
     root.mkdir()
     with Cluster(root) as c:
         port = c.superlink(gated=False)
-        c.site(0, port)
+        c.site(0, port, wait=False)            # (2)'s site starts (imports TensorFlow) while (1) runs
+        with Cluster(tmp_path / "gated") as g:
+            (tmp_path / "gated").mkdir()
+            gport = g.superlink(gated=True)
+            gmark = _submit_foreign_run(tmp_path / "gated", gport)
+            refusals = tmp_path / "gated" / "link-refusals.log"
+            wait_for(lambda: refusals.exists() and "refused run" in refusals.read_text(), 600,
+                     "the SuperLink's refusal")
+            assert "not fedtiny's" in refusals.read_text()
+            assert not (gmark / "serverapp-ran").exists()
+
+        c.wait_sites([0])
         mark = _submit_foreign_run(root, port)
-        wait_for(lambda: (mark / "serverapp-ran").exists(), 120, "the outsider's ServerApp on the open SuperLink")
+        wait_for(lambda: (mark / "serverapp-ran").exists(), 600, "the outsider's ServerApp on the open SuperLink")
         site_log = root / "site0" / "site.log"
-        wait_for(lambda: "refused run" in site_log.read_text(), 120, "the site's refusal")
+        wait_for(lambda: "refused run" in site_log.read_text(), 600, "the site's refusal")
         assert "(wrong run): its app (FAB sha256" in site_log.read_text()
         assert "refused run" in (root / "site0.log").read_text()          # on the site's terminal too
         assert not (mark / "clientapp-ran").exists()
@@ -325,7 +327,7 @@ def test_a_site_without_its_server_says_so_keeps_retrying_and_stops_on_ctrl_c(tm
         p = c.start(fedtiny_cmd("site", "--builtin", "electrical:0", "--server", f"127.0.0.1:{free_port()}",
                                 "--insecure", "--work", str(tmp_path / "site")), "site.log")
         out = tmp_path / "site.log"
-        wait_for(lambda: out.read_text().count("waiting for server") >= 2 or p.poll() is not None, 180,
+        wait_for(lambda: out.read_text().count("waiting for server") >= 2 or p.poll() is not None, 600,
                  "the site to report its unreachable server twice")
         assert p.poll() is None                                    # still trying
         p.send_signal(signal.SIGINT)
@@ -351,21 +353,25 @@ def test_a_node_that_claims_a_device_its_key_is_not_registered_for_is_refused(mo
 
     class Reply:
         def __init__(self, node, dev):
-            self.metadata = SimpleNamespace(src_node_id=node)
+            self.metadata = SimpleNamespace(src_node_id=node, reply_to_message_id=node)
             self.content = {"reply": {"device": dev}}
 
         def has_error(self):
             return False
 
-    class Grid:
+    class Grid:                                      # every node answers at once (message id: its node)
         def __init__(self, claims):
             self.claims = claims
 
         def get_node_ids(self):
             return list(self.claims)
 
-        def send_and_receive(self, msgs, timeout):
-            return [Reply(m.metadata.dst_node_id, self.claims[m.metadata.dst_node_id]) for m in msgs]
+        def push_messages(self, msgs):
+            self.pushed = [m.metadata.dst_node_id for m in msgs]
+            return self.pushed
+
+        def pull_messages(self, ids):                # in the order they were sent
+            return [Reply(n, self.claims[n]) for n in self.pushed if n in ids]
 
     notes = []
     b = FlowerBackend(Grid({13: 0, 11: 0, 12: 0}), {}, 2, 10, 0, note=notes.append, registered={0: 11, 1: 12})

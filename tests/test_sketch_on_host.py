@@ -456,7 +456,7 @@ class Running:
         while view:
             view = view[os.write(self.slave, view):]
 
-    def read_line(self, timeout: float = 5.0) -> bytes:
+    def read_line(self, timeout: float = 120.0) -> bytes:       # a hang guard: returns on the line
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buf:
             left = deadline - time.monotonic()
@@ -469,13 +469,13 @@ class Running:
         self.lines.append(line)
         return line
 
-    def message(self, timeout: float = 5.0):
+    def message(self, timeout: float = 120.0):
         line = self.read_line(timeout)
         msg = P.parse_line(line)
         assert msg is not None, f"the sketch emitted a line that does not parse: {line!r}"
         return msg
 
-    def until_ready(self, timeout: float = 5.0) -> list:
+    def until_ready(self, timeout: float = 120.0) -> list:
         """Messages up to and including the next ``ready``."""
         out = [self.message(timeout)]
         while not isinstance(out[-1], P.Ready):

@@ -30,6 +30,45 @@ from .messages import HELLO, KIND_OF, parse_reply, request_content
 
 HELLO_TIMEOUT = 30.0
 SILENT_RETRY = 300.0   # a node that let a request time out is skipped by rounds for this long
+PULL_FIRST, PULL_MAX = 0.2, 1.0   # seconds between asks for replies: from 0.2 s, doubling up to 1 s
+
+
+def exchange(grid, msgs: list, timeout: float, first: float = PULL_FIRST, most: float = PULL_MAX) -> list:
+    """Push ``msgs`` through ``grid`` and return the replies that came within ``timeout`` seconds.
+
+    The same contract as Flower's ``Grid.send_and_receive``, which asks for replies every 3 s: here
+    the first ask comes ``first`` seconds after the push and the wait between asks doubles up to
+    ``most``, so a reply is taken up at most ``most`` seconds after it reached the SuperLink (a
+    step that sites answer in a second no longer costs up to 3 s more, in every step of a run),
+    while a long wait (a slow or silent site) asks once a second. Returns as soon as every message
+    has its reply."""
+    if not msgs:
+        return []
+    ids = set(grid.push_messages(msgs))
+    deadline = time.monotonic() + timeout
+    out, pause = [], first
+    while ids:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, most)
+        got = list(grid.pull_messages(ids))
+        out += got
+        ids -= {m.metadata.reply_to_message_id for m in got}
+    return out
+
+
+def _node_asked(sent: list, reply) -> int:
+    """The node the message in ``sent`` that ``reply`` answers was sent to. A site's own
+    reply comes from its node, but the SuperLink answers for a node that stopped sending heartbeats
+    (Flower's "Node Unavailable" error, source: the SuperLink), so a reply is matched to its request
+    by message id; the reply's source node is the fallback."""
+    want = getattr(reply.metadata, "reply_to_message_id", None)
+    for m in sent:
+        if want is not None and getattr(m.metadata, "message_id", None) == want:
+            return m.metadata.dst_node_id
+    return reply.metadata.src_node_id
 
 
 class SitesMissing(Exception):
@@ -70,8 +109,8 @@ class FlowerBackend(Backend):
                 msgs = [Message(request_content(None, {}, self.run), dst_node_id=n, message_type=HELLO,
                                 group_id="hello") for n in unknown]
                 answered = set()
-                for msg in self.grid.send_and_receive(msgs, timeout=HELLO_TIMEOUT):
-                    node = msg.metadata.src_node_id
+                for msg in exchange(self.grid, msgs, HELLO_TIMEOUT):
+                    node = _node_asked(msgs, msg)
                     answered.add(node)
                     if msg.has_error():
                         continue                      # asked again next time
@@ -143,10 +182,10 @@ class FlowerBackend(Backend):
             by_msg[node] = t.device
         self.sent += msgs
         t0 = time.monotonic()
-        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout)) if msgs else []
+        replies = exchange(self.grid, msgs, self.timeout)
         self.received += replies
         for msg in replies:
-            dev = by_msg.get(msg.metadata.src_node_id)
+            dev = by_msg.get(_node_asked(msgs, msg))
             if dev is not None:
                 out[dev] = parse_reply(msg, dev)
         for t in tasks:

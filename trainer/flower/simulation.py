@@ -16,7 +16,10 @@ interrupt is raised in that thread too (``ServerStopped``, at its next Python in
 stops where it is, as the in-process engine does; every written step is kept for ``--resume``),
 Ray is shut down (its processes end) and the threads Flower started are joined, with further
 signals ignored meanwhile; a thread still stuck in native code after ``STOP_GRACE`` seconds ends
-the process (exit 130) rather than keep it alive.
+the process (exit 130) rather than keep it alive. With ``exit_on_interrupt`` (the command line) the
+process then leaves at once with exit 130 once that cleanup is done: the interpreter's own shutdown
+after a stopped simulation took about 10 s more (in native code, no Python frame left: what Ray's
+and gRPC's threads leave behind), and every file of the run is written and closed by then.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from .factory import FlowerFactory
 
 RAY_TMP_MAX = 20       # longest temporary-folder path Ray's socket paths fit after
 STOP_GRACE = 30.0      # seconds the stopped ServerApp and Flower's threads get to end after Ctrl-C
+THREAD_GRACE = 5.0     # of which Flower's threads get this long once Ray's processes are gone
 
 
 class ServerStopped(BaseException):
@@ -65,10 +69,13 @@ def _signals_ignored():
             signal.signal(s, h)
 
 
-def _stop_threads(server_thread: threading.Thread | None, before: set[threading.Thread]) -> bool:
-    """After an interrupt: stop the ServerApp thread, shut Ray down, and join every non-daemon
-    thread started since ``before`` (Flower's workers end once its stop event is set), within
-    ``STOP_GRACE`` seconds in all. True when all of them ended."""
+def _stop_threads(server_thread: threading.Thread | None, before: set[threading.Thread], mark: str) -> bool:
+    """After an interrupt: stop the ServerApp thread, shut Ray down and end every process of it
+    (``_reap``), and join every non-daemon thread started since ``before`` (Flower's workers end
+    once its stop event is set), within ``STOP_GRACE`` seconds in all. Flower's threads get
+    ``THREAD_GRACE`` of it: one still blocked in Ray's ``ray.get`` then waits for a process that
+    is gone (seen under load: a Flower worker thread that outlived the whole 30 s grace). True
+    when all of them ended."""
     import time
 
     deadline = time.monotonic() + STOP_GRACE
@@ -76,6 +83,8 @@ def _stop_threads(server_thread: threading.Thread | None, before: set[threading.
         _raise_in_thread(server_thread, ServerStopped)
         server_thread.join(max(0.0, deadline - time.monotonic()))
     _ray_shutdown()
+    _reap(mark)
+    deadline = min(deadline, time.monotonic() + THREAD_GRACE)
     left = [t for t in threading.enumerate() if t not in before and not t.daemon and t.is_alive()
             and t is not threading.current_thread()]
     for t in left:
@@ -229,9 +238,11 @@ class FlowerSim(FlowerFactory):
 
 
 def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, factory=None,
-              num_cpus: int | None = None):
+              num_cpus: int | None = None, exit_on_interrupt: bool = False):
     """Run (or resume) ``cfg`` into ``out`` on Flower's simulation engine; returns the report
-    (None with ``until``), like ``pipeline.train``."""
+    (None with ``until``), like ``pipeline.train``. Ctrl-C raises KeyboardInterrupt after the
+    cleanup, or with ``exit_on_interrupt`` (for a command line, never a library caller) prints the
+    one ``error: interrupted`` line and ends the process with exit code 130."""
     factory = factory or FlowerSim()
     run = Run(cfg, out, resume, reporter, factory, min_sites)     # every check before any import
     if resume and until is None:
@@ -292,11 +303,13 @@ def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, fa
         raise
     except KeyboardInterrupt:
         with _signals_ignored():
-            if not _stop_threads(result.get("thread"), threads_before):
+            if not _stop_threads(result.get("thread"), threads_before, mark):
                 _reap(mark)
                 shutil.rmtree(ray_dir, ignore_errors=True)
                 _exit_interrupted()
-        raise
+        if not exit_on_interrupt:
+            raise
+        result["interrupted"] = True
     finally:
         with _signals_ignored():
             _ray_shutdown()
@@ -310,6 +323,10 @@ def train_sim(cfg, out, resume=False, reporter=None, until=None, min_sites=1, fa
         threading.excepthook = hook
         flwr_log.removeFilter(watch)
         watch.close()
+    if result.get("interrupted"):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)    # the exit stays 130 whatever comes now
+        _exit_interrupted()
     if "report" not in result and until is None:
         raise RunError("the Flower simulation ended without finishing the run (see the log above)")
     return result.get("report")
