@@ -91,7 +91,7 @@ class LiveModel:
         """int8 model inputs (n, *input_shape) of int16 windows (n, W, C)."""
         s = np.asarray(windows, np.int16)
         if self.kind == "raw":
-            q = fe.quantize(s.astype(np.float64) / fe.FULL_SCALE, self.input_scale, self.input_zero_point)
+            q = fe.raw_input(s, self.input_scale, self.input_zero_point)
         else:
             q = fe.model_input(self.kind, s, self.input_scale, self.input_zero_point)
         return q.reshape((len(s),) + self.input_shape)
