@@ -110,6 +110,11 @@ class BoardSite:
     def hello(self, fallback: int | None, run: dict | None = None) -> int:
         return self.data.hello(fallback, run)
 
+    def greet(self, run: dict) -> tuple[int, str | None]:
+        """(device, None), or (device, why) when the site's data does not fit the run: the same
+        check as every site's (``SiteService.greet``), since the board trains on that data."""
+        return self.data.greet(run)
+
     def handle(self, kind: str, weights, config: dict, run: dict, device: int) -> tuple:
         """(weights or None, metrics, None) of one request (module docstring)."""
         with self._lock:                          # one board: one request at a time
