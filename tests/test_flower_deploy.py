@@ -114,7 +114,7 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
     assert "connected to server" in (tmp_path / "site0" / "site.log").read_text()
     a, b = _report(run), _report(ref)
     # the same words on the server (which never saw the fleet folder) as in process
-    assert a.pop("dataset") == b.pop("dataset") == f"fleet of 3 devices (dev00, dev01, dev02); public pool {pool}"
+    assert a.pop("dataset") == b.pop("dataset") == f"fleet of 3 devices (dev00, dev01, dev02); public pool {pool.name}"
     assert a == b                                             # accuracies, thresholds, model bytes, names
     assert (run / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
     for k in range(3):
