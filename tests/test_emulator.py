@@ -22,20 +22,25 @@ def run(tmp_path_factory):
     return shared_run(tmp_path_factory)
 
 
+_LEFT: dict[int, bytes] = {}
+
+
 def _talk(ser, cmd: bytes, until=P.Ready, timeout=60.0):
     """Send one raw command line; return the messages up to the terminator (``timeout``: a hang
     guard only, it returns as soon as the terminator came)."""
     ser.write(cmd)
-    out, buf, end = [], b"", time.monotonic() + timeout
+    # bytes read after the previous terminator (a read may take it and the next line together)
+    out, buf, end = [], _LEFT.pop(id(ser), b""), time.monotonic() + timeout
     while time.monotonic() < end:
-        buf += ser.read(ser.in_waiting or 1)
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             msg = P.parse_line(line + b"\n")
             assert msg is not None, line
             out.append(msg)
             if isinstance(msg, until):
+                _LEFT[id(ser)] = buf
                 return out
+        buf += ser.read(ser.in_waiting or 1)
     raise AssertionError(f"no {until.__name__} after {cmd!r}: {out}")
 
 
