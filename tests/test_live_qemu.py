@@ -38,22 +38,15 @@ HOP = 20
 
 
 def _host_decisions(rd, counts: np.ndarray, win: int, hop: int, until: int):
-    """(n, pred, score) of every window k ending at n = k*hop + win <= until, on the host."""
-    from fedtiny import frontend as fe
-    from fedtiny.codegen.tflite_model import read_model
-    from fedtiny.trainer.tflm import run_int8
+    """(n, pred, score) of every window k ending at n = k*hop + win <= until, on the host: the
+    live twin (``fedtiny.live``: the INT8 model via tflite-micro on ``fedtiny.frontend.raw_input``
+    of the same counts, the trainer's threshold rule) over the recording played from its start."""
+    from fedtiny import live as L
 
-    facts = read_model(rd.model_bytes)
-    reps = -(-(until + win) // len(counts))
-    s = np.tile(counts, (reps, 1))
-    ends = np.arange(win, until + 1, hop)
-    windows = np.stack([s[e - win:e] for e in ends])
-    x = fe.raw_input(windows, facts.input.scale, facts.input.zero_point).reshape(len(ends), win, -1)
-    q = run_int8(rd.model_bytes, x)
-    cut = P.fault_q0_max(float(rd.info["threshold"]), facts.output.scale, facts.output.zero_point)
-    preds = np.where(q[:, 0].astype(int) <= cut, 1 + np.argmax(q[:, 1:], axis=1), 0)
-    scores = [P.fault_score(int(v), facts.output.scale, facts.output.zero_point) for v in q[:, 0]]
-    return [(int(e), int(p), sc) for e, p, sc in zip(ends, preds, scores)]
+    model = L.LiveModel.from_run(rd.run_dir, rd.device)
+    assert model.window == win, (model.window, win)
+    played = np.resize(np.asarray(counts), (until, counts.shape[1]))
+    return [(d.n, d.pred, d.score) for d in L.live_decisions(played, model, hop)]
 
 
 def _events_of(decisions):
