@@ -15,6 +15,7 @@ Files added to the project (``live_files``):
     include/ft_live_config.h   rate, channels, window, hop, budget, source, scale, unit
     include/ft_sensor.h        the sensor interface (ft_sensor_begin / ft_sensor_read)
     include/ft_stream.h, src/ft_stream.c   the sample FIFO the timer fills
+    include/ft_live.h, src/ft_live.c       the live and capture commands (every runtime)
     src/ft_sensor_sim.c, include/sensor_recording.h, src/sensor_recording.c   (sim only)
     src/ft_sensor_user.c       (user only: the one commented file to fill in, weak defaults)
 """
@@ -174,7 +175,9 @@ def live_files(spec: LiveSpec, recording: np.ndarray | None) -> dict[str, str]:
     files = {"include/ft_live_config.h": config_header(spec),
              "include/ft_sensor.h": (fw / "compiled" / "ft_sensor.h").read_text(),
              "include/ft_stream.h": (fw / "compiled" / "ft_stream.h").read_text(),
-             "src/ft_stream.c": (fw / "compiled" / "ft_stream.c").read_text()}
+             "src/ft_stream.c": (fw / "compiled" / "ft_stream.c").read_text(),
+             "include/ft_live.h": (fw / "compiled" / "ft_live.h").read_text(),
+             "src/ft_live.c": (fw / "compiled" / "ft_live.c").read_text()}
     if spec.source == "sim":
         if recording is None:
             raise CodegenError("the sim sensor needs a recording")

@@ -17,13 +17,8 @@
  * by QEMU -icount shift=0, ft_board_config.h).
  *
  * Live firmware (FT_LIVE, fedtiny build --input sensor; banner input=sensor): "live" and
- * "capture N" read the sensor (ft_sensor.h) through the sample FIFO the board's timer fills
- * (ft_stream.h). Memory: one window of frames (the model's input window) plus one hop of FIFO for
- * live; capture uses all of it as FIFO. Live runs front end + model on window k = frames
- * [k*hop, k*hop + win) as soon as its last frame arrives and prints an "event" on the first
- * decision and every change, a "beat" every FT_LIVE_RATE_HZ frames; a window holding a dropped
- * frame is skipped. The "us" figures time front end + model together, against the hop's
- * duration (budget).
+ * "capture N" are ft_live.c's (the same code as the TFLM sketch's); this file supplies its model
+ * step, ft_live_model (front end + compiled model on one window).
  */
 #if defined(__GNUC__) && !defined(__clang__)
 /* The protocol code runs between inferences, never inside one: optimized for size (about 4 KB
@@ -42,8 +37,7 @@
 #include "test_data.h"
 #if FT_LIVE
 #include "ft_live_config.h"
-#include "ft_sensor.h"
-#include "ft_stream.h"
+#include "ft_live.h"
 #endif
 #include "ft_head_config.h"
 #if FT_HEAD_TRAINABLE
@@ -136,9 +130,6 @@ static const int8_t* test_input(int i) {
 static int decide(void) { return ft_decide_q(g_scores, FT_N_CLASSES, FT_Q0_FAULT_MAX); }
 
 #if FT_LIVE
-#if FT_LIVE_HOP < 1 || FT_LIVE_HOP > FT_LIVE_WINDOW
-#error "the hop must be 1 .. window samples"
-#endif
 #if FT_FRONTEND_KIND == FT_FRONTEND_RAW
 #if FT_LIVE_WINDOW * FT_LIVE_CHANNELS != FT_INPUT_BYTES
 #error "live window and model input disagree"
@@ -147,173 +138,16 @@ static int decide(void) { return ft_decide_q(g_scores, FT_N_CLASSES, FT_Q0_FAULT
 #error "live window and front end disagree"
 #endif
 
-#define FT_RING_FRAMES (FT_LIVE_WINDOW + FT_LIVE_HOP)
-static int16_t g_ring[FT_RING_FRAMES * FT_LIVE_CHANNELS];   /* live: window, then FIFO */
-static uint32_t g_ring_gap[FT_RING_FRAMES];
+/* ft_live.h's model step: front end + compiled model on one window of int16 frames */
 static int8_t g_live_input[FT_INPUT_BYTES];
-
-/* A command line received during live/capture: 1 if it is "stop" (every other line is ignored). */
-static int stop_requested(void) {
-  for (;;) {
-    const int c = ft_board_read();
-    if (c < 0) return 0;
-    const int r = ft_line_feed(&g_rx, (char)c);
-    if (r == FT_LINE_READY && ft_parse_command(g_rx.buf, 0, 0, 0) == FT_CMD_STOP) return 1;
-  }
-}
-
-static void send_stream(void) {
-  send_line(ft_format_stream(g_out, (int)sizeof g_out, FT_LIVE_RATE_HZ, FT_LIVE_CHANNELS,
-                             FT_LIVE_WINDOW, FT_LIVE_HOP, FT_LIVE_BUDGET, FT_SENSOR_SOURCE,
-                             FT_SENSOR_SCALE, FT_SENSOR_UNIT));
-}
-
-/* sensor and timer on, FIFO = g_ring[first frame ...]; 0, or an error answered */
-static int start_sampling(int first_frame, int capacity) {
-  ft_stream_reset(g_ring + (long)first_frame * FT_LIVE_CHANNELS, g_ring_gap, capacity, FT_LIVE_CHANNELS);
-  if (ft_sensor_begin(FT_LIVE_RATE_HZ, FT_LIVE_CHANNELS) != 0) {
-    send_error(FT_ERR_NO_SENSOR, "the sensor cannot give this rate and channel count");
-    return -1;
-  }
-  send_stream();
-  if (ft_board_sampler_start(FT_LIVE_RATE_HZ) != 0) {
-    send_error(FT_ERR_NO_SENSOR, "the sampling timer cannot give this rate");
-    return -1;
-  }
-  return 0;
-}
-
-/* front end + model on the window in g_ring[0 .. FT_LIVE_WINDOW); its time in clock units */
-static long live_infer(void) {
-  const uint32_t start = ft_board_ticks();
+int ft_live_model(const int16_t* window, int8_t* scores) {
 #if FT_FRONTEND_KIND == FT_FRONTEND_RAW
-  ft_frontend_raw(g_ring, FT_LIVE_WINDOW * FT_LIVE_CHANNELS, FT_INPUT_SCALE, FT_INPUT_ZERO_POINT, g_live_input);
+  ft_frontend_raw(window, FT_LIVE_WINDOW * FT_LIVE_CHANNELS, FT_INPUT_SCALE, FT_INPUT_ZERO_POINT, g_live_input);
 #else
-  ft_frontend_run(&kFtFrontend, g_ring, 0, g_live_input);
+  ft_frontend_run(&kFtFrontend, window, 0, g_live_input);
 #endif
-  ft_model_invoke(g_live_input, g_scores);
-  const uint32_t ticks = (ft_board_ticks() - start) & (uint32_t)FT_BOARD_TICK_MASK;
-  return (long)ticks * (long)FT_LATENCY_PER_TICK;
-}
-
-static void command_live(void) {
-  if (start_sampling(FT_LIVE_WINDOW, FT_LIVE_HOP) != 0) return;
-  long long n = 0;                    /* sample counter of the next frame */
-  long long dropped = 0;
-  long phase = 0;                     /* n mod hop */
-  long beat_phase = 0;                /* n mod rate: a beat at every multiple of the rate, with the
-                                         frames lost before it (the host twin's fedtiny/live.py beats) */
-  int fill = 0;                       /* consecutive frames in the window buffer */
-  int last = -1;                      /* the current decision (-1: none yet) */
-  long us_last = 0, us_max = 0;
-  while (!stop_requested()) {
-    const int16_t* frame;
-    uint32_t gap;
-    if (!ft_stream_peek(&frame, &gap)) {
-      ft_board_idle();
-      continue;
-    }
-    if (gap != 0u) {                  /* frames lost: the windows holding them are skipped */
-      long long lost = (long long)gap;
-      phase = (long)((phase + lost) % FT_LIVE_HOP);
-      fill = 0;
-      while (beat_phase + lost >= FT_LIVE_RATE_HZ) {   /* a beat falls inside the gap: at its n */
-        const long step = FT_LIVE_RATE_HZ - beat_phase;
-        n += step;
-        dropped += step;
-        lost -= step;
-        beat_phase = 0;
-        send_line(ft_format_beat(g_out, (int)sizeof g_out, n, last, dropped, us_last, us_max, FT_LIVE_BUDGET));
-      }
-      n += lost;
-      dropped += lost;
-      beat_phase += (long)lost;
-    }
-    if (fill > 0 || phase == 0) {     /* a window starts at a multiple of the hop */
-      int16_t* dst = g_ring + (long)fill * FT_LIVE_CHANNELS;
-      for (int c = 0; c < FT_LIVE_CHANNELS; ++c) dst[c] = frame[c];
-      fill += 1;
-    }
-    ft_stream_release();
-    n += 1;
-    phase = phase + 1 == FT_LIVE_HOP ? 0 : phase + 1;
-    beat_phase += 1;
-    if (fill == FT_LIVE_WINDOW) {     /* window [n - win, n) is complete */
-      const long us = live_infer();
-      const int pred = decide();
-      us_last = us;
-      if (us > us_max) us_max = us;
-      if (pred != last) {
-        const float score = ft_fault_score(g_scores[0], FT_OUTPUT_SCALE, FT_OUTPUT_ZERO_POINT);
-        send_line(ft_format_event(g_out, (int)sizeof g_out, n, pred, score, FT_THRESHOLD, us));
-        last = pred;
-      }
-      memmove(g_ring, g_ring + (long)FT_LIVE_HOP * FT_LIVE_CHANNELS,
-              sizeof(int16_t) * (size_t)(FT_LIVE_WINDOW - FT_LIVE_HOP) * FT_LIVE_CHANNELS);
-      fill = FT_LIVE_WINDOW - FT_LIVE_HOP;
-    }
-    if (beat_phase == FT_LIVE_RATE_HZ) {   /* n is a multiple of the rate: one second of samples */
-      beat_phase = 0;
-      send_line(ft_format_beat(g_out, (int)sizeof g_out, n, last, dropped, us_last, us_max, FT_LIVE_BUDGET));
-    }
-  }
-  ft_board_sampler_stop();
-}
-
-#define FT_LINE_FRAMES (FT_FRAMES_MAX_VALUES / FT_LIVE_CHANNELS)
-static int16_t g_line[FT_LINE_FRAMES * FT_LIVE_CHANNELS];
-
-static void command_capture(long count) {
-  if (start_sampling(0, FT_RING_FRAMES) != 0) return;
-  const long long end = count > 0 ? (long long)count : -1;   /* -1: until stop */
-  long long n = 0, sent = 0, dropped = 0, line_first = 0;
-  int in_line = 0, stopping = 0;
-  for (;;) {
-    if (end >= 0 && n >= end) break;
-    if (!stopping && stop_requested()) {
-      ft_board_sampler_stop();        /* what is stored still goes out; nothing new comes in */
-      stopping = 1;
-    }
-    const int16_t* frame;
-    uint32_t gap;
-    if (!ft_stream_peek(&frame, &gap)) {
-      if (!stopping && end >= 0 && n + (long long)ft_stream_pending_gap() >= end) {
-        ft_board_sampler_stop();      /* every frame still to come is lost: nothing will be stored */
-        stopping = 1;
-      }
-      if (!stopping) {
-        ft_board_idle();
-        continue;
-      }
-      gap = ft_stream_pending_gap();  /* frames lost after the last stored one */
-      frame = 0;
-      if (gap == 0u) break;
-    }
-    if (gap != 0u) {
-      long long lost = (long long)gap;
-      if (end >= 0 && n + lost > end) lost = end - n;
-      if (in_line) send_line(ft_format_frames(g_out, (int)sizeof g_out, line_first, in_line, FT_LIVE_CHANNELS, g_line));
-      in_line = 0;
-      send_line(ft_format_gap(g_out, (int)sizeof g_out, n, lost));
-      dropped += lost;
-      n += lost;
-      if (frame == 0 || (end >= 0 && n >= end)) break;
-    }
-    if (in_line == 0) line_first = n;
-    int16_t* dst = g_line + (long)in_line * FT_LIVE_CHANNELS;
-    for (int c = 0; c < FT_LIVE_CHANNELS; ++c) dst[c] = frame[c];
-    ft_stream_release();
-    in_line += 1;
-    n += 1;
-    sent += 1;
-    if (in_line == FT_LINE_FRAMES || (end >= 0 && n >= end)) {
-      send_line(ft_format_frames(g_out, (int)sizeof g_out, line_first, in_line, FT_LIVE_CHANNELS, g_line));
-      in_line = 0;
-    }
-  }
-  ft_board_sampler_stop();
-  if (in_line) send_line(ft_format_frames(g_out, (int)sizeof g_out, line_first, in_line, FT_LIVE_CHANNELS, g_line));
-  send_line(ft_format_capend(g_out, (int)sizeof g_out, sent, dropped));
+  ft_model_invoke(g_live_input, scores);
+  return 0;
 }
 #endif
 
@@ -531,10 +365,10 @@ static void handle_line(const char* line) {
       return;
 #if FT_LIVE
     case FT_CMD_LIVE:
-      command_live();
+      ft_live_run(&g_rx, g_out, (int)sizeof g_out);
       break;
     case FT_CMD_CAPTURE:
-      command_capture(count);
+      ft_live_capture(&g_rx, g_out, (int)sizeof g_out, count);
       break;
 #else
     case FT_CMD_LIVE:
