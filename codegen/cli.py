@@ -60,9 +60,12 @@ def _margin(used: int, budget: int) -> str:
                    "the model as generated C, no TFLM library (the only runtime of qemu-m4).")
 @click.option("--input", "input_", type=click.Choice(["windows", "sensor"]), default="windows", show_default=True,
               help="windows: classify the embedded test windows and infer payloads; sensor: also read the "
-                   "board's sensor (live and capture commands; --runtime compiled).")
+                   "board's sensor (live and capture commands; either runtime).")
 @click.option("--sensor", default=None,
               help="Sensor source of --input sensor (sim, imu, adc, user; default: the board file's).")
+@click.option("--board-revision", default=None,
+              help="--input sensor on a board whose sensor depends on its revision: nano33ble rev1 "
+                   "(LSM9DS1 IMU) or rev2 (BMI270 + BMM150 IMU; printed on the board as 'Rev2').")
 @click.option("--hop", type=int, default=None,
               help="Samples between two live decisions (default: half the window).")
 @click.option("--recording", type=click.Path(dir_okay=False), default=None,
@@ -76,8 +79,8 @@ def _margin(used: int, budget: int) -> str:
 @click.option("--head-windows", type=int, default=None,
               help="--trainable-head: windows the board can hold (default 512; part of the RAM plan).")
 @friendly
-def build(device, board, run, out, test_samples, do_compile, runtime, input_, sensor, hop, recording,
-          trainable_head, head_batch, head_windows):
+def build(device, board, run, out, test_samples, do_compile, runtime, input_, sensor, board_revision, hop,
+          recording, trainable_head, head_batch, head_windows):
     """Generate the firmware project of one device of a run (TFLM sketch or compiled C)."""
     from .build import build_project
 
@@ -87,7 +90,8 @@ def build(device, board, run, out, test_samples, do_compile, runtime, input_, se
         raise CodegenError("--head-batch and --head-windows need --trainable-head")
     r = build_project(_run_dir(run), device, board, out, test_samples, do_compile, runner=RUNNER,
                       runtime=runtime, input=input_, sensor=sensor, hop=hop, recording=recording,
-                      trainable_head=trainable_head, head_batch=head_batch, head_windows=head_windows)
+                      trainable_head=trainable_head, head_batch=head_batch, head_windows=head_windows,
+                      board_revision=board_revision)
     click.echo(f"wrote {r.project_dir}")
     click.echo(f"  board        {r.board} ({brd.describe()})")
     click.echo(f"  runtime      {r.runtime}" + (" (the model as generated C, no TFLM library)"
@@ -108,7 +112,8 @@ def build(device, board, run, out, test_samples, do_compile, runtime, input_, se
     if r.live:
         v = r.live
         click.echo(f"  sensor       {v.source}: {v.channels} channels at {v.rate_hz} Hz, window {v.window}, "
-                   f"hop {v.hop} samples = budget {v.budget:,} {'instructions' if brd.clock == 'icount' else 'us'}")
+                   f"hop {v.hop} samples = budget {v.budget:,} {'instructions' if brd.clock == 'icount' else 'us'}"
+                   + (f", board {v.revision}" if v.revision else ""))
     if r.head_plan:
         h = r.head_plan
         click.echo(f"  head         trainable float32 {h['n_in']} -> {h['n_hidden']} -> {h['n_classes']}: training "

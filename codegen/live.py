@@ -50,6 +50,8 @@ class LiveSpec:
     source: str          # imu / adc / user / sim
     scale: float         # physical units per count
     unit: str
+    full_scale: tuple = ()          # imu: per channel, the physical value the model sees as 1.0
+    revision: str | None = None     # imu: the board revision (its IMU chip and library)
 
 
 def sensor_section(board: Board) -> dict:
@@ -87,9 +89,29 @@ def check_rate(board: Board, source: str, src: dict, rate: int) -> None:
                            f"{rate} Hz (it must divide the clock)")
 
 
+def imu_revision(board: Board, source: str, src: dict, revision: str | None) -> str | None:
+    """The board revision a sensor needs (its ``revisions``: the Nano 33 BLE's rev1 LSM9DS1 and
+    rev2 BMI270 + BMM150 need different libraries), or None for a sensor without revisions. Its
+    absence, an unknown one, or one given for a sensor without revisions is a CodegenError."""
+    revs = src.get("revisions") or {}
+    if not revs:
+        if revision is not None:
+            raise CodegenError(f"--board-revision is for a sensor with board revisions; the {source} sensor of "
+                               f"{board.name} has none")
+        return None
+    names = ", ".join(f"{k} ({v.get('chip', '?')})" for k, v in revs.items())
+    if revision is None:
+        raise CodegenError(f"the {source} sensor of {board.name} depends on the board revision: add "
+                           f"--board-revision with one of {names}")
+    if revision not in revs:
+        raise CodegenError(f"unknown --board-revision {revision!r} for {board.name} (revisions: {names})")
+    return str(revision)
+
+
 def live_spec(board: Board, info: dict, window: int, channels: int, hop: int | None,
-              source: str | None) -> LiveSpec:
-    """The stream of device ``info``'s model on ``board``; hop defaults to half the window."""
+              source: str | None, revision: str | None = None) -> LiveSpec:
+    """The stream of device ``info``'s model on ``board``; hop defaults to half the window;
+    ``revision``: the board revision of a sensor that depends on it (``imu_revision``)."""
     sec = sensor_section(board)
     source = str(source or sec.get("default") or next(iter(sec["sources"])))
     if source not in P.SENSOR_SOURCES:
@@ -99,6 +121,7 @@ def live_spec(board: Board, info: dict, window: int, channels: int, hop: int | N
     src = sec["sources"][source]
     rate = int(rate_of(info))
     check_rate(board, source, src, rate)
+    revision = imu_revision(board, source, src, revision)
     hop = max(1, window // 2) if hop is None else int(hop)
     if not 1 <= hop <= window:
         raise CodegenError(f"--hop must be 1..{window} samples (the window), got {hop}")
@@ -116,7 +139,27 @@ def live_spec(board: Board, info: dict, window: int, channels: int, hop: int | N
         # the recording's counts are model units x 32767, i.e. channel c's physical value is
         # count * channel_scale[c] / 32767; one stream scale cannot say that: channel 0's, unit=mixed
         scale, unit = cs[0] / 32767.0, "mixed"
-    return LiveSpec(rate, int(channels), int(window), hop, int(budget), source, scale, unit)
+    full_scale: tuple = ()
+    if source == "imu":
+        full_scale = imu_full_scale(board, cs, int(channels))
+        # a count is full_scale[c] / 32767 of channel c's unit (g for 0-2, deg/s for 3-5)
+        scale = full_scale[0] / 32767.0
+        if int(channels) > 3 or len(set(full_scale)) > 1:
+            unit = "mixed"
+    return LiveSpec(rate, int(channels), int(window), hop, int(budget), source, scale, unit, full_scale, revision)
+
+
+def imu_full_scale(board: Board, channel_scale: list[float], channels: int) -> tuple:
+    """Per channel, the IMU reading the model sees as 1.0: device.json ``channel_scale`` (in g for
+    channels 0-2, degrees/s for 3-5), or 1.0 each when the run records none."""
+    if channels not in (3, 6):
+        raise CodegenError(f"the imu sensor of {board.name} gives 3 channels (acceleration x, y, z) or 6 (then "
+                           f"angular rate x, y, z); the model has {channels}")
+    fs = tuple(channel_scale) if channel_scale else (1.0,) * channels
+    if len(fs) != channels or not all(np.isfinite(v) and v > 0 for v in fs):
+        raise CodegenError(f"device.json channel_scale must be {channels} positive numbers for the imu sensor, "
+                           f"got {list(channel_scale)}")
+    return tuple(float(v) for v in fs)
 
 
 def recording_from_run(x: np.ndarray, raw_int16: np.ndarray | None) -> np.ndarray:
@@ -141,7 +184,26 @@ def load_recording(path: Path, channels: int) -> np.ndarray:
     return a
 
 
-def config_header(spec: LiveSpec) -> str:
+def sensor_defines(spec: LiveSpec, src: dict) -> list[str]:
+    """The sensor's own defines: the IMU's library header and full scales, the ADC's pins,
+    attenuation and code-to-count rule (boards/*.json)."""
+    if spec.source == "imu":
+        rev = src["revisions"][spec.revision]
+        return [f"/* {spec.revision}: {rev['chip']} through {rev['lib_deps']} */",
+                f"#define FT_IMU_HEADER <{rev['header']}>",
+                "/* per channel: the reading (g, deg/s) the model sees as 1.0 (device.json channel_scale) */",
+                "#define FT_SENSOR_FULL_SCALE {" + ", ".join(repr(float(v)) for v in spec.full_scale) + "}"]
+    if spec.source == "adc":
+        pins = [int(p) for p in src["pins"][:spec.channels]]
+        return [f"/* ADC1 pins in the model's channel order, {src['attenuation']} each */",
+                "#define FT_ADC_PINS {" + ", ".join(str(p) for p in pins) + "}",
+                f"#define FT_ADC_ATTENUATION {src['attenuation']}",
+                f"#define FT_ADC_ZERO_CODE {int(src['zero_code'])}L",
+                f"#define FT_ADC_COUNTS_PER_CODE {int(src['counts_per_code'])}L"]
+    return []
+
+
+def config_header(spec: LiveSpec, src: dict | None = None) -> str:
     return "\n".join([
         "/* ft_live_config.h: what the live firmware samples (GENERATED by fedtiny build --input sensor; "
         "do not edit). */",
@@ -152,7 +214,7 @@ def config_header(spec: LiveSpec) -> str:
         f"#define FT_LIVE_BUDGET {spec.budget}LL",
         f"#define FT_SENSOR_SOURCE FT_SOURCE_{spec.source.upper()}",
         f"#define FT_SENSOR_SCALE {c_float(spec.scale)}", f"#define FT_SENSOR_UNIT {c_string(spec.unit)}",
-        "", "#endif  /* FT_LIVE_CONFIG_H */", ""])
+        *sensor_defines(spec, src or {}), "", "#endif  /* FT_LIVE_CONFIG_H */", ""])
 
 
 def recording_files(rec: np.ndarray) -> dict[str, str]:
@@ -167,12 +229,24 @@ def recording_files(rec: np.ndarray) -> dict[str, str]:
     return {"include/sensor_recording.h": "\n".join(h), "src/sensor_recording.c": "\n".join(src)}
 
 
-def live_files(spec: LiveSpec, recording: np.ndarray | None) -> dict[str, str]:
-    """The files sensor input adds to a compiled-runtime project."""
+ARDUINO_SENSOR_FILES = {"imu": "ft_sensor_imu.cpp", "adc": "ft_sensor_adc.cpp"}
+
+
+def lib_deps(board: Board, spec: LiveSpec) -> list[str]:
+    """The PlatformIO library a sensor needs (the IMU library of the board revision, pinned)."""
+    if spec.source != "imu":
+        return []
+    return [str(sensor_section(board)["sources"]["imu"]["revisions"][spec.revision]["lib_deps"])]
+
+
+def live_files(spec: LiveSpec, recording: np.ndarray | None, board: Board | None = None) -> dict[str, str]:
+    """The files sensor input adds to a project (either runtime); a PlatformIO ``board`` also gets
+    the Arduino sampling timer and its sensor's Arduino code."""
     from .compiled.project import firmware_dir
 
     fw = firmware_dir()
-    files = {"include/ft_live_config.h": config_header(spec),
+    src = sensor_section(board)["sources"][spec.source] if board is not None else {}
+    files = {"include/ft_live_config.h": config_header(spec, src),
              "include/ft_sensor.h": (fw / "compiled" / "ft_sensor.h").read_text(),
              "include/ft_stream.h": (fw / "compiled" / "ft_stream.h").read_text(),
              "src/ft_stream.c": (fw / "compiled" / "ft_stream.c").read_text(),
@@ -185,6 +259,15 @@ def live_files(spec: LiveSpec, recording: np.ndarray | None) -> dict[str, str]:
         files.update(recording_files(recording))
     elif spec.source == "user":
         files["src/ft_sensor_user.c"] = (fw / "sensors" / "ft_sensor_user.c").read_text()
+    if board is not None and board.uses_platformio:
+        files["src/ft_sampler_arduino.cpp"] = (fw / "arduino" / "ft_sampler_arduino.cpp").read_text()
+        files["include/ft_board.h"] = (fw / "compiled" / "ft_board.h").read_text()
+        files["src/ft_board_arduino.cpp"] = (fw / "arduino" / "ft_board_arduino.cpp").read_text()
+        if spec.source in ARDUINO_SENSOR_FILES:
+            name = ARDUINO_SENSOR_FILES[spec.source]
+            files[f"src/{name}"] = (fw / "sensors" / name).read_text()
+    elif spec.source in ARDUINO_SENSOR_FILES:
+        raise CodegenError(f"the {spec.source} sensor is read by Arduino code: it needs a PlatformIO board")
     return files
 
 

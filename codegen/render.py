@@ -88,11 +88,12 @@ def config_header(**values) -> str:
     return render("fedtiny_config.h.j2", **values)
 
 
-def sketch_context(board: Board, ops: list[tuple[str, str]]) -> dict:
-    """Everything main.cpp depends on: the board's TFLM headers and reset call, and the
-    ``(op, resolver method)`` list. Model numbers live in the config header, not here."""
+def sketch_context(board: Board, ops: list[tuple[str, str]], live: bool = False) -> dict:
+    """Everything main.cpp depends on: the board's TFLM headers and reset call, the
+    ``(op, resolver method)`` list and whether it reads a sensor (``live``: ft_live.c's live and
+    capture commands). Model numbers live in the config header, not here."""
     return dict(board=board.name, headers=board.headers, ops=list(ops),
-                reset_statement=str(board.data["reset_statement"]))
+                reset_statement=str(board.data["reset_statement"]), live=bool(live))
 
 
 def render_sketch(context: dict) -> str:

@@ -104,6 +104,20 @@ class LiveModel:
         return decide(p, self.threshold), (1.0 - p[:, 0]).astype(np.float32).astype(np.float64)
 
 
+def sensor_counts(values: np.ndarray, full_scale) -> np.ndarray:
+    """int16 counts (N, C) of physical readings (N, C) (an IMU's g and deg/s): round_half_away(
+    value / full_scale[c] * 32767) in double, clipped to +-32767 (C: ft_sensor.h ft_sensor_count)."""
+    v = np.asarray(values, np.float64) / np.asarray(full_scale, np.float64)
+    return fe.to_int16(v)
+
+
+def adc_counts(codes: np.ndarray, zero_code: int, counts_per_code: int) -> np.ndarray:
+    """int16 counts of raw ADC codes: clip((code - zero_code) * counts_per_code, +-32767)
+    (C: firmware/sensors/ft_sensor_adc.cpp)."""
+    v = (np.asarray(codes, np.int64) - int(zero_code)) * int(counts_per_code)
+    return np.clip(v, -32767, 32767).astype(np.int16)
+
+
 def decision_points(present: np.ndarray, window: int, hop: int) -> np.ndarray:
     """The n of every decision over frames 0..N-1 whose ``present`` mask is given (module doc)."""
     present = np.asarray(present, bool)

@@ -2,10 +2,12 @@
  *
  * One frame = one int16 per channel, in the run's channel order and the front end's int16 units
  * (model units x 32767: fedtiny/frontend.py); FT_SENSOR_SCALE (ft_live_config.h) converts a count
- * to FT_SENSOR_UNIT. The board's sampling timer calls ft_sensor_read once per sample period, in
- * interrupt context (through ft_stream_tick), so it must be short and must not block.
- * Implementations: sim (qemu-m4: an embedded recording, ft_sensor_sim.c), imu (Nano 33 BLE), adc
- * (ESP32), user (ft_sensor_user.c: the user fills it in).
+ * to FT_SENSOR_UNIT. ft_sensor_read is called once per sample period through ft_stream_tick: on
+ * qemu-m4 from the sampling timer's interrupt; on the Arduino boards from the main loop, once for
+ * every period the timer interrupt counted (ft_sampler_arduino.cpp), so an I2C read is allowed
+ * there. Either way it must be short.
+ * Implementations: sim (qemu-m4: an embedded recording, ft_sensor_sim.c), imu (Nano 33 BLE,
+ * ft_sensor_imu.cpp), adc (ESP32, ft_sensor_adc.cpp), user (ft_sensor_user.c: the user fills it in).
  */
 #ifndef FT_SENSOR_H
 #define FT_SENSOR_H
@@ -24,6 +26,17 @@ int ft_sensor_begin(long rate_hz, int channels);
 /* One frame into frame[0..channels); 0 on success, nonzero if no sample was available (the frame
  * is then counted as dropped). */
 int ft_sensor_read(int16_t* frame);
+
+/* A physical reading as a count: round_half_away(value / full_scale * 32767) (double), clipped to
+ * -32767..32767, where full_scale is the physical value the model sees as 1.0 (device.json
+ * channel_scale). 0 when value is not a number. Host twin: fedtiny.live.sensor_counts. */
+static inline int16_t ft_sensor_count(double value, double full_scale) {
+  const double v = value / full_scale * 32767.0;
+  if (!(v == v)) return 0;
+  if (v >= 32767.0) return 32767;
+  if (v <= -32767.0) return -32767;
+  return (int16_t)(long)(v >= 0.0 ? v + 0.5 : v - 0.5);
+}
 
 #ifdef __cplusplus
 }
