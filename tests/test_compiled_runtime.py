@@ -334,7 +334,8 @@ def arduino_project(builtin_runs, tmp_path_factory):
         objs.append(str(o))
     exe = root / "fw"
     r = subprocess.run(["g++", "-std=c++11", "-O1", "-Wall", "-Wextra", "-Werror", "-I", str(stubs),
-                        "-I", str(proj / "include"), str(proj / "src" / "main.cpp"), str(root / "shim.cpp"),
+                        "-I", str(proj / "include"), *sorted(str(p) for p in (proj / "src").glob("*.cpp")),
+                        str(root / "shim.cpp"),
                         *objs, "-o", str(exe)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     return res, exe

@@ -183,7 +183,7 @@ def test_sensor_errors_are_one_line(small_run, tmp_path):
                                                                  "the model needs 2000 Hz"),
              (["--board", str(tmp_path / "bad.json")], "names an unknown sensor 'sonar'"),
              (["--board", "qemu-m4", "--sensor", "adc"], "board qemu-m4 has no adc sensor"),
-             (["--board", "esp32dev", "--runtime", "compiled", "--hop", "5"], "generates live firmware only for qemu-m4")]
+             (["--board", "esp32dev", "--runtime", "compiled", "--hop", "500"], "--hop must be 1..40 samples")]
     for args, needle in cases:
         r = CliRunner().invoke(main, ["build", "--device", "0", "--run", str(small_run), "--input", "sensor",
                                       "--out", str(tmp_path / "fw"), *args])
