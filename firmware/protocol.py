@@ -60,6 +60,7 @@ SENSOR_SOURCES: tuple[str, ...] = tuple(DEFINITION["sensor_source_values"])
 # int16 values in one 'frames' line: the line stays within OUT_MAX_LINE (checked below)
 FRAMES_MAX_VALUES: int = int(DEFINITION["frames_max_values"])
 CAPTURE_MAX: int = 2 ** 31 - 1
+ARG_MAX: int = 2 ** 31 - 1          # the magnitude of an int or count argument
 
 CMD_NONE, CMD_INFO, CMD_RUN, CMD_INFER, CMD_RESET, CMD_BAD = "none", "info", "run", "infer", "reset", "bad"
 CMD_LIVE, CMD_CAPTURE, CMD_STOP = "live", "capture", "stop"
@@ -547,8 +548,20 @@ def parse_line(line: bytes | str) -> Message | None:
 
 # --------------------------------------------------------------------------- commands
 
+ARG_KIND_CHARS = {"int": "i", "count": "n", "f32hex": "x"}   # the C parser's argument kinds
+
+
+def _arg_kinds(name: str) -> str:
+    """A command's argument kinds as the C string ft__parse_args reads ('i', 'n', 'x' each)."""
+    return _c_str("".join(ARG_KIND_CHARS[a["type"]] for a in COMMANDS[name].get("args", [])))
+
+
 def _arg_text(typ: str, v) -> str:
     if typ == "int":
+        return str(int(v))
+    if typ == "count":
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= CAPTURE_MAX:
+            raise ValueError(f"a count must be an int 0 <= N <= {CAPTURE_MAX}, got {v!r}")
         return str(int(v))
     if typ == "f32hex":
         return f32_bits(v)
@@ -565,6 +578,8 @@ def encode_command(name: str, payload=None, checksum: bool = True, args=()) -> b
         raise ValueError(f"unknown command {name!r}")
     text = name
     spec = COMMANDS[name].get("args", [])
+    if name == CMD_CAPTURE and payload is not None and not args:   # encode_command("capture", N)
+        args, payload = (payload,), None
     if len(args) != len(spec):
         raise ValueError(f"{name} takes {len(spec)} argument(s), got {len(args)}")
     for a, v in zip(spec, args):
@@ -580,11 +595,6 @@ def encode_command(name: str, payload=None, checksum: bool = True, args=()) -> b
         if len(data) > cap:
             raise ValueError(f"{name} payload of {len(data)} bytes exceeds {cap}")
         text += " " + bytes(data).hex()
-    elif COMMANDS[name].get("argument") == "int":
-        if payload is None or isinstance(payload, bool) or not isinstance(payload, (int, np.integer)) \
-                or not 0 <= int(payload) <= CAPTURE_MAX:
-            raise ValueError(f"{name} needs a frame count 0 <= N <= {CAPTURE_MAX}")
-        text += f" {int(payload)}"
     elif payload is not None:
         raise ValueError(f"{name} takes no payload")
     if checksum:
@@ -627,10 +637,8 @@ def parse_command(line: bytes | str, payload_cap: int = INFER_MAX_PAYLOAD) -> Co
         if word == name.encode():
             return Command(name) if not rest else Command(CMD_BAD, error="bad_cmd")
     if word == CMD_CAPTURE.encode():
-        # 1-10 decimal digits (leading zeros allowed, as typed by a person), at most 2^31 - 1
-        if not re.fullmatch(rb"[0-9]{1,10}", rest) or int(rest) > CAPTURE_MAX:
-            return Command(CMD_BAD, error="bad_args")
-        return Command(CMD_CAPTURE, count=int(rest))
+        c = _parse_args(CMD_CAPTURE, rest, payload_cap)
+        return c if c.type == CMD_BAD else Command(CMD_CAPTURE, count=c.args[0])
     if word == CMD_INFER.encode():
         if not rest or len(rest) % 2 or not re.fullmatch(rb"[0-9a-fA-F]+", rest):
             return Command(CMD_BAD, error="bad_payload")
@@ -638,16 +646,19 @@ def parse_command(line: bytes | str, payload_cap: int = INFER_MAX_PAYLOAD) -> Co
             return Command(CMD_BAD, error="too_long")
         return Command(CMD_INFER, bytes.fromhex(rest.decode("ascii")))
     if word.decode("ascii", "replace") in HEAD_COMMANDS:
-        return _parse_head(word.decode("ascii"), rest, payload_cap)
+        return _parse_args(word.decode("ascii"), rest, payload_cap)
     return Command(CMD_BAD, error="bad_cmd")
 
 
-_ARG_RE = {"int": re.compile(rb"-?[0-9]{1,10}\Z"), "f32hex": re.compile(rb"[0-9a-fA-F]{8}\Z")}
+# an argument of each type: int (-2^31+1 .. 2^31-1), count (0 .. 2^31-1; leading zeros allowed, as a
+# person types them), f32hex (8 hex digits); a value over 2^31 - 1 is bad_args
+_ARG_RE = {"int": re.compile(rb"-?[0-9]{1,10}\Z"), "count": re.compile(rb"[0-9]{1,10}\Z"),
+           "f32hex": re.compile(rb"[0-9a-fA-F]{8}\Z")}
 
 
-def _parse_head(name: str, rest: bytes, payload_cap: int) -> Command:
-    """A head command's arguments (mirror of ``ft_parse_head_command``): space-separated ints or
-    f32hex, then for hput the hex payload."""
+def _parse_args(name: str, rest: bytes, payload_cap: int) -> Command:
+    """A command's typed arguments (protocol.json ``args``; mirror of ``ft__parse_args`` in the C
+    header): space-separated int / count / f32hex, then for hput and hload the hex payload."""
     spec = COMMANDS[name].get("args", [])
     tokens = rest.split(b" ") if rest else []
     tokens = [t for t in tokens if t]
@@ -656,9 +667,9 @@ def _parse_head(name: str, rest: bytes, payload_cap: int) -> Command:
         return Command(CMD_BAD, error="bad_args")
     args = []
     for a, tok in zip(spec, tokens):
-        if not _ARG_RE[a["type"]].match(tok):
+        if not _ARG_RE[a["type"]].match(tok) or (a["type"] != "f32hex" and abs(int(tok)) > ARG_MAX):
             return Command(CMD_BAD, error="bad_args")
-        args.append(int(tok) if a["type"] == "int" else f32_of(tok.decode("ascii").lower()))
+        args.append(int(tok) if a["type"] != "f32hex" else f32_of(tok.decode("ascii").lower()))
     payload = b""
     if n_payload:
         hexs = tokens[-1]
@@ -760,9 +771,9 @@ def header_context() -> dict:
         "word_extra": _c_str(word_extra),
         "msg": msgs,
         "cmd": {name: _c_str(name) for name in COMMANDS},
-        "head_cmds": [{"word": _c_str(name), "enum": f"FT_HCMD_{name.upper()}",
-                       "args": _c_str("".join("i" if a["type"] == "int" else "x" for a in COMMANDS[name].get("args", []))),
+        "head_cmds": [{"word": _c_str(name), "enum": f"FT_HCMD_{name.upper()}", "args": _arg_kinds(name),
                        "payload": int(bool(COMMANDS[name]["payload"]))} for name in HEAD_COMMANDS],
+        "capture_args": _arg_kinds(CMD_CAPTURE),
         "head_values_per_line": HEAD_VALUES_PER_LINE,
         "errors": [(f"FT_ERR_{code.upper()}", _c_str(code), doc) for code, doc in ERROR_CODES.items()],
         "clocks": [(f"FT_CLOCK_{c.upper()}", _c_str(c)) for c in CLOCKS],
