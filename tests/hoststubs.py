@@ -1,12 +1,12 @@
-"""Stand-in headers for building generated firmware as a host program (the sketch-on-host and
-compiled-runtime tests): ``Serial`` is the program's fd 0 / fd 1, the master side of a pty; each
-test's own shim source defines what it uses."""
+"""Stand-in headers for building generated firmware as a host program (the sketch-on-host,
+compiled-runtime and live Arduino tests): each test's own shim source defines what it uses
+(``Serial`` on fd 0 / fd 1 of a pty, or the scripted world of ``LIVE_WORLD_CPP``)."""
 
 ARDUINO_H = r"""
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
-// Host stand-in: Serial is fd 0 (read) / fd 1 (write) of the program, the master side of a pty.
+// Host stand-in: the test's shim defines Serial (fd 0 / fd 1 on a pty, or a script) and the rest.
 struct FakeSerial {
   void begin(unsigned long) {}
   explicit operator bool() const { return true; }
@@ -35,27 +35,10 @@ extern FakeEsp ESP;
 # k of it, so frame index = read index exactly. argv: recording.bin rows cols stall_at_byte
 # stall_periods "cmd@period" ...; the recording holds float32 readings (IMU) or uint16 codes (ADC).
 
-LIVE_ARDUINO_H = r"""
-#pragma once
-#include <stddef.h>
-#include <stdint.h>
+LIVE_ARDUINO_H = ARDUINO_H + r"""
+// and what the live glue calls of the Arduino mbed core / Arduino-ESP32 3.x
 #define IRAM_ATTR
-struct FakeSerial {
-  void begin(unsigned long) {}
-  explicit operator bool() const { return true; }
-  int available();
-  int read();
-  size_t write(const uint8_t* data, size_t n);
-  void flush() {}
-};
-extern FakeSerial Serial;
-unsigned long micros();
-unsigned long millis();
-void delay(unsigned long ms);
 void yield();
-[[noreturn]] void NVIC_SystemReset();
-struct FakeEsp { [[noreturn]] void restart(); };
-extern FakeEsp ESP;
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -206,7 +206,7 @@ def nano_tflm(imu_run, tmp_path_factory):
 
 
 def test_tflm_sketch_live_on_the_nano_imu_decides_as_the_twin(nano_tflm, imu_run):
-    """~6 s (module fixture: build, oracle table, compile): live decisions, beats, banner."""
+    """~4 s (module fixture: build, oracle table, compile; run ~0.1 s): live decisions, beats, banner."""
     from fedtiny.live import LiveModel, events, live_decisions
 
     fw, counts, readings = nano_tflm
@@ -230,8 +230,9 @@ def test_tflm_sketch_live_on_the_nano_imu_decides_as_the_twin(nano_tflm, imu_run
 
 
 def test_tflm_sketch_capture_and_a_stalled_port_on_the_nano(nano_tflm):
-    """< 1 s: capture returns the IMU's frames exactly; a port blocked for 300 periods loses all
-    but the FIFO's window + hop frames, counted and reported as one gap; live counts them too."""
+    """< 1 s: capture returns the IMU's frames exactly (also an endless one ended by stop); a port
+    blocked for 300 periods loses all but the FIFO's window + hop frames, counted and reported as
+    one gap; live counts them too."""
     fw, counts, readings = nano_tflm
     tiled = np.tile(counts, (3, 1))
     msgs, _ = fw.run(readings, -1, 0, "capture 400@1")
@@ -244,13 +245,17 @@ def test_tflm_sketch_capture_and_a_stalled_port_on_the_nano(nano_tflm):
     assert nxt == 900 and end.sent + end.dropped == 900 and len(gaps) == 1
     assert end.dropped == 300 - fifo
     assert all(got[i] == tuple(int(v) for v in tiled[i]) for i in got)
+    msgs, _ = fw.run(readings, -1, 0, "capture 0@1", "stop@500")   # endless capture: stop ends it
+    _, got, gaps, nxt, end = _capture(msgs, 6)
+    assert gaps == [] and end.dropped == 0 and 450 <= end.sent == nxt <= 500 and msgs[-1] == P.Ready()
+    assert all(got[i] == tuple(int(v) for v in tiled[i]) for i in got)
     msgs, _ = fw.run(readings, 600, 333, "live@1", "stop@1400")
     beats = [m for m in msgs if isinstance(m, P.Beat)]
     assert beats[-1].dropped == 333 - HOP and msgs[-1] == P.Ready()
 
 
 def test_compiled_runtime_on_the_esp32_adc(imu_run, small_run, tmp_path):
-    """~8 s (build, compile with the generated C model): ADC codes -> counts by the board file's
+    """~2 s (build, compile with the generated C model): ADC codes -> counts by the board file's
     rule (twin fedtiny.live.adc_counts), capture exact, live decisions equal the twin's."""
     from fedtiny.live import LiveModel, adc_counts, events, live_decisions
 
@@ -280,7 +285,7 @@ def test_compiled_runtime_on_the_esp32_adc(imu_run, small_run, tmp_path):
 
 
 def test_user_sensor_file_in_an_arduino_project(imu_run, tmp_path):
-    """~4 s: --sensor user on the Nano (compiled runtime): the weak default has no sample, so capture
+    """~2 s: --sensor user on the Nano (compiled runtime): the weak default has no sample, so capture
     reports one gap; the file is the same commented C file as on qemu-m4."""
     fw = Firmware(imu_run, tmp_path, "nano33ble", "compiled", "user", "ARDUINO_ARCH_MBED")
     assert "__attribute__((weak)) int ft_sensor_read" in (fw.proj / "src" / "ft_sensor_user.c").read_text()
@@ -312,7 +317,7 @@ def test_board_revision_and_sensor_errors_are_one_line(imu_run, tmp_path):
 
 
 def test_nano_project_compiles_for_cortex_m4(nano_tflm, tmp_path):
-    """~3 s: the Nano project's sources (the sketch, ft_live.c, the FIFO, the sampler, the IMU glue)
+    """< 1 s: the Nano project's sources (the sketch, ft_live.c, the FIFO, the sampler, the IMU glue)
     with arm-none-eabi-gcc/g++ -mcpu=cortex-m4 -fsyntax-only against the same stand-ins, so 32-bit
     int/long and the target's headers are checked too."""
     if shutil.which("arm-none-eabi-g++") is None:
