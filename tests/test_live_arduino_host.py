@@ -289,6 +289,7 @@ def test_user_sensor_file_in_an_arduino_project(imu_run, tmp_path):
     reports one gap; the file is the same commented C file as on qemu-m4."""
     fw = Firmware(imu_run, tmp_path, "nano33ble", "compiled", "user", "ARDUINO_ARCH_MBED")
     assert "__attribute__((weak)) int ft_sensor_read" in (fw.proj / "src" / "ft_sensor_user.c").read_text()
+    assert "lib_deps" not in (fw.proj / "platformio.ini").read_text()         # no IMU, no TFLM library
     msgs, _ = fw.run(np.zeros((4, 6), np.float32), -1, 0, "capture 50@1")
     assert msgs[-3:] == [P.Gap(0, 50), P.CaptureEnd(0, 50), P.Ready()]
 
@@ -314,6 +315,14 @@ def test_board_revision_and_sensor_errors_are_one_line(imu_run, tmp_path):
         lines = r.output.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.output
         assert not (tmp_path / "fw").exists()
+    # the compiled runtime on a rev1 board: the IMU library pinned, no TFLM library
+    from fedtiny.codegen.build import build_project
+
+    res = build_project(imu_run, 0, "nano33ble", tmp_path / "r1", test_samples=1, compile=False,
+                        runtime="compiled", input="sensor", board_revision="rev1")
+    ini = (res.project_dir / "platformio.ini").read_text()
+    assert "arduino-libraries/Arduino_LSM9DS1@1.1.1" in ini and "tflite" not in ini
+    assert "#define FT_IMU_HEADER <Arduino_LSM9DS1.h>" in (res.project_dir / "include" / "ft_live_config.h").read_text()
 
 
 def test_nano_project_compiles_for_cortex_m4(nano_tflm, tmp_path):
