@@ -15,6 +15,9 @@ from .docs_pages import docs_line, page_for, with_docs_line
 # TensorFlow's C++ start-up chatter (oneDNN notes, absl preamble) would bury the progress bars and
 # the one-line errors; real failures still surface as Python exceptions.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# No usage events to telemetry.flower.ai from any Flower process a command starts
+# (see trainer/flower/__init__.py); set before anything imports flwr.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 LAZY = {
     "train": ("fedtiny.train_cli", "train"),

@@ -1,6 +1,6 @@
 """Attacks on a federation, reproduced on 127.0.0.1 or against the pure functions they target, and
 shown refused or contained: a foreign run, a slot hijack, scaled-weight poisoning, a fake Phase-3
-artifact, a ``127.`` host name (Ray's sockets: ``test_flower_sim.py``; the slot hijack under TLS and
+artifact, a ``127.`` host name (Ray's sockets: ``test_fleet_runs.py``; the slot hijack under TLS and
 node authentication: ``test_flower_deploy.py``), and what a site says while it waits for its server
 (docs/explanation/federation.md, "Threat model")."""
 from __future__ import annotations
@@ -298,6 +298,30 @@ def test_a_foreign_run_never_starts_on_the_server_nor_at_a_site(tmp_path):
         assert "(wrong run): its app (FAB sha256" in site_log.read_text()
         assert "refused run" in (root / "site0.log").read_text()          # on the site's terminal too
         assert not (mark / "clientapp-ran").exists()
+
+
+# --- nothing calls out ---------------------------------------------------------------------------------
+def test_no_flower_process_sends_telemetry_and_sites_take_tasks_promptly(tmp_path):
+    """Flower posts usage events to telemetry.flower.ai unless FLWR_TELEMETRY_ENABLED=0: the CLI turns
+    it off before flwr is imported, and every process it starts inherits that; the gate's environment
+    (every site's SuperNode and SuperExec) has the SuperExec look for tasks every 0.2 s. A user's own
+    setting is kept."""
+    import os
+    import subprocess
+    import sys
+
+    from fedtiny.trainer.flower import gate
+
+    probe = ("import fedtiny.cli, flwr.supercore.telemetry as t; "
+             "from fedtiny.trainer.flower.processes import child_env; "
+             "print(t.FLWR_TELEMETRY_ENABLED, child_env()['FLWR_TELEMETRY_ENABLED'])")
+    env = {k: v for k, v in os.environ.items() if k != "FLWR_TELEMETRY_ENABLED"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["0", "0"], out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "FLWR_TELEMETRY_ENABLED": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["1", "1"], out.stderr[-2000:]
+    assert gate.install(tmp_path / "gate", tmp_path / "refusals.log")["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.2"
 
 
 # --- what a site says --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 
 ENV_ALLOWED = "FEDTINY_ALLOWED_FAB"
 ENV_REFUSALS = "FEDTINY_REFUSALS"
+TASK_POLL_ENV, TASK_POLL_S = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2"
 
 
 def fab_sha256() -> str:
@@ -57,7 +58,10 @@ def install(folder: Path, refusals: Path) -> dict:
     tmp.replace(script)
     venv_bin = str(Path(sys.executable).parent)
     return {"PATH": os.pathsep.join([str(folder), venv_bin, os.environ.get("PATH", "")]),
-            ENV_ALLOWED: fab_sha256(), ENV_REFUSALS: str(Path(refusals).absolute())}
+            ENV_ALLOWED: fab_sha256(), ENV_REFUSALS: str(Path(refusals).absolute()),
+            # the SuperExec looks for a task to start every second by default; every request a site
+            # answers waits for that look, so look every 0.2 s (a local call; Flower's own setting)
+            TASK_POLL_ENV: os.environ.get(TASK_POLL_ENV, TASK_POLL_S)}
 
 
 def main() -> None:
