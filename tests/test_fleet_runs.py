@@ -117,18 +117,81 @@ def test_ablate_fleet(fleet, loop_run, tmp_path, monkeypatch):
 
 
 def test_flower_sim_fleet_equals_the_in_process_loop_run(fleet, loop_run, tmp_path, monkeypatch):
+    """`train --engine flower-sim --fleet` (Flower's simulation engine on Ray; each site runs the
+    per-device engine) writes the in-process-loop run byte for byte; its messages carry the model's
+    weights, metrics and the Phase-3 artifacts only (never a window); every port Ray opens
+    meanwhile listens on 127.0.0.1 only."""
+    import os
+    import threading
+
+    import numpy as np
+
     pytest.importorskip("flwr")
     pytest.importorskip("ray")
+    from flowerfixture import is_loopback_address, listening_sockets, process_tree
+
+    from fedtiny.trainer.flower import simulation
+    from fedtiny.trainer.flower.messages import REPLY_KEYS
+    from fedtiny.trainer.rundir import load_weights
+
+    made = []
+
+    class Recorded(simulation.FlowerSim):          # the command's engine, kept to read its messages
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(simulation, "FlowerSim", Recorded)
     _tiny(monkeypatch)
     f, p = fleet
     out = tmp_path / "S"
-    res = _cli("train", "--engine", "flower-sim", "--fleet", f, "--public", p, "--out", out)
+    sockets, done = set(), threading.Event()
+
+    def sample():                                   # what Ray listens on while the run goes on
+        while not done.is_set():
+            sockets.update(listening_sockets(process_tree(os.getpid())))
+            done.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        res = _cli("train", "--engine", "flower-sim", "--fleet", f, "--public", p, "--out", out)
+    finally:
+        done.set()
+        sampler.join(10)
     assert res.exit_code == 0, res.output
+    ray_ports = [x for x in sockets if x[2] != os.getpid()]
+    assert len(ray_ports) >= 3, sockets              # GCS, raylet, workers: seen, so the check is real
+    assert all(is_loopback_address(a) for a, _, _ in sockets), sorted(sockets)
     assert report_without_timings(out) == report_without_timings(loop_run)
     assert (out / "metrics.jsonl").read_text() == (loop_run / "metrics.jsonl").read_text()
-    for d in ("dev00", "dev01"):
+    names = ("dev00", "dev01")
+    for d in names:
         assert (out / "devices" / d / "model_int8.tflite").read_bytes() == \
             (loop_run / "devices" / d / "model_int8.tflite").read_bytes()
+        za, zb = np.load(loop_run / "devices" / d / "test_split.npz"), np.load(out / "devices" / d / "test_split.npz")
+        assert np.array_equal(za["x"], zb["x"]) and np.array_equal(za["y"], zb["y"])
+    wa = load_weights(loop_run / "state" / json.loads((loop_run / "state/progress.json").read_text())["weights"])
+    wb = load_weights(out / "state" / json.loads((out / "state/progress.json").read_text())["weights"])
+    assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(wa, wb))
+
+    # what came back over Flower: the model's weights, metrics and the Phase-3 artifacts, nothing else
+    shapes, finals = [w.shape for w in wa], set()
+    (engine,) = made
+    received = engine.backend.received
+    assert len(received) >= len(names) * (1 + 2 * TINY["rounds"] + 1)    # Phase 1, rounds (fit + evaluate), Phase 3
+    for msg in received:
+        assert not msg.has_error()
+        c = msg.content
+        assert set(c.keys()) <= {"arrays", "reply"}
+        assert set(c["reply"].keys()) <= REPLY_KEYS
+        if "arrays" in c:
+            assert [a.shape for a in c["arrays"].to_numpy_ndarrays()] == shapes
+        if "model_int8" in c["reply"]:
+            dev = names[int(c["reply"]["device"])]
+            finals.add(dev)
+            assert c["reply"]["model_int8"] == (out / "devices" / dev / "model_int8.tflite").read_bytes()
+    assert finals == set(names)
 
 
 def test_the_servers_report_names_the_run_as_train_fleet_does(fleet, loop_run):

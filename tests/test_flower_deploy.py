@@ -20,9 +20,9 @@ pytest.importorskip("flwr")
 # how long the server's Phase 0 and the sites' Phase 3 train: one epoch each
 FEW_EPOCHS = {"phase0_epochs": 1, "phase3_epochs": 1}
 
-def _server(cluster, link_port, run, cfg_file, *extra):
+def _server(cluster, link_port, run, cfg_file, *extra, devices=3):
     return cluster.start(fedtiny_cmd("server", "--superlink", f"127.0.0.1:{link_port}", "--insecure",
-                                     "--devices", "3", "--config", str(cfg_file), "--out", str(run), *extra),
+                                     "--devices", str(devices), "--config", str(cfg_file), "--out", str(run), *extra),
                          "server.log", name="server")
 
 
@@ -134,31 +134,32 @@ def test_server_and_three_sites_write_the_run_train_writes(tmp_path):
 
 
 def test_a_killed_site_does_not_end_the_round_and_a_killed_server_resumes(tmp_path):
-    """Site 2 is killed during round 1 (the whole site machine, as a crash: its SuperNode says
+    """Site 1 of two is killed during round 1 (the whole site machine, as a crash: its SuperNode says
     nothing): the SuperLink reports its node unavailable once its heartbeats stop (Flower: within
-    2 x 30 s) and the round aggregates sites 0 and 1; the live sites have the whole --timeout, so
-    load cannot fail them. The server is then killed (-9) after round 1; site 2 restarts and
-    rejoins; `fedtiny server --resume` finishes the run with all three."""
+    2 x 30 s) and the round aggregates site 0 (--min-sites 1); the live site has the whole --timeout,
+    so load cannot fail it. The server is then killed (-9) after round 1; site 1 restarts and
+    rejoins; `fedtiny server --resume` finishes the run with both. (Two sites, not three: what is
+    checked is the same, and a third TensorFlow site process only slows the machine.)"""
     run = tmp_path / "run"
     with Cluster(tmp_path) as c:
         port = c.superlink()
-        for k in range(3):
+        for k in range(2):
             c.site(k, port, wait=False)
-        c.wait_sites(range(3))
-        args = ("--rounds", "2", "--min-sites", "2", "--wait", "240", "--timeout", "600")
+        c.wait_sites(range(2))
+        args = ("--rounds", "2", "--min-sites", "1", "--wait", "240", "--timeout", "600")
         cfg = c.small_config(**FEW_EPOCHS)
-        srv = _server(c, port, run, cfg, *args)
-        log2 = tmp_path / "site2" / "site.log"
-        wait_for(lambda: "request fit device 2 phase phase2 round 1" in log2.read_text(), 900,
-                 "round 1 to reach site 2")
-        c.kill_tree("site2")                                   # the site and everything it started
-        c.sites[2].wait(30)
-        wait_for(lambda: not c.marked("site2"), 30, "every process of site 2 to end")
+        srv = _server(c, port, run, cfg, *args, devices=2)
+        log1 = tmp_path / "site1" / "site.log"
+        wait_for(lambda: "request fit device 1 phase phase2 round 1" in log1.read_text(), 900,
+                 "round 1 to reach site 1")
+        c.kill_tree("site1")                                   # the site and everything it started
+        c.sites[1].wait(30)
+        wait_for(lambda: not c.marked("site1"), 30, "every process of site 1 to end")
 
         def done():
             p = run / "state" / "progress.json"
             return p.exists() and "round01" in json.loads(p.read_text())["done"]
-        wait_for(done, 600, "round 1 to end without site 2")
+        wait_for(done, 600, "round 1 to end without site 1")
         Cluster.kill(srv, signal.SIGKILL)                      # kill -9 of fedtiny server alone
         srv.wait(30)
 
@@ -172,16 +173,16 @@ def test_a_killed_site_does_not_end_the_round_and_a_killed_server_resumes(tmp_pa
             return False
         wait_for(lambda: not serverapp_alive(), 60, "the orphaned ServerApp to stop")
         assert not (run / "report.json").exists()
-        c.site(2, port)                                        # restarted: it rejoins
-        srv = _server(c, port, run, cfg, *args, "--resume")
+        c.site(1, port)                                        # restarted: it rejoins
+        srv = _server(c, port, run, cfg, *args, "--resume", devices=2)
         _finish(srv, c)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     r1, r2 = [x for x in lines if x["phase"] == "phase2"]
-    assert r1["devices"] == [0, 1] and "Node Unavailable" in r1["failed"]["2"] and len(r1["weights"]) == 2
-    assert "failed" not in r2 and len(r2["weights"]) == 3       # the restarted site is back in round 2
+    assert r1["devices"] == [0] and "Node Unavailable" in r1["failed"]["1"] and len(r1["weights"]) == 1
+    assert "failed" not in r2 and len(r2["weights"]) == 2       # the restarted site is back in round 2
     rep = json.loads((run / "report.json").read_text())
-    assert [d["device"] for d in rep["devices"]] == [0, 1, 2]
-    assert (tmp_path / "site2" / "devices" / "dev02" / "test_split.npz").exists()
+    assert [d["device"] for d in rep["devices"]] == [0, 1]
+    assert (tmp_path / "site1" / "devices" / "dev01" / "test_split.npz").exists()
     assert "resuming" in (tmp_path / "server.log").read_text()
 
 

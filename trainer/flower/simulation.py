@@ -6,7 +6,7 @@ this process) and reaches the N virtual SuperNodes through ``FlowerBackend``; ea
 ``client_app.app`` in a Ray worker, where one ``SiteService`` (one TF engine) per worker answers
 it. Ray keeps its files in a fresh temporary folder (not /tmp/ray), gets one CPU per worker and
 no dashboard, and every port it opens listens on 127.0.0.1 only (``ray_on_loopback``;
-``tests/test_flower_sim.py`` lists the process tree's listening sockets). The sites write their
+``tests/test_fleet_runs.py`` lists the process tree's listening sockets). The sites write their
 artifacts (and test windows) into the run directory itself, since in a simulation they are on
 this machine.
 
