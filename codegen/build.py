@@ -71,6 +71,7 @@ class BuildResult:
     sizes: dict | None = None   # text/data/bss/stack bytes of the ELF (qemu-m4, compiled)
     live: object | None = None  # codegen.live.LiveSpec of an --input sensor firmware
     head_plan: dict | None = None   # the trainable head's memory plan (HeadPlan.to_dict)
+    time_estimate: str | None = None    # a live PlatformIO build: its estimated inference time, or why none
 
 
 def _named(info: dict) -> str:
@@ -281,6 +282,7 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     spec, rec = _live_input(input, brd, rd, facts, tw, hop, sensor, recording, board_revision)
     ram_used = fit.ram_used + _live_ram(spec, facts)
     _check_live_fit(spec, brd, device, fit.flash_used, ram_used, fit)
+    estimate = _estimate_live(brd, "tflm", spec, rd, facts, tw, n, int(device), sha256)
 
     files: dict[str, str] = {}
     from . import live
@@ -316,13 +318,109 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
         "native_usb": bool(brd.data["native_usb"]), "runtime": "tflm", "input": input,
     }
     if spec is not None:
-        manifest["live"] = _live_manifest(spec)
+        manifest["live"] = {**_live_manifest(spec), **estimate}
     files[BUILD_MANIFEST] = dumps_strict(manifest, indent=2) + "\n"
     _write_atomically(out, files)
 
     compiled, hint = compile_project(out, brd, compile, runner)
     return BuildResult(out, brd.name, int(device), len(model), arena, n, fit.flash_used,
-                       fit.flash_budget, ram_used, fit.ram_budget, compiled, hint, live=spec)
+                       fit.flash_budget, ram_used, fit.ram_budget, compiled, _with_estimate(hint, estimate),
+                       live=spec, time_estimate=estimate.get("time_estimate"))
+
+
+def _with_estimate(hint: str, estimate: dict) -> str:
+    """The compile hint, plus the reason when a live build's inference time was not estimated."""
+    if estimate.get("estimated_us") is None and estimate.get("time_estimate"):
+        return f"{hint}; inference time {estimate['time_estimate']}"
+    return hint
+
+
+def _compiled_files(brd: Board, program, device: int, rd, facts: ModelFacts, sha256: str, arena: int,
+                    tw: TestWindows, n: int, spec, rec, head_h: str | None = None,
+                    feature_layers: int = 0) -> dict[str, str]:
+    """The sources of a compiled-runtime project of ``brd`` (no manifest, no build.sh): the model
+    as C, the application and board glue, sensor input (``spec``), config, front end, ``n`` test
+    windows."""
+    from . import live
+    from .compiled import head as headmod
+    from .compiled.project import project_files
+
+    if head_h is None:
+        head_h = headmod.config_header(None)
+    comment = [f"Activation buffer of the compiled runtime: {arena} B (ft_model.h FT_MODEL_ARENA_BYTES,",
+               "one static buffer planned at build time; no interpreter, no TFLM arena)."]
+    files: dict[str, str] = project_files(brd, program, int(device), sha256, head_h, feature_layers,
+                                          live=spec is not None,
+                                          lib_deps=live.lib_deps(brd, spec) if spec is not None else None)
+    if spec is not None:
+        files.update(live.live_files(spec, rec, brd))
+    files["include/fedtiny_protocol.h"] = P.render_c_header()
+    files["include/fedtiny_config.h"] = config_header(
+        **config_values(brd, device, rd.info, facts, sha256, arena, arena, comment))
+    files.update(tw.frontend_files)
+    files.update(test_files(tw.x[:n], rd.y[:n], int(device), tw.window_values, source="src/test_data.c"))
+    return files
+
+
+def _measure(project: Path):
+    """(probe windows, worst front end + model instructions) of a qemu-m4 project, run on QEMU
+    (``codegen.probe``): the one measurement behind qemu-m4's check and the boards' estimate."""
+    from .probe import probe
+
+    windows = probe(project)
+    return windows, max(w.frontend_instructions + w.model_instructions for w in windows)
+
+
+def _estimate_live(brd: Board, runtime: str, spec, rd, facts: ModelFacts, tw: TestWindows, n: int, device: int,
+                   sha256: str, program=None, head_h: str | None = None, feature_layers: int = 0) -> dict:
+    """A live build for a PlatformIO board: its inference time estimated (``codegen.timing``) from
+    the same front end + model as compiled-runtime C, built for qemu-m4 and run by the probe.
+    Returns the manifest's ``live`` entries; refuses (CodegenError) when the estimate exceeds the
+    hop. When it cannot be estimated here, the entries say why (``estimated_us`` None). No-op
+    ({}) for other builds."""
+    if spec is None or not brd.uses_platformio:
+        return {}
+    from dataclasses import replace
+
+    from . import live
+    from . import timing as tm
+    from .compiled.emit import plan
+    from .compiled.graph import lower
+    from .probe import tools_missing
+
+    t = tm.board_timing(brd)
+    why = None
+    if t is None:
+        why = f"board file {brd.path.name} has no timing section"
+    elif runtime not in t.runtime_factor:
+        why = f"the timing section of {brd.path.name} has no runtime_factor for {runtime}"
+    else:
+        why = tools_missing()
+    if why is None and program is None:
+        try:
+            program = lower(rd.model_bytes)
+        except CodegenError as e:
+            why = f"the compiled runtime, whose C is what is timed, cannot express this model ({e})"
+    if why is not None:
+        return {"estimated_instructions": None, "estimated_us": None, "time_estimate": f"not estimated: {why}"}
+    qemu = load_board("qemu-m4")
+    # the board's sensor code is not timed (Arduino code): the same stream read by the user sensor
+    qspec = replace(spec, source="user", revision=None, full_scale=())
+    files = _compiled_files(qemu, program, device, rd, facts, sha256, plan(program).arena_bytes, tw, n, qspec,
+                            None, head_h, feature_layers)
+    with tempfile.TemporaryDirectory(prefix="fedtiny-estimate-") as tmp:
+        for rel, text in files.items():
+            p = Path(tmp) / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        windows, worst = _measure(Path(tmp))
+    us = tm.worst_estimate_us(windows, t, runtime)
+    f_model = t.runtime_factor[runtime]
+    how = (f"estimated, not measured: front end + model {worst:,} Cortex-M4 instructions on QEMU, worst of "
+           f"{len(windows)} test window(s), x {t.runtime_factor['compiled']:g} (front end) / {f_model:g} (model, "
+           f"{runtime}) x {t.cycles_per_instruction:g} cycles per instruction at {t.clock_mhz:g} MHz")
+    live.check_budget(spec, us, how, "us")
+    return {"estimated_instructions": worst, "estimated_us": us, "time_estimate": f"{us:,} us ({how})"}
 
 
 def _live_input(input: str, brd: Board, rd, facts: ModelFacts, tw: TestWindows, hop, sensor, recording,
@@ -441,7 +539,7 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     from . import armgcc
     from .compiled.emit import plan
     from .compiled.graph import lower
-    from .compiled.project import build_script, project_files
+    from .compiled.project import build_script
 
     rd = _load(run_dir, device)
     model = rd.model_bytes
@@ -457,24 +555,16 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     fit = fitmod.plan_fit(brd, device, 0, tw.window_bytes, len(rd.y), test_samples,
                           arena + tw.frontend_ram + head_ram)
     n = fit.n_test
-    comment = [f"Activation buffer of the compiled runtime: {arena} B (ft_model.h FT_MODEL_ARENA_BYTES,",
-               "one static buffer planned at build time; no interpreter, no TFLM arena)."]
     spec, rec = _live_input(input, brd, rd, facts, tw, hop, sensor, recording, board_revision)
     flash_used = fit.flash_used + (0 if rec is None else int(rec.size) * 2)   # the recording in flash
     ram_used = fit.ram_used + _live_ram(spec, facts)
     _check_live_fit(spec, brd, device, flash_used, ram_used, fit)
     from . import live
 
-    files: dict[str, str] = project_files(brd, program, int(device), sha256, head_h, feature_layers,
-                                          live=spec is not None,
-                                          lib_deps=live.lib_deps(brd, spec) if spec is not None else None)
-    if spec is not None:
-        files.update(live.live_files(spec, rec, brd))
-    files["include/fedtiny_protocol.h"] = P.render_c_header()
-    files["include/fedtiny_config.h"] = config_header(
-        **config_values(brd, device, rd.info, facts, sha256, arena, arena, comment))
-    files.update(tw.frontend_files)
-    files.update(test_files(tw.x[:n], rd.y[:n], int(device), tw.window_values, source="src/test_data.c"))
+    estimate = _estimate_live(brd, "compiled", spec, rd, facts, tw, n, int(device), sha256, program, head_h,
+                              feature_layers)
+    files = _compiled_files(brd, program, int(device), rd, facts, sha256, arena, tw, n, spec, rec, head_h,
+                            feature_layers)
     c_sources = armgcc.sources(files)
     cmd = "" if brd.uses_platformio else armgcc.shell_join(armgcc.compile_argv(brd, c_sources))
     if cmd:
@@ -492,7 +582,7 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         "trainable_head": head_plan.to_dict() if head_plan is not None else None,
     }
     if spec is not None:
-        manifest["live"] = _live_manifest(spec, rec, recording)
+        manifest["live"] = {**_live_manifest(spec, rec, recording), **estimate}
     if cmd:
         manifest.update(build=brd.build_system, compile_command=cmd, elf=armgcc.ELF)
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, device, brd)
@@ -511,10 +601,7 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
         armgcc.compile_project(tmp, brd, c_sources)
         sizes = armgcc.size_of(tmp / armgcc.ELF, str(brd.toolchain["size"]))
         if spec is not None and brd.qemu:    # measured on QEMU before anything is swapped in
-            from .probe import probe
-
-            windows = probe(tmp)
-            worst = max(w.frontend_instructions + w.model_instructions for w in windows)
+            windows, worst = _measure(tmp)
             live.check_budget(spec, worst, f"measured on QEMU: front end + model, worst of {len(windows)} "
                               "test windows", "instructions")
             manifest["live"]["measured_instructions"] = worst
@@ -529,6 +616,7 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     else:
         compiled, hint = state["compiled"], state["hint"]
     return BuildResult(out, brd.name, int(device), len(model), arena, n, flash_used,
-                       fit.flash_budget, ram_used, fit.ram_budget, compiled, hint,
+                       fit.flash_budget, ram_used, fit.ram_budget, compiled, _with_estimate(hint, estimate),
                        runtime="compiled", sizes=state["sizes"], live=spec,
-                       head_plan=head_plan.to_dict() if head_plan is not None else None)
+                       head_plan=head_plan.to_dict() if head_plan is not None else None,
+                       time_estimate=estimate.get("time_estimate"))

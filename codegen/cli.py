@@ -114,6 +114,8 @@ def build(device, board, run, out, test_samples, do_compile, runtime, input_, se
         click.echo(f"  sensor       {v.source}: {v.channels} channels at {v.rate_hz} Hz, window {v.window}, "
                    f"hop {v.hop} samples = budget {v.budget:,} {'instructions' if brd.clock == 'icount' else 'us'}"
                    + (f", board {v.revision}" if v.revision else ""))
+        if r.time_estimate:
+            click.echo(f"  inference    {r.time_estimate}")
     if r.head_plan:
         h = r.head_plan
         click.echo(f"  head         trainable float32 {h['n_in']} -> {h['n_hidden']} -> {h['n_classes']}: training "

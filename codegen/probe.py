@@ -187,6 +187,24 @@ def run_probe(elf: Path, timeout: float = 60.0) -> list[ProbeWindow]:
 
 
 def probe(project: Path, timeout: float = 60.0) -> list[ProbeWindow]:
-    """Build the probe of ``project`` in a temporary folder and run it on QEMU."""
+    """Build the probe of ``project`` in a temporary folder and run it on QEMU (at least one window,
+    else CodegenError)."""
     with tempfile.TemporaryDirectory(prefix="fedtiny-probe-") as tmp:
-        return run_probe(build_probe(project, Path(tmp) / "probe"), timeout)
+        windows = run_probe(build_probe(project, Path(tmp) / "probe"), timeout)
+    if not windows:
+        raise CodegenError("the probe firmware reported no test window")
+    return windows
+
+
+def tools_missing() -> str | None:
+    """Why the probe cannot run on this machine (qemu-m4's compiler or QEMU is not installed, with
+    the packages to install), or None when it can."""
+    from .armgcc import find_tool
+    from .boards import load_board
+
+    board = load_board("qemu-m4")
+    missing = [t for t in (str(board.toolchain["cc"]), str(board.qemu["system"])) if find_tool(t) is None]
+    if not missing:
+        return None
+    pkgs = list(board.toolchain.get("debian_packages", [])) + list(board.qemu.get("debian_packages", []))
+    return f"{' and '.join(missing)} not installed (apt-get install {' '.join(pkgs)})"
