@@ -7,7 +7,8 @@ method local: the cost depends on the window and the architecture, not on the we
 device 0 for qemu-m4 (compiled runtime, ``--windows`` test windows embedded) and runs the probe
 firmware (``fedtiny.codegen.probe``: the project's own front end, test data and model, the same
 arm-none-eabi-gcc flags) under QEMU -icount shift=0, which reads back, per embedded window, the
-instructions of ``ft_frontend_run`` and of ``ft_model_invoke`` (SysTick ticks x 40, so +-40).
+instructions of ``ft_frontend_run`` and of ``ft_model_invoke`` (SysTick ticks x 40, restarted before
+each window: the same figures on every run).
 Printed: median instructions per window of each, the front end's static RAM (FFT buffers, int8
 input; ``codegen.frontend_c.work_bytes``) and its flash tables, and the firmware's text / bss.
 The probe also asserts that every board model input equals the host's.

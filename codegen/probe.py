@@ -4,8 +4,9 @@ model's int8 scores and the instructions each took, read back over the UART.
 ``probe(project)`` takes a generated qemu-m4 project (``fedtiny build --board qemu-m4``), compiles
 a copy in which the protocol application (src/fedtiny_app.c) is replaced by ``PROBE_C`` (the same
 ft_frontend_config.h, test_data.c, ft_model.c and board support, the same arm-none-eabi-gcc
-flags), runs it on QEMU (-icount shift=0: SysTick counts 40 instructions a tick, so each count is
-+-40) and returns one ``ProbeWindow`` per embedded window. The firmware waits for one byte before
+flags), runs it on QEMU (-icount shift=0: SysTick counts 40 instructions a tick; the probe restarts SysTick
+before each window, so a count is a whole number of ticks that depends only on the code, the same
+on every run) and returns one ``ProbeWindow`` per embedded window. The firmware waits for one byte before
 it starts, so no line is written before the host listens. Used by the qemu-m4 parity test and by
 benchmarks/frontend_cost.py.
 """
@@ -61,6 +62,12 @@ static int put_hex(char* s, int p, const int8_t* v, int n) {
   return p;
 }
 
+/* SysTick's current value register (Cortex-M4, ARMv7-M). Under -icount a write re-phases the
+ * counter to the write's instruction (QEMU restarts its timer from the current virtual time), so a
+ * count taken after it depends only on the instructions executed, not on when the start byte came
+ * (the clock had run for a real-time-dependent while before it: +-1 tick otherwise). */
+#define PROBE_SYST_CVR (*(volatile uint32_t*)0xE000E018u)
+
 static void probe_all(void) {
   for (int i = 0; i < FT_N_TEST; ++i) {
 #if FT_LIVE && FT_FRONTEND_KIND == FT_FRONTEND_RAW
@@ -70,6 +77,7 @@ static void probe_all(void) {
       g_raw[k] = (int16_t)((g_fedtiny_test_x[(long)i * FT_MODEL_INPUT_BYTES + k] - FT_INPUT_ZERO_POINT) *
                            (double)FT_INPUT_SCALE * 32767.0);
 #endif
+    PROBE_SYST_CVR = 0u;
     const uint32_t t0 = ft_board_ticks();
 #if FT_FRONTEND_KIND == FT_FRONTEND_RAW
 #if FT_LIVE
