@@ -229,7 +229,8 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
                   host_arena: int | None = None, runtime: str | None = None, input: str = "windows",
                   sensor: str | None = None, hop: int | None = None, recording=None,
                   trainable_head: bool = False, head_batch: int | None = None,
-                  head_windows: int | None = None, board_revision: str | None = None) -> BuildResult:
+                  head_windows: int | None = None, board_revision: str | None = None,
+                  inference_us: int | None = None) -> BuildResult:
     """Generate (and, where PlatformIO can, compile) device ``device``'s firmware project.
 
     ``board``: a built-in board name or a board JSON path. ``test_samples``: cap on embedded test
@@ -242,7 +243,8 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     ``input``: ``windows`` (embedded test windows and infer payloads) or ``sensor`` (also live and
     capture from the board's ``sensor``, ``codegen.live``: ``hop`` samples between decisions,
     ``recording`` an int16 .npy for the sim sensor, ``board_revision`` the board revision of a
-    sensor that depends on it: the Nano 33 BLE's IMU).
+    sensor that depends on it: the Nano 33 BLE's IMU; ``inference_us`` the front end + model time
+    the user measured on the board, checked against the hop instead of the estimate).
     ``trainable_head``: the compiled runtime with the board-trainable float32 head
     (``compiled.head``), ``head_batch`` windows per step and room for ``head_windows`` windows.
     """
@@ -255,7 +257,7 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
         return build_compiled(run_dir, device, brd, out_dir, test_samples, compile, runner=runner,
                               input=input, sensor=sensor, hop=hop, recording=recording,
                               trainable_head=trainable_head, head_batch=head_batch, head_windows=head_windows,
-                              board_revision=board_revision)
+                              board_revision=board_revision, inference_us=inference_us)
     if input not in P.INPUTS:
         raise CodegenError(f"unknown input {input!r} (inputs: {', '.join(P.INPUTS)})")
     rd = _load(run_dir, device)
@@ -282,7 +284,7 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
     spec, rec = _live_input(input, brd, rd, facts, tw, hop, sensor, recording, board_revision)
     ram_used = fit.ram_used + _live_ram(spec, facts)
     _check_live_fit(spec, brd, device, fit.flash_used, ram_used, fit)
-    estimate = _estimate_live(brd, "tflm", spec, rd, facts, tw, n, int(device), sha256)
+    estimate = _estimate_live(brd, "tflm", spec, rd, facts, tw, n, int(device), sha256, inference_us=inference_us)
 
     files: dict[str, str] = {}
     from . import live
@@ -372,12 +374,31 @@ def _measure(project: Path):
 
 
 def _estimate_live(brd: Board, runtime: str, spec, rd, facts: ModelFacts, tw: TestWindows, n: int, device: int,
-                   sha256: str, program=None, head_h: str | None = None, feature_layers: int = 0) -> dict:
+                   sha256: str, program=None, head_h: str | None = None, feature_layers: int = 0,
+                   inference_us: int | None = None) -> dict:
     """A live build for a PlatformIO board: its inference time estimated (``codegen.timing``) from
     the same front end + model as compiled-runtime C, built for qemu-m4 and run by the probe.
     Returns the manifest's ``live`` entries; refuses (CodegenError) when the estimate exceeds the
     hop. When it cannot be estimated here, the entries say why (``estimated_us`` None). No-op
-    ({}) for other builds."""
+    ({}) for other builds. ``inference_us``: the time the user measured on the board (the live
+    lines' ``us=``), checked against the hop in place of the estimate (``measured_us``); the
+    estimate, deliberately high, would otherwise refuse a model the board is known to run in time."""
+    if inference_us is not None:
+        if spec is None:
+            raise CodegenError("--inference-us needs --input sensor (it is checked against the live hop)")
+        if not brd.uses_platformio:
+            where = (f"{brd.name} measures the inference time itself" if brd.data.get("qemu") else
+                     f"board {brd.name} has no estimate to replace")
+            raise CodegenError("--inference-us replaces the estimated inference time of an --input sensor build "
+                               f"for a PlatformIO board; {where}")
+        if isinstance(inference_us, bool) or int(inference_us) != inference_us or inference_us <= 0:
+            raise CodegenError(f"--inference-us must be a positive whole number of microseconds, not {inference_us}")
+        from . import live
+
+        how = "measured on the board, given with --inference-us; not estimated"
+        live.check_budget(spec, int(inference_us), how, "us")
+        return {"estimated_instructions": None, "estimated_us": None, "measured_us": int(inference_us),
+                "time_estimate": f"{int(inference_us):,} us ({how})"}
     if spec is None or not brd.uses_platformio:
         return {}
     from dataclasses import replace
@@ -419,7 +440,8 @@ def _estimate_live(brd: Board, runtime: str, spec, rd, facts: ModelFacts, tw: Te
     how = (f"estimated, not measured: front end + model {worst:,} Cortex-M4 instructions on QEMU, worst of "
            f"{len(windows)} test window(s), x {t.runtime_factor['compiled']:g} (front end) / {f_model:g} (model, "
            f"{runtime}) x {t.cycles_per_instruction:g} cycles per instruction at {t.clock_mhz:g} MHz")
-    live.check_budget(spec, us, how, "us")
+    live.check_budget(spec, us, how, "us", " (or, if the board runs it faster, give the time it measured with "
+                                           "--inference-us)")
     return {"estimated_instructions": worst, "estimated_us": us, "time_estimate": f"{us:,} us ({how})"}
 
 
@@ -531,7 +553,7 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
                    compile: bool = True, *, runner: piomod.Runner | None = None, input: str = "windows",
                    sensor: str | None = None, hop: int | None = None, recording=None, trainable_head: bool = False,
                    head_batch: int | None = None, head_windows: int | None = None,
-                   board_revision: str | None = None) -> BuildResult:
+                   board_revision: str | None = None, inference_us: int | None = None) -> BuildResult:
     """The ``compiled`` runtime: the model as C (``compiled.graph`` + ``compiled.emit``), the
     protocol application in C and the board's glue (``compiled.project``). qemu-m4 projects are
     compiled with arm-none-eabi-gcc inside the temporary folder, before it replaces the old
@@ -562,7 +584,7 @@ def build_compiled(run_dir: Path, device: int, brd: Board, out_dir=None, test_sa
     from . import live
 
     estimate = _estimate_live(brd, "compiled", spec, rd, facts, tw, n, int(device), sha256, program, head_h,
-                              feature_layers)
+                              feature_layers, inference_us)
     files = _compiled_files(brd, program, int(device), rd, facts, sha256, arena, tw, n, spec, rec, head_h,
                             feature_layers)
     c_sources = armgcc.sources(files)

@@ -68,6 +68,10 @@ def _margin(used: int, budget: int) -> str:
                    "(LSM9DS1 IMU) or rev2 (BMI270 + BMM150 IMU; printed on the board as 'Rev2').")
 @click.option("--hop", type=int, default=None,
               help="Samples between two live decisions (default: half the window).")
+@click.option("--inference-us", type=int, default=None,
+              help="--input sensor on nano33ble/esp32dev: front end + model time per decision you measured on "
+                   "the board (the largest us= of its live event lines), checked against the hop instead of "
+                   "the build's estimate, which is deliberately high.")
 @click.option("--recording", type=click.Path(dir_okay=False), default=None,
               help="--sensor sim: int16 (N, channels) .npy counts to play (default: the run's test "
                    "windows one after another).")
@@ -80,7 +84,7 @@ def _margin(used: int, budget: int) -> str:
               help="--trainable-head: windows the board can hold (default 512; part of the RAM plan).")
 @friendly
 def build(device, board, run, out, test_samples, do_compile, runtime, input_, sensor, board_revision, hop,
-          recording, trainable_head, head_batch, head_windows):
+          inference_us, recording, trainable_head, head_batch, head_windows):
     """Generate the firmware project of one device of a run (TFLM sketch or compiled C)."""
     from .build import build_project
 
@@ -91,7 +95,7 @@ def build(device, board, run, out, test_samples, do_compile, runtime, input_, se
     r = build_project(_run_dir(run), device, board, out, test_samples, do_compile, runner=RUNNER,
                       runtime=runtime, input=input_, sensor=sensor, hop=hop, recording=recording,
                       trainable_head=trainable_head, head_batch=head_batch, head_windows=head_windows,
-                      board_revision=board_revision)
+                      board_revision=board_revision, inference_us=inference_us)
     click.echo(f"wrote {r.project_dir}")
     click.echo(f"  board        {r.board} ({brd.describe()})")
     click.echo(f"  runtime      {r.runtime}" + (" (the model as generated C, no TFLM library)"

@@ -271,10 +271,12 @@ def live_files(spec: LiveSpec, recording: np.ndarray | None, board: Board | None
     return files
 
 
-def check_budget(spec: LiveSpec, worst: int, how: str, unit: str) -> None:
+def check_budget(spec: LiveSpec, worst: int, how: str, unit: str, also: str = "") -> None:
     """Refuse a firmware whose inference (front end + model, ``worst`` in the board's clock unit)
-    does not fit the hop: it could never keep up with its sensor."""
+    does not fit the hop: it could never keep up with its sensor. ``also``: a further remedy,
+    appended to the message."""
     if worst > spec.budget:
         raise CodegenError(f"inference takes {worst:,} {unit} ({how}) but a hop of {spec.hop} samples at "
-                           f"{spec.rate_hz} Hz lasts {spec.budget:,} {unit}: use a larger --hop or a smaller model")
+                           f"{spec.rate_hz} Hz lasts {spec.budget:,} {unit}: use a larger --hop or a smaller "
+                           f"model{also}")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
-                                reason="the estimate runs the probe: needs arm-none-eabi-gcc and qemu-system-arm")
+needs_probe = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+                                 reason="the estimate runs the probe: needs arm-none-eabi-gcc and qemu-system-arm")
 
 
 def _manifest(project: Path) -> dict:
@@ -55,6 +55,7 @@ def test_estimate_is_the_formula_of_the_timing_section():
         board_timing(bad)
 
 
+@needs_probe
 def test_esp32_build_records_the_estimate_and_a_tiny_hop_is_refused(small_run, tmp_path):
     """~8 s (three probes on QEMU): an esp32dev --runtime compiled --input sensor build records the
     instructions qemu-m4's own live build measures and their conversion, and fits hop 20; hop 1
@@ -83,6 +84,7 @@ def test_esp32_build_records_the_estimate_and_a_tiny_hop_is_refused(small_run, t
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: inference takes "), lines
     assert "(estimated, not measured" in lines[0]
     assert "but a hop of 1 samples at 2000 Hz lasts 500 us: use a larger --hop or a smaller model" in lines[0]
+    assert lines[0].endswith("(or, if the board runs it faster, give the time it measured with --inference-us)")
     assert (res.project_dir / "fedtiny_build.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fw", "q"]          # no temporary folder left
 
@@ -100,6 +102,7 @@ def slow_run(small_run, tmp_path_factory) -> Path:
     return run
 
 
+@needs_probe
 def test_nano_tflm_build_estimates_with_the_interpreter_factor_and_refuses_a_tiny_hop(slow_run, tmp_path):
     """~6 s (two probes): the Nano TFLM sketch reading its IMU at 100 Hz records an estimate whose model
     part takes the board's tflm factor; hop 1 (10 ms) is refused and nothing is written."""
@@ -149,3 +152,33 @@ def test_without_qemu_or_a_timing_section_the_build_says_it_did_not_estimate(sma
     assert code == 0, lines
     assert "  inference    not estimated: board file mine.json has no timing section" in lines
     assert _manifest(tmp_path / "b")["live"]["time_estimate"] == "not estimated: board file mine.json has no timing section"
+
+
+def test_a_time_measured_on_the_board_replaces_the_estimate(small_run, tmp_path):
+    """< 2 s (no probe): the ESP32 TFLM sketch at 2000 Hz, whose estimate (about 12.5 ms) exceeds hop 20
+    (10 ms), builds with the time the user measured on the board (--inference-us), recorded as
+    measured; a measured time over the hop is refused and writes nothing; the option is an error
+    where there is no estimate to replace (qemu-m4 measures, --input windows has no hop) or when it
+    is not a positive number of microseconds."""
+    common = ("--run", str(small_run), "--board", "esp32dev", "--hop", "20",
+              "--test-samples", "1", "--no-compile")
+    code, lines = _cli(*common, "--inference-us", "9000", "--out", str(tmp_path / "fits"))
+    assert code == 0, lines
+    live = _manifest(tmp_path / "fits")["live"]
+    assert live["measured_us"] == 9000 and live["estimated_us"] is None and live["estimated_instructions"] is None
+    assert live["budget"] == 10_000
+    assert "  inference    9,000 us (measured on the board, given with --inference-us; not estimated)" in lines
+
+    code, lines = _cli(*common, "--inference-us", "10001", "--out", str(tmp_path / "over"))
+    assert code == 2 and lines == ["error: inference takes 10,001 us (measured on the board, given with "
+                                   "--inference-us; not estimated) but a hop of 20 samples at 2000 Hz lasts "
+                                   "10,000 us: use a larger --hop or a smaller model"], lines
+    assert not (tmp_path / "over").exists()
+
+    for extra, says in [(("--board", "qemu-m4", "--inference-us", "9000"), "qemu-m4 measures the inference time itself"),
+                        (("--input", "windows", "--inference-us", "9000"), "--inference-us needs --input sensor"),
+                        (("--inference-us", "0"), "--inference-us must be a positive whole number of microseconds"),
+                        (("--inference-us", "-5"), "--inference-us must be a positive whole number of microseconds")]:
+        code, lines = _cli(*common, *extra, "--out", str(tmp_path / "bad"))
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], (extra, lines)
+        assert not (tmp_path / "bad").exists()
