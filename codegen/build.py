@@ -332,7 +332,7 @@ def build_project(run_dir, device: int, board: str = "nano33ble", out_dir=None,
 
 def _with_estimate(hint: str, estimate: dict) -> str:
     """The compile hint, plus the reason when a live build's inference time was not estimated."""
-    if estimate.get("estimated_us") is None and estimate.get("time_estimate"):
+    if estimate.get("estimated_us") is None and estimate.get("measured_us") is None and estimate.get("time_estimate"):
         return f"{hint}; inference time {estimate['time_estimate']}"
     return hint
 

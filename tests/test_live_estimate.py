@@ -168,6 +168,7 @@ def test_a_time_measured_on_the_board_replaces_the_estimate(small_run, tmp_path)
     assert live["measured_us"] == 9000 and live["estimated_us"] is None and live["estimated_instructions"] is None
     assert live["budget"] == 10_000
     assert "  inference    9,000 us (measured on the board, given with --inference-us; not estimated)" in lines
+    assert not any("inference time" in line for line in lines), lines     # the compile hint has nothing to add
 
     code, lines = _cli(*common, "--inference-us", "10001", "--out", str(tmp_path / "over"))
     assert code == 2 and lines == ["error: inference takes 10,001 us (measured on the board, given with "
