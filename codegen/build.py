@@ -177,6 +177,14 @@ def config_values(board: Board, device: int, info: dict, facts: ModelFacts, sha2
         serial_wait_ms=int(board.data["serial_wait_ms"]))
 
 
+def _render(folder: Path, files: Mapping[str, str]) -> None:
+    """Write ``files`` (path relative to ``folder`` -> text) into ``folder``."""
+    for rel, text in sorted(files.items()):
+        p = Path(folder) / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
 def _write_atomically(out_dir: Path, files: Mapping[str, str], before_swap=None) -> None:
     """Render ``files`` into a temporary folder beside ``out_dir``, call ``before_swap(tmp)``
     (compiling there; an exception leaves the previous project as it was), then swap it in."""
@@ -187,10 +195,7 @@ def _write_atomically(out_dir: Path, files: Mapping[str, str], before_swap=None)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     old = None
     try:
-        for rel, text in sorted(files.items()):
-            p = tmp / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
+        _render(tmp, files)
         os.chmod(tmp, 0o755)
         if before_swap is not None:
             before_swap(tmp)
@@ -373,6 +378,27 @@ def _measure(project: Path):
     return windows, max(w.frontend_instructions + w.model_instructions for w in windows)
 
 
+def _given_time(brd: Board, spec, inference_us) -> dict:
+    """The manifest's ``live`` entries of a PlatformIO board's live build given the inference time
+    the user measured on the board (``--inference-us``), checked against the hop (CodegenError when
+    over it, or when the build has no estimate to replace)."""
+    from . import live
+
+    if spec is None:
+        raise CodegenError("--inference-us needs --input sensor (it is checked against the live hop)")
+    if not brd.uses_platformio:
+        where = (f"{brd.name} measures the inference time itself" if brd.data.get("qemu") else
+                 f"board {brd.name} has no estimate to replace")
+        raise CodegenError("--inference-us replaces the estimated inference time of an --input sensor build "
+                           f"for a PlatformIO board; {where}")
+    if isinstance(inference_us, bool) or int(inference_us) != inference_us or inference_us <= 0:
+        raise CodegenError(f"--inference-us must be a positive whole number of microseconds, not {inference_us}")
+    how = "measured on the board, given with --inference-us; not estimated"
+    live.check_budget(spec, int(inference_us), how, "us")
+    return {"estimated_instructions": None, "estimated_us": None, "measured_us": int(inference_us),
+            "time_estimate": f"{int(inference_us):,} us ({how})"}
+
+
 def _estimate_live(brd: Board, runtime: str, spec, rd, facts: ModelFacts, tw: TestWindows, n: int, device: int,
                    sha256: str, program=None, head_h: str | None = None, feature_layers: int = 0,
                    inference_us: int | None = None) -> dict:
@@ -384,21 +410,7 @@ def _estimate_live(brd: Board, runtime: str, spec, rd, facts: ModelFacts, tw: Te
     lines' ``us=``), checked against the hop in place of the estimate (``measured_us``); the
     estimate, deliberately high, would otherwise refuse a model the board is known to run in time."""
     if inference_us is not None:
-        if spec is None:
-            raise CodegenError("--inference-us needs --input sensor (it is checked against the live hop)")
-        if not brd.uses_platformio:
-            where = (f"{brd.name} measures the inference time itself" if brd.data.get("qemu") else
-                     f"board {brd.name} has no estimate to replace")
-            raise CodegenError("--inference-us replaces the estimated inference time of an --input sensor build "
-                               f"for a PlatformIO board; {where}")
-        if isinstance(inference_us, bool) or int(inference_us) != inference_us or inference_us <= 0:
-            raise CodegenError(f"--inference-us must be a positive whole number of microseconds, not {inference_us}")
-        from . import live
-
-        how = "measured on the board, given with --inference-us; not estimated"
-        live.check_budget(spec, int(inference_us), how, "us")
-        return {"estimated_instructions": None, "estimated_us": None, "measured_us": int(inference_us),
-                "time_estimate": f"{int(inference_us):,} us ({how})"}
+        return _given_time(brd, spec, inference_us)
     if spec is None or not brd.uses_platformio:
         return {}
     from dataclasses import replace
@@ -430,10 +442,7 @@ def _estimate_live(brd: Board, runtime: str, spec, rd, facts: ModelFacts, tw: Te
     files = _compiled_files(qemu, program, device, rd, facts, sha256, plan(program).arena_bytes, tw, n, qspec,
                             None, head_h, feature_layers)
     with tempfile.TemporaryDirectory(prefix="fedtiny-estimate-") as tmp:
-        for rel, text in files.items():
-            p = Path(tmp) / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
+        _render(Path(tmp), files)
         windows, worst = _measure(Path(tmp))
     us = tm.worst_estimate_us(windows, t, runtime)
     f_model = t.runtime_factor[runtime]
